@@ -1,0 +1,36 @@
+# One command to set up and run the demo, one to set up and run the checks.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first, pinned: on these machines 2.13.0 is a local CPU wheel; a loose spec would
+# download a multi-GB CUDA build. Elsewhere, set TORCH_SPEC to what suits your machine.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test lint typecheck pytest clean
+
+$(BIN)/metasched: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/metasched
+
+demo: setup
+	$(BIN)/metasched train --config demo
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

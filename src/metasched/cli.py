@@ -1,0 +1,159 @@
+"""The ``metasched`` command: train, evaluate, data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from metasched.errors import MetaschedError, TrainingInterrupted
+
+
+def _run_dir(preset: str, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    return Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _print_summary(summary: dict, metric: str = "accuracy") -> None:
+    for name in ("best", "final"):
+        entry = summary[name]
+        label = "best on validation" if name == "best" else "final"
+        print(
+            f"test {metric} ({label}, iteration {entry['iteration']}):"
+            f" {100 * entry['score']:.2f} ± {100 * entry['ci95']:.2f}%"
+            f" (95% CI over {summary['test_tasks']} tasks)"
+        )
+    print(f"run directory: {summary['run_dir']}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from metasched.config import load_config
+    from metasched.training.trainer import Trainer
+
+    if args.resume:
+        trainer = Trainer.resume(Path(args.resume), args.set)
+    else:
+        config = load_config(args.config, args.set)
+        run_dir = _run_dir(args.config, args.run_dir)
+        trainer = Trainer.create(config, run_dir)
+    summary = trainer.fit(progress=not args.quiet)
+    _print_summary(summary)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from metasched.config import config_from_dict
+    from metasched.training.checkpoint import load_checkpoint
+    from metasched.training.components import STREAMS, build_components
+    from metasched.training.evaluation import evaluate
+
+    target = Path(args.target)
+    path = target / "best.pt" if target.is_dir() else target
+    payload = load_checkpoint(path)
+    config = config_from_dict(payload["config"], args.set)
+    parts = build_components(config)
+    parts.model.load_state_dict(payload["model"])
+    num_tasks = args.tasks or config.train.test_tasks
+    rng = np.random.default_rng(
+        [config.seed if args.seed is None else args.seed, STREAMS[args.split]]
+    )
+    result = evaluate(
+        parts.learner,
+        parts.learner.parameters(),
+        parts.samplers[args.split],
+        num_tasks,
+        rng,
+        parts.device,
+        f"{args.split} tasks",
+    )
+    print(
+        f"{args.split} accuracy of {path} (iteration {payload['iteration']}):"
+        f" {result.percent()} (95% CI over {num_tasks} tasks)"
+    )
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from metasched.data.registry import DATASETS, DataSpec, load_dataset
+
+    if args.action == "list":
+        for name, entry in DATASETS.items():
+            print(f"{name:10s} {entry.description}")
+        return
+    spec = DataSpec(
+        name=args.name, root=args.root, image_size=args.image_size, channels=args.channels
+    )
+    splits = load_dataset(spec)
+    print(f"{args.name} at {args.image_size}x{args.image_size}:")
+    print(splits.describe())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metasched", description="Meta-learning with an adaptive task scheduler."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="meta-train a model (uniform or scheduled tasks)")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="preset name (see configs/) or path to a YAML file")
+    source.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.iterations=200 (repeatable)",
+    )
+    train.add_argument("--run-dir", help="output directory (default: runs/<preset>-<time>)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test a checkpoint on fresh tasks")
+    evaluate.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    evaluate.add_argument("--split", choices=["train", "val", "test"], default="test")
+    evaluate.add_argument("--tasks", type=int, help="number of tasks (default: train.test_tasks)")
+    evaluate.add_argument("--seed", type=int, help="task seed (default: the run's seed)")
+    evaluate.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set learner.eval_inner_steps=20",
+    )
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    data = commands.add_parser("data", help="list or prepare data sets")
+    data_commands = data.add_subparsers(dest="action", required=True)
+    data_commands.add_parser("list", help="the data sets metasched can load")
+    prepare = data_commands.add_parser("prepare", help="build or read a data set into the cache")
+    prepare.add_argument("name")
+    prepare.add_argument("--root", help="where the data set's files are (omniglot, folder)")
+    prepare.add_argument("--image-size", type=int, default=28)
+    prepare.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    data.set_defaults(handler=cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except MetaschedError as error:
+        print(f"metasched: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as error:
+        print(f"metasched: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("metasched: aborted; the last checkpoint on disk is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Class pools from image files: a directory tree ``root/<class>/<images>``, or a zip of one.
+
+A class is a directory that directly holds image files; its group is its parent directory (the
+alphabet, for Omniglot's ``<alphabet>/<character>/<png>`` layout). If ``root`` holds ``train``,
+``val`` and ``test`` directories, they are the splits; otherwise classes are split 64/16/20 by a
+fixed seeded permutation, as miniImageNet's 64/16/20 classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from metasched.data.cache import cache_dir, load_splits, save_splits
+from metasched.data.pool import ClassPool, DataSplits
+from metasched.errors import MetaschedError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
+SPLIT_SEED = 0
+
+# A class is keyed by its path relative to the root; its files are opened by a reader.
+ClassFiles = dict[str, list[str]]
+Reader = Callable[[str], bytes]
+
+
+def _is_image(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def scan_directory(root: Path) -> tuple[ClassFiles, Reader]:
+    """Finds every directory under ``root`` that holds image files."""
+    classes: ClassFiles = defaultdict(list)
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and _is_image(path.name):
+            classes[path.parent.relative_to(root).as_posix()].append(
+                path.relative_to(root).as_posix()
+            )
+    return dict(classes), lambda name: (root / name).read_bytes()
+
+
+def scan_zip(archive: zipfile.ZipFile) -> tuple[ClassFiles, Reader]:
+    """Finds every directory inside a zip archive that holds image files."""
+    classes: ClassFiles = defaultdict(list)
+    for name in sorted(archive.namelist()):
+        if not name.endswith("/") and _is_image(name):
+            classes[PurePosixPath(name).parent.as_posix()].append(name)
+    return dict(classes), archive.read
+
+
+def decode_image(data: bytes, image_size: int, channels: int, invert: bool) -> np.ndarray:
+    """Decodes, converts (grey or RGB) and resizes one image to a (C, H, W) uint8 array."""
+    image = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
+    image = image.resize((image_size, image_size), Image.Resampling.BOX)
+    array = np.asarray(image, dtype=np.uint8)
+    array = array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return 255 - array if invert else np.ascontiguousarray(array)
+
+
+def read_pool(
+    classes: ClassFiles,
+    keys: Iterable[str],
+    reader: Reader,
+    image_size: int,
+    channels: int,
+    invert: bool,
+    description: str,
+) -> ClassPool:
+    """Decodes the images of the classes ``keys`` into one pool (group = parent directory)."""
+    keys = list(keys)
+    arrays, groups = [], []
+    for key in tqdm(keys, desc=description, unit="class", leave=False):
+        images = []
+        for name in classes[key]:
+            try:
+                images.append(decode_image(reader(name), image_size, channels, invert))
+            except (UnidentifiedImageError, OSError) as error:
+                raise MetaschedError(
+                    f"cannot read image {name!r} ({error}); remove or replace the file"
+                ) from error
+        arrays.append(np.stack(images))
+        groups.append(PurePosixPath(key).parent.name or "-")
+    names = ["/".join(PurePosixPath(k).parts[-2:]) for k in keys]
+    return ClassPool.from_class_arrays(arrays, names, groups)
+
+
+def split_classes(keys: list[str]) -> dict[str, list[str]]:
+    """Splits sorted class keys 64/16/20 by a fixed seeded permutation."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(keys))
+    n_train = round(SPLIT_FRACTIONS[0] * len(keys))
+    n_val = round(SPLIT_FRACTIONS[1] * len(keys))
+    shuffled = [sorted(keys)[i] for i in order]
+    return {
+        "train": shuffled[:n_train],
+        "val": shuffled[n_train : n_train + n_val],
+        "test": shuffled[n_train + n_val :],
+    }
+
+
+def _fingerprint(root: Path, *settings: object) -> str:
+    """A short hash of the files' names, sizes and times, and the loading settings."""
+    digest = hashlib.sha256(repr(settings).encode())
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_image_folder(
+    root: str | Path, image_size: int = 28, channels: int = 1, invert: bool = False
+) -> DataSplits:
+    """Reads ``root/<class>/<images>`` (or ``root/{train,val,test}/<class>/<images>``), cached."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise MetaschedError(
+            f"data directory {str(root)!r} does not exist; set data.root to a folder laid out"
+            " as <root>/<class>/<image files>"
+        )
+    path = cache_dir() / f"folder-{_fingerprint(root.resolve(), image_size, channels, invert)}.npz"
+    if path.exists():
+        return load_splits(path)
+    classes, reader = scan_directory(root)
+    if len(classes) < 3:
+        raise MetaschedError(
+            f"found {len(classes)} class folders with images under {str(root)!r}; lay it out"
+            " as <root>/<class>/<image files> with at least 3 classes"
+        )
+    top = {key.split("/", 1)[0] for key in classes}
+    if {"train", "val", "test"} <= top:
+        keys = {
+            s: [k for k in classes if k.split("/", 1)[0] == s] for s in ("train", "val", "test")
+        }
+    else:
+        keys = split_classes(list(classes))
+    splits = DataSplits(
+        **{
+            s: read_pool(classes, keys[s], reader, image_size, channels, invert, f"reading {s}")
+            for s in ("train", "val", "test")
+        }
+    )
+    save_splits(path, splits)
+    return splits

@@ -1,0 +1,61 @@
+"""ANIL (Raghu et al., 2020): only the linear head adapts; the backbone is shared."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from metasched.learners.base import Adaptation, MetaLearner, Params, Predictor, sgd_steps
+
+
+def split_params(params: Params, prefix: str) -> tuple[Params, Params]:
+    """Splits ``params`` into those under ``prefix.`` (prefix stripped) and the rest."""
+    inside = {n[len(prefix) + 1 :]: p for n, p in params.items() if n.startswith(prefix + ".")}
+    rest = {n: p for n, p in params.items() if not n.startswith(prefix + ".")}
+    return inside, rest
+
+
+class ANIL(MetaLearner):
+    """Almost-no-inner-loop: the head adapts on backbone features computed once per set.
+
+    The backbone does not change in the inner loop, so its features are computed once for the
+    support and once for the query (the reference recomputes them at every inner step, with
+    the same result).
+    """
+
+    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of ``x`` under ``params``."""
+        _, backbone = split_params(params, "head")
+        backbone = {n.removeprefix("backbone."): p for n, p in backbone.items()}
+        return functional_call(self.model.get_submodule("backbone"), backbone, (x,))
+
+    def adapt(
+        self,
+        params: Params,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        adaptation: Adaptation,
+        create_graph: bool,
+    ) -> Predictor:
+        head, _ = split_params(params, "head")
+        support_features = self.features(params, support_x)
+        if not create_graph:  # first order: the support acts only through constant gradients
+            support_features = support_features.detach()
+        head = self.adapt_head(head, support_features, support_y, adaptation, create_graph)
+        return lambda x: F.linear(self.features(params, x), head["weight"], head["bias"])
+
+    def adapt_head(
+        self,
+        head: Params,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        adaptation: Adaptation,
+        create_graph: bool,
+    ) -> Params:
+        """SGD on the head alone, given fixed features."""
+
+        def support_loss(fast: Params) -> torch.Tensor:
+            return self.loss_fn(F.linear(features, fast["weight"], fast["bias"]), targets)
+
+        return sgd_steps(support_loss, head, adaptation, create_graph)

@@ -1,0 +1,14 @@
+"""Backbones with a linear head, as plain ``nn.Module``s (``model.backbone``, ``model.head``)."""
+
+from metasched.models.conv4 import Conv4, Conv4Backbone
+from metasched.models.mlp import FingerprintBackbone, FingerprintMLP
+from metasched.models.norm import TaskBatchNorm, task_batch_norm
+
+__all__ = [
+    "Conv4",
+    "Conv4Backbone",
+    "FingerprintBackbone",
+    "FingerprintMLP",
+    "TaskBatchNorm",
+    "task_batch_norm",
+]

@@ -1,0 +1,66 @@
+"""Conv4: four [conv 3x3, batch norm, ReLU, max-pool 2] blocks and a linear head."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metasched.errors import MetaschedError
+from metasched.models.norm import TaskBatchNorm
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm = TaskBatchNorm(out_channels)
+
+    def forward(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
+        return F.max_pool2d(F.relu(self.norm(self.conv(x), tasks)), 2)
+
+
+class Conv4Backbone(nn.Module):
+    """The feature extractor: (N, C, H, W) or (T, N, C, H, W) images to flat features.
+
+    A leading task dimension T makes every task use its own batch-norm statistics, so several
+    tasks can share one batched forward pass.
+    """
+
+    def __init__(self, in_channels: int = 1, filters: int = 64, image_size: int = 28) -> None:
+        super().__init__()
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        if side < 1:
+            raise MetaschedError(
+                f"Conv4 halves the image four times, so data.image_size={image_size} is too"
+                " small; use at least 16"
+            )
+        channels = [in_channels, filters, filters, filters, filters]
+        self.blocks = nn.ModuleList(ConvBlock(a, b) for a, b in itertools.pairwise(channels))
+        self.out_features = filters * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        tasks = lead[0] if len(lead) == 2 else 1
+        h = x.reshape(-1, *x.shape[-3:])
+        for block in self.blocks:
+            h = block(h, tasks)
+        return h.reshape(*lead, -1)
+
+
+class Conv4(nn.Module):
+    """Conv4 backbone plus a linear head with ``out_features`` outputs (the N of N-way)."""
+
+    def __init__(
+        self, out_features: int, in_channels: int = 1, filters: int = 64, image_size: int = 28
+    ) -> None:
+        super().__init__()
+        self.backbone = Conv4Backbone(in_channels, filters, image_size)
+        self.head = nn.Linear(self.backbone.out_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))

@@ -1,0 +1,51 @@
+"""Episodes (tasks): a support set to adapt on and a query set to be scored on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One few-shot task, for classification (integer labels) or regression (float targets).
+
+    Attributes:
+        support_x, support_y: the examples the learner adapts on (labels possibly corrupted).
+        query_x, query_y: the examples the adapted learner is scored on (always clean).
+        noisy: whether the support labels were corrupted. Training code may log it;
+            schedulers other than the oracle must never read it.
+        clean_support_y: the true support labels of a noisy episode, for diagnostics.
+        source: where the task came from (class indices of the pool, or an assay index).
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    noisy: bool = False
+    clean_support_y: torch.Tensor | None = None
+    source: tuple[int, ...] = ()
+
+    def to(self, device: torch.device | str) -> Episode:
+        """The same episode with its tensors on ``device``."""
+        move = {
+            name: getattr(self, name).to(device, non_blocking=True)
+            for name in ("support_x", "support_y", "query_x", "query_y")
+        }
+        return replace(self, **move)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.support_x) + len(self.query_x)
+
+
+class TaskSource(Protocol):
+    """Anything that draws episodes from a random generator."""
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        """Draws one episode."""
+        ...

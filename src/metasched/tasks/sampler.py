@@ -1,0 +1,128 @@
+"""N-way K-shot Q-query episodes from a class pool, with label noise and class budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from metasched.data.pool import ClassPool
+from metasched.errors import MetaschedError
+from metasched.tasks.episode import Episode
+from metasched.tasks.noise import LabelNoise, flip_labels, symmetric_transition_matrix
+
+BUDGET_SEED = 0
+
+
+def budget_classes(num_classes: int, budget: int | Sequence[int] | None) -> list[int]:
+    """The classes a limited budget allows: all, an explicit list, or a count.
+
+    A count ``m`` takes the first ``m`` classes of a permutation with a fixed seed, so that
+    every run with the same budget trains on the same classes.
+    """
+    if budget is None:
+        return list(range(num_classes))
+    if isinstance(budget, int):
+        if not 0 < budget <= num_classes:
+            raise MetaschedError(
+                f"task.train_classes={budget} but the training split has {num_classes} classes;"
+                f" use a count between 1 and {num_classes}"
+            )
+        order = np.random.default_rng(BUDGET_SEED).permutation(num_classes)
+        return sorted(int(c) for c in order[:budget])
+    classes = [int(c) for c in budget]
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad or len(set(classes)) != len(classes):
+        raise MetaschedError(
+            f"task.train_classes must list distinct indices in 0..{num_classes - 1};"
+            f" got {bad[0] if bad else 'duplicates'}"
+        )
+    return classes
+
+
+class FewShotSampler:
+    """Draws N-way K-shot episodes with Q query images per class from a class pool.
+
+    Labels 0..N-1 follow the order in which the classes were drawn. The support holds the K
+    images of class 0, then class 1, ...; the query likewise (batch statistics and losses do not
+    depend on the order).
+
+    Args:
+        pool: the classes to draw from.
+        n_way, k_shot, q_query: classes per task, support and query images per class.
+        noise: label noise applied to the support of a fraction of the tasks.
+        classes: a class budget: these class indices, or a count (see :func:`budget_classes`).
+    """
+
+    def __init__(
+        self,
+        pool: ClassPool,
+        n_way: int,
+        k_shot: int,
+        q_query: int,
+        noise: LabelNoise | None = None,
+        classes: int | Sequence[int] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
+        self.noise = noise or LabelNoise()
+        self.classes = np.asarray(budget_classes(pool.num_classes, classes))
+        self._check()
+        self._transition = (
+            symmetric_transition_matrix(n_way, self.noise.flip_rate)
+            if self.noise.task_ratio > 0
+            else None
+        )
+
+    def _check(self) -> None:
+        if min(self.n_way, self.k_shot, self.q_query) < 1:
+            raise MetaschedError(
+                f"task sizes must be positive, got n_way={self.n_way}, k_shot={self.k_shot},"
+                f" q_query={self.q_query}"
+            )
+        if self.n_way > len(self.classes):
+            raise MetaschedError(
+                f"task.n_way={self.n_way} but only {len(self.classes)} classes are available;"
+                f" lower task.n_way or allow more classes"
+            )
+        counts = self.pool.counts()[self.classes]
+        need = self.k_shot + self.q_query
+        if counts.min() < need:
+            label = int(self.classes[int(np.argmin(counts))])
+            raise MetaschedError(
+                f"class {self.pool.class_names[label]!r} has {counts.min()} images but"
+                f" k_shot + q_query = {need}; lower task.k_shot or task.q_query"
+            )
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        """Draws one episode; a noisy one with probability ``noise.task_ratio``."""
+        chosen = rng.choice(self.classes, self.n_way, replace=False)
+        per_class = self.k_shot + self.q_query
+        picks = np.stack(
+            [
+                self.pool.starts[c] + rng.choice(self.pool.counts()[c], per_class, replace=False)
+                for c in chosen
+            ]
+        )
+        support_idx = picks[:, : self.k_shot].ravel()
+        query_idx = picks[:, self.k_shot :].ravel()
+        support_y = np.repeat(np.arange(self.n_way), self.k_shot)
+        query_y = np.repeat(np.arange(self.n_way), self.q_query)
+        noisy = self._transition is not None and bool(rng.random() < self.noise.task_ratio)
+        clean_support_y = None
+        if noisy and self._transition is not None:
+            clean_support_y = torch.from_numpy(support_y)
+            support_y = flip_labels(support_y, self._transition, rng)
+        return Episode(
+            support_x=self._images(support_idx),
+            support_y=torch.from_numpy(support_y),
+            query_x=self._images(query_idx),
+            query_y=torch.from_numpy(query_y),
+            noisy=noisy,
+            clean_support_y=clean_support_y,
+            source=tuple(int(c) for c in chosen),
+        )
+
+    def _images(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.pool.images[indices]).float().div_(255.0)

@@ -1,0 +1,80 @@
+"""Turning a config into the objects of a run: data, task samplers, model, learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metasched.config import Config
+from metasched.data.registry import load_dataset
+from metasched.errors import MetaschedError
+from metasched.learners import ANIL, MAML, Adaptation, MetaLearner
+from metasched.models import Conv4
+from metasched.tasks import FewShotSampler, LabelNoise
+
+# Independent random streams of a run: training draws never shift validation or test tasks.
+STREAMS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class Components:
+    """What a run is made of."""
+
+    samplers: dict[str, FewShotSampler]
+    model: nn.Module
+    learner: MetaLearner
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MetaschedError(f"train.device={name!r} but CUDA is not available; use auto or cpu")
+    return device
+
+
+def build_samplers(config: Config) -> dict[str, FewShotSampler]:
+    """Train (noisy, budgeted), val and test (clean) episode samplers."""
+    splits = load_dataset(config.data)
+    task = config.task
+    shape = (task.n_way, task.k_shot, task.q_query)
+    return {
+        "train": FewShotSampler(
+            splits.train, *shape, LabelNoise(task.noise_ratio, task.flip_rate), task.train_classes
+        ),
+        "val": FewShotSampler(splits.val, *shape),
+        "test": FewShotSampler(splits.test, *shape),
+    }
+
+
+def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
+    """The network named by ``model.name`` with ``task.n_way`` outputs."""
+    if config.model.name == "conv4":
+        channels, height, _ = in_shape
+        return Conv4(config.task.n_way, channels, config.model.filters, height)
+    raise MetaschedError(
+        f"model.name={config.model.name!r} does not fit image data; use model.name=conv4"
+    )
+
+
+def build_learner(config: Config, model: nn.Module) -> MetaLearner:
+    """MAML or ANIL with the configured inner loops."""
+    spec = config.learner
+    train = Adaptation(spec.inner_lr, spec.inner_steps)
+    evaluation = Adaptation(spec.eval_inner_lr or spec.inner_lr, spec.eval_inner_steps)
+    kind = MAML if spec.algorithm == "maml" else ANIL
+    return kind(model, "cross_entropy", train, evaluation, spec.first_order)
+
+
+def build_components(config: Config) -> Components:
+    """Data, samplers, model (seeded with ``config.seed``) and learner, on the chosen device."""
+    device = resolve_device(config.train.device)
+    samplers = build_samplers(config)
+    torch.manual_seed(config.seed)
+    model = build_model(config, samplers["train"].pool.image_shape).to(device)
+    return Components(samplers, model, build_learner(config, model), device)

@@ -1,0 +1,102 @@
+"""Configs and the command line: presets, overrides, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from metasched.cli import main
+from metasched.config import Config, load_config, parse_override, preset_names
+from metasched.errors import MetaschedError
+
+
+def test_presets_load_and_are_checked() -> None:
+    assert {"demo", "glyphs-5w1s", "glyphs-5w5s"} <= set(preset_names())
+    for name in preset_names():
+        assert isinstance(load_config(name), Config)
+    assert load_config("glyphs-5w5s").task.k_shot == 5
+
+
+def test_overrides_are_typed() -> None:
+    config = load_config(
+        "glyphs-5w1s", ["train.iterations=7", "learner.inner_lr=1", "task.train_classes=[1, 2, 3]"]
+    )
+    assert config.train.iterations == 7
+    assert config.learner.inner_lr == 1.0 and isinstance(config.learner.inner_lr, float)
+    assert config.task.train_classes == [1, 2, 3]
+    assert parse_override("data.root=/tmp/x") == (["data", "root"], "/tmp/x")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.iteratons=5"], "did you mean train.iterations"),
+        (["train.iterations=many"], "train.iterations='many' is not a valid int"),
+        (["learner.inner_lr=-0.1"], "learner.inner_lr must be positive"),
+        (["train.meta_lr=0"], "train.meta_lr must be positive"),
+        (["learner.algorithm=reptile"], "use maml or anil"),
+        (["task.noise_ratio=1.5"], "task.noise_ratio must lie in"),
+        (["scheduler.pool_size=1"], "smaller than train.meta_batch_size"),
+        (["iterations"], "is not key=value"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(MetaschedError, match=message):
+        load_config("glyphs-5w1s", overrides)
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("metasched: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(capsys, tmp_path, glyphs) -> None:
+    assert "no preset or file named 'nope'" in _cli_error(capsys, "train", "--config", "nope")
+    assert "did you mean" in _cli_error(
+        capsys, "train", "--config", "demo", "--set", "train.meta_batchsize=2"
+    )
+    assert "data.root" in _cli_error(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--set",
+        "data.name=folder",
+        "--run-dir",
+        str(tmp_path / "a"),
+    )
+    assert "does not exist" in _cli_error(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--set",
+        "data.name=folder",
+        "--set",
+        f"data.root={tmp_path / 'missing'}",
+        "--run-dir",
+        str(tmp_path / "b"),
+    )
+    assert "lower task.k_shot or task.q_query" in _cli_error(
+        capsys,
+        "train",
+        "--config",
+        "demo",
+        "--set",
+        "task.k_shot=10",
+        "--set",
+        "task.q_query=15",
+        "--run-dir",
+        str(tmp_path / "c"),
+    )
+    assert "does not exist" in _cli_error(capsys, "evaluate", str(tmp_path / "nothing.pt"))
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    assert "not valid YAML" in _cli_error(capsys, "train", "--config", str(tmp_path / "bad.yaml"))
+
+
+def test_data_list(capsys) -> None:
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "glyphs" in out and "omniglot" in out and "folder" in out

@@ -1,0 +1,58 @@
+"""Backbones: derived head sizes, per-task batch norm, batched tasks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metasched.errors import MetaschedError
+from metasched.models import Conv4, FingerprintMLP
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "filters", "features"),
+    [(28, 1, 64, 64), (84, 3, 32, 800), (32, 3, 16, 64), (16, 1, 8, 8)],
+)
+def test_conv4_head_size_is_derived(size: int, channels: int, filters: int, features: int) -> None:
+    model = Conv4(5, channels, filters, size)
+    assert model.head.in_features == features
+    assert model(torch.rand(7, channels, size, size)).shape == (7, 5)
+
+
+def test_conv4_matches_the_reference_parameter_count() -> None:
+    model = Conv4(5, in_channels=3, filters=32, image_size=84)
+    assert sum(p.numel() for p in model.parameters()) == 32_901  # ats-method.md section 2
+    assert sum(p.numel() for p in model.head.parameters()) == 4_005
+
+
+def test_conv4_rejects_tiny_images() -> None:
+    with pytest.raises(MetaschedError, match="at least 16"):
+        Conv4(5, 1, 8, 12)
+
+
+def test_batch_norm_uses_each_tasks_own_statistics() -> None:
+    torch.manual_seed(0)
+    model = Conv4(5, 1, 8, 28)
+    with torch.no_grad():
+        for block in model.backbone.blocks:
+            block.norm.weight.uniform_(0.5, 1.5)
+            block.norm.bias.uniform_(-0.2, 0.2)
+    tasks = torch.rand(3, 6, 1, 28, 28) * torch.tensor([1.0, 2.0, 5.0]).view(3, 1, 1, 1, 1)
+    batched = model(tasks)
+    separate = torch.stack([model(t) for t in tasks])
+    assert batched.shape == (3, 6, 5)
+    torch.testing.assert_close(batched, separate, rtol=1e-4, atol=1e-5)
+    # A task's outputs do not depend on the other images in the pass: statistics are per task.
+    torch.testing.assert_close(model(tasks[:1])[0], separate[0], rtol=1e-4, atol=1e-5)
+
+
+def test_fingerprint_mlp_is_the_supplements_network() -> None:
+    model = FingerprintMLP(1024)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in layers] == [(1024, 500), (500, 500), (500, 1)]
+    assert model(torch.rand(4, 1024)).shape == (4, 1)
+    with_norm = FingerprintMLP(64, batch_norm=True)
+    x = torch.rand(2, 5, 64)
+    batched = with_norm(x)
+    assert batched.shape == (2, 5, 1)
+    torch.testing.assert_close(batched[1], with_norm(x[1]), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,141 @@
+"""The trainer: learning happens, checkpoints resume exactly, interruptions lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from metasched.cli import main
+from metasched.config import load_config
+from metasched.errors import MetaschedError, TrainingInterrupted
+from metasched.training import checkpoint as checkpoint_module
+from metasched.training.checkpoint import load_checkpoint
+from metasched.training.metrics import read_metrics
+from metasched.training.trainer import Trainer
+
+from .conftest import tiny_overrides
+
+
+def _records(run_dir, kinds=("train", "val")):
+    return [
+        {k: v for k, v in r.items() if k != "seconds"}
+        for r in read_metrics(run_dir / "metrics.jsonl")
+        if r["kind"] in kinds
+    ]
+
+
+def test_tiny_run_learns_well_above_chance(tmp_path, glyphs) -> None:
+    config = load_config("glyphs-5w1s", tiny_overrides(**{"train.iterations": 40}))
+    summary = Trainer.create(config, tmp_path / "run").fit(progress=False)
+    assert summary["final"]["score"] > 0.2 + 0.3  # 5-way chance is 0.2
+    first_val = _records(tmp_path / "run", ("val",))[0]["score"]
+    assert summary["best"]["score"] >= first_val - 0.1
+    for name in ("summary.json", "test_tasks.csv", "best.pt", "last.pt", "config.yaml"):
+        assert (tmp_path / "run" / name).exists()
+
+
+@pytest.mark.parametrize("algorithm", ["anil", "maml"])
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, glyphs, algorithm) -> None:
+    overrides = tiny_overrides(
+        **{
+            "learner.algorithm": algorithm,
+            "learner.inner_steps": 2,
+            "learner.eval_inner_steps": 2,
+            "train.val_tasks": 5,
+            "train.test_tasks": 5,
+        }
+    )
+    full = load_config("glyphs-5w1s", [*overrides, "train.iterations=30"])
+    Trainer.create(full, tmp_path / "full").fit(progress=False)
+
+    half = load_config("glyphs-5w1s", [*overrides, "train.iterations=20"])
+    Trainer.create(half, tmp_path / "split").fit(progress=False)
+    Trainer.resume(tmp_path / "split", ["train.iterations=30"]).fit(progress=False)
+
+    assert _records(tmp_path / "split") == _records(tmp_path / "full")
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_to_change_the_experiment(tmp_path, glyphs) -> None:
+    config = load_config(
+        "glyphs-5w1s", tiny_overrides(**{"train.iterations": 10, "train.test_tasks": 5})
+    )
+    Trainer.create(config, tmp_path / "run").fit(progress=False)
+    with pytest.raises(MetaschedError, match="cannot change model"):
+        Trainer.resume(tmp_path / "run", ["model.filters=8"])
+    with pytest.raises(MetaschedError, match="already holds a run"):
+        Trainer.create(config, tmp_path / "run")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(
+    tmp_path, glyphs, monkeypatch
+) -> None:
+    overrides = tiny_overrides(
+        **{
+            "train.iterations": 20,
+            "train.checkpoint_every": 100,
+            "train.val_tasks": 5,
+            "train.test_tasks": 5,
+        }
+    )
+    config = load_config("glyphs-5w1s", overrides)
+    Trainer.create(config, tmp_path / "full").fit(progress=False)
+
+    trainer = Trainer.create(config, tmp_path / "cut")
+    step = trainer.train_step
+
+    def interrupted_step():
+        record = step()
+        if trainer.state.iteration == 6:  # the 7th step is running: press Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+        return record
+
+    monkeypatch.setattr(trainer, "train_step", interrupted_step)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        trainer.fit(progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 7
+    Trainer.resume(tmp_path / "cut").fit(progress=False)
+    assert _records(tmp_path / "cut") == _records(tmp_path / "full")
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(
+    tmp_path, glyphs, monkeypatch
+) -> None:
+    config = load_config(
+        "glyphs-5w1s", tiny_overrides(**{"train.iterations": 10, "train.test_tasks": 5})
+    )
+    trainer = Trainer.create(config, tmp_path / "run")
+    trainer.fit(progress=False)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+
+    def torn_save(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", torn_save)
+    with pytest.raises(OSError):
+        checkpoint_module.save_checkpoint(
+            tmp_path / "run" / "last.pt", trainer.checkpoint_payload()
+        )
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 10
+
+
+def test_cli_train_and_evaluate(tmp_path, glyphs, capsys) -> None:
+    run_dir = tmp_path / "cli"
+    args = ["train", "--config", "demo", "--run-dir", str(run_dir), "--quiet"]
+    for override in tiny_overrides(**{"train.iterations": 10}):
+        args += ["--set", override]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy (best on validation" in out and "95% CI over 40 tasks" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert main(["evaluate", str(run_dir), "--tasks", "40"]) == 0
+    out = capsys.readouterr().out
+    assert f"{100 * summary['best']['score']:.2f}" in out  # same tasks, same model, same number
