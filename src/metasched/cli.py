@@ -33,10 +33,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from metasched.config import load_config
     from metasched.training.trainer import Trainer
 
+    overrides = list(args.set)
+    if args.init_from:
+        overrides.append(f"train.init_from={args.init_from}")
     if args.resume:
         trainer = Trainer.resume(Path(args.resume), args.set)
     else:
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, overrides)
         run_dir = _run_dir(args.config, args.run_dir)
         trainer = Trainer.create(config, run_dir)
     summary = trainer.fit(progress=not args.quiet)
@@ -76,6 +79,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from metasched.report import write_report
+
+    run_dirs = [Path(d) for d in args.run_dirs]
+    out = Path(args.out) if args.out else run_dirs[0]
+    table, plots = write_report(run_dirs, out)
+    print(table)
+    for plot in plots:
+        print(f"plot: {plot}")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from metasched.data.registry import DATASETS, DataSpec, load_dataset
 
@@ -109,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a setting, e.g. --set train.iterations=200 (repeatable)",
     )
     train.add_argument("--run-dir", help="output directory (default: runs/<preset>-<time>)")
+    train.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start θ0 from a checkpoint or run directory (e.g. a clean pre-trained model)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
 
@@ -125,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a setting, e.g. --set learner.eval_inner_steps=20",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    report = commands.add_parser("report", help="plots and a results table from run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", help="where to write the plots (default: the first run)")
+    report.set_defaults(handler=cmd_report)
 
     data = commands.add_parser("data", help="list or prepare data sets")
     data_commands = data.add_subparsers(dest="action", required=True)

@@ -16,6 +16,8 @@ import yaml
 from metasched.data.registry import DATASETS, DataSpec
 from metasched.errors import MetaschedError
 
+SCHEDULERS = ("uniform", "ats", "oracle")
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -53,10 +55,28 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """How training tasks are chosen among ``pool_size`` candidates (default: the meta-batch)."""
+    """How training tasks are chosen among ``pool_size`` candidates (default: the meta-batch).
+
+    ``uniform`` and ``oracle`` (reads the noise flags, trains on clean tasks only) ignore the
+    ATS settings below. ``faithful`` reproduces the reference code's scheduler, reward tasks
+    (training classes 0..15), reward (score of the look-ahead model, no pairing), baseline and
+    warm-up; ``reward`` is ``score`` (accuracy, or -MSE) or ``loss`` (minus the query loss);
+    ``paired_baseline`` subtracts the current model's value on the same reward tasks.
+    """
 
     name: str = "uniform"
     pool_size: int | None = None
+    faithful: bool = False
+    temperature: float = 0.1
+    temperature_decay: float = 0.99
+    replace: bool = False
+    warmup: int = 0
+    lr: float = 0.001
+    baseline_momentum: float = 0.9
+    lookahead_lr: float = 1.0
+    reward: str = "loss"
+    paired_baseline: bool = True
+    reuse_graphs: bool = True
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,7 @@ class TrainConfig:
     test_tasks: int = 600
     checkpoint_every: int = 100
     device: str = "auto"
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,7 +164,22 @@ def check_config(config: Config) -> None:
         train.device == "auto" or train.device.split(":")[0] in ("cpu", "cuda", "mps"),
         f"train.device={train.device!r} is not a device; use auto, cpu or cuda",
     )
-    pool = config.scheduler.pool_size
+    scheduler = config.scheduler
+    _require(
+        scheduler.name in SCHEDULERS,
+        f"unknown scheduler.name={scheduler.name!r}; use one of {', '.join(SCHEDULERS)}",
+    )
+    for key in ("temperature", "lr", "lookahead_lr"):
+        value = getattr(scheduler, key)
+        _require(value > 0, f"scheduler.{key} must be positive, got {value}")
+    _require(0 < scheduler.temperature_decay <= 1, "scheduler.temperature_decay must be in (0, 1]")
+    _require(0 <= scheduler.baseline_momentum < 1, "scheduler.baseline_momentum must be in [0, 1)")
+    _require(scheduler.warmup >= 0, "scheduler.warmup must be >= 0")
+    _require(
+        scheduler.reward in ("score", "loss"),
+        f"scheduler.reward={scheduler.reward!r}; use score (accuracy, or -MSE) or loss",
+    )
+    pool = scheduler.pool_size
     _require(
         pool is None or pool >= train.meta_batch_size,
         f"scheduler.pool_size={pool} is"

@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metasched.learners.base import Adaptation, MetaLearner, Params, Predictor, sgd_steps
+from metasched.learners.base import (
+    Adaptation,
+    MetaLearner,
+    Params,
+    Predictor,
+    TaskScore,
+    sgd_steps,
+)
+from metasched.tasks.episode import Episode
 
 
 def split_params(params: Params, prefix: str) -> tuple[Params, Params]:
@@ -59,3 +67,29 @@ class ANIL(MetaLearner):
             return self.loss_fn(F.linear(features, fast["weight"], fast["bias"]), targets)
 
         return sgd_steps(support_loss, head, adaptation, create_graph)
+
+    def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
+        """One backbone pass per set serves the gradients at θ0 and the adapted loss."""
+        head, _ = split_params(params, "head")
+        support_features = self.features(params, episode.support_x)
+        query_features = self.features(params, episode.query_x)
+        support_loss = self.loss_fn(
+            F.linear(support_features, head["weight"], head["bias"]), episode.support_y
+        )
+        query_loss = self.loss_fn(
+            F.linear(query_features, head["weight"], head["bias"]), episode.query_y
+        )
+        norms = self.gradient_agreement(support_loss, query_loss, params, retain_graph=keep_graph)
+        second_order = keep_graph and not self.first_order
+        if not keep_graph:
+            support_features, query_features = support_features.detach(), query_features.detach()
+            head = {n: p.detach() for n, p in head.items()}
+        elif not second_order:
+            support_features = support_features.detach()
+        adapted = self.adapt_head(
+            head, support_features, episode.support_y, self.train_adaptation, second_order
+        )
+        logits = F.linear(query_features, adapted["weight"], adapted["bias"])
+        loss = self.loss_fn(logits, episode.query_y)
+        score = self.score(logits.detach(), episode.query_y)
+        return TaskScore(loss if keep_graph else loss.detach(), score, *norms)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasched.errors import MetaschedError
+from metasched.models.norm import TaskBatchNorm
+from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode
 
 Params = dict[str, torch.Tensor]
@@ -29,6 +31,31 @@ class Adaptation:
             raise MetaschedError(f"inner learning rate must be positive, got {self.lr}")
         if self.steps < 0:
             raise MetaschedError(f"inner steps must be >= 0, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class PoolScores:
+    """Scheduler inputs for a pool of candidates, and (optionally) their training losses.
+
+    ``losses[i]`` is candidate i's query loss after adaptation, still differentiable w.r.t.
+    θ0, so a look-ahead step or the meta-update on chosen candidates can reuse the pool's
+    forward passes instead of recomputing them.
+    """
+
+    stats: PoolStats
+    losses: list[torch.Tensor] | None
+    scores: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TaskScore:
+    """One candidate's row of :class:`PoolStats`, its adapted query loss and score."""
+
+    query_loss: torch.Tensor
+    query_score: torch.Tensor
+    support_norm: torch.Tensor
+    query_norm: torch.Tensor
+    dot: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,55 @@ class MetaLearner(ABC):
         """The meta-parameters, by name."""
         return dict(self.model.named_parameters())
 
+    def scored_layers(self) -> list[str]:
+        """The parameter tensors whose gradients the pool statistics compare, one "layer"
+        each: every weight and bias except the batch-norm affine ones (as the reference)."""
+        norm = {
+            f"{module_name}.{name}"
+            for module_name, module in self.model.named_modules()
+            if isinstance(module, TaskBatchNorm)
+            for name, _ in module.named_parameters()
+        }
+        return [name for name in self.parameters() if name not in norm]
+
+    def score_pool(self, params: Params, episodes: list[Episode], keep_graph: bool) -> PoolScores:
+        """Pool statistics at ``params`` for every candidate, computed once.
+
+        Args:
+            params: the meta-parameters θ0.
+            episodes: the candidates.
+            keep_graph: also return each candidate's adapted query loss with its graph, for
+                reuse by a look-ahead step and the meta-update (costs memory for P graphs).
+        """
+        rows = [self.score_task(params, episode, keep_graph) for episode in episodes]
+        stats = PoolStats(
+            torch.stack([r.query_loss.detach() for r in rows]),
+            torch.stack([r.support_norm for r in rows]),
+            torch.stack([r.query_norm for r in rows]),
+            torch.stack([r.dot for r in rows]),
+        )
+        losses = [r.query_loss for r in rows] if keep_graph else None
+        return PoolScores(stats, losses, torch.stack([r.query_score for r in rows]))
+
+    @abstractmethod
+    def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
+        """One candidate's statistics; its query loss keeps its graph if ``keep_graph``."""
+
+    def gradient_agreement(
+        self,
+        support_loss: torch.Tensor,
+        query_loss: torch.Tensor,
+        params: Params,
+        retain_graph: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-layer support and query gradient norms and their inner products at θ0."""
+        layers = [params[name] for name in self.scored_layers()]
+        support = torch.autograd.grad(support_loss, layers, retain_graph=True, allow_unused=True)
+        query = torch.autograd.grad(
+            query_loss, layers, retain_graph=retain_graph, allow_unused=True
+        )
+        return layer_agreement(support, query, layers)
+
     @abstractmethod
     def adapt(
         self,
@@ -112,15 +188,17 @@ class MetaLearner(ABC):
         loss = self.loss_fn(predictions, episode.query_y)
         return TaskOutcome(loss, self.score(predictions.detach(), episode.query_y))
 
-    def evaluate(self, params: Params, episode: Episode) -> TaskOutcome:
-        """Evaluation: adapts with the eval settings without building a meta-graph."""
+    def evaluate(
+        self, params: Params, episode: Episode, adaptation: Adaptation | None = None
+    ) -> TaskOutcome:
+        """Evaluation: adapts (with the eval settings unless given) without a meta-graph."""
         detached = {name: p.detach() for name, p in params.items()}
         with torch.enable_grad():
             predict = self.adapt(
                 detached,
                 episode.support_x,
                 episode.support_y,
-                self.eval_adaptation,
+                adaptation or self.eval_adaptation,
                 create_graph=False,
             )
         with torch.no_grad():
@@ -151,6 +229,27 @@ def sgd_steps(
         if not tracked:
             fast = _leaves(fast)
     return fast
+
+
+def layer_agreement(
+    support: tuple[torch.Tensor | None, ...],
+    query: tuple[torch.Tensor | None, ...],
+    layers: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(‖g_s‖, ‖g_q‖, ⟨g_s, g_q⟩) per layer; a layer a loss does not reach has zero gradient."""
+    flat_s = [
+        (g if g is not None else torch.zeros_like(p)).detach().flatten()
+        for g, p in zip(support, layers)
+    ]
+    flat_q = [
+        (g if g is not None else torch.zeros_like(p)).detach().flatten()
+        for g, p in zip(query, layers)
+    ]
+    return (
+        torch.stack([g.norm() for g in flat_s]),
+        torch.stack([g.norm() for g in flat_q]),
+        torch.stack([torch.dot(a, b) for a, b in zip(flat_s, flat_q)]),
+    )
 
 
 def _leaves(params: Params) -> Params:

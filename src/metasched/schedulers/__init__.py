@@ -1,6 +1,15 @@
-"""Task schedulers: uniform sampling (and, building on the same interface, ATS)."""
+"""Task schedulers: uniform sampling, the noise oracle, and ATS."""
 
-from metasched.schedulers.base import Selection, TaskScheduler
-from metasched.schedulers.uniform import UniformScheduler
+from metasched.schedulers.ats import ATSNetwork, ATSScheduler
+from metasched.schedulers.base import Pool, Selection, TaskScheduler
+from metasched.schedulers.uniform import OracleScheduler, UniformScheduler
 
-__all__ = ["Selection", "TaskScheduler", "UniformScheduler"]
+__all__ = [
+    "ATSNetwork",
+    "ATSScheduler",
+    "OracleScheduler",
+    "Pool",
+    "Selection",
+    "TaskScheduler",
+    "UniformScheduler",
+]

@@ -12,10 +12,13 @@ from metasched.data.registry import load_dataset
 from metasched.errors import MetaschedError
 from metasched.learners import ANIL, MAML, Adaptation, MetaLearner
 from metasched.models import Conv4
+from metasched.schedulers import ATSScheduler, OracleScheduler, TaskScheduler, UniformScheduler
 from metasched.tasks import FewShotSampler, LabelNoise
 
 # Independent random streams of a run: training draws never shift validation or test tasks.
 STREAMS = {"train": 0, "val": 1, "test": 2}
+# The reference code draws its "validation" reward tasks from training classes 0..15.
+FAITHFUL_REWARD_CLASSES = 16
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Components:
     samplers: dict[str, FewShotSampler]
     model: nn.Module
     learner: MetaLearner
+    scheduler: TaskScheduler
     device: torch.device
 
 
@@ -39,16 +43,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_samplers(config: Config) -> dict[str, FewShotSampler]:
-    """Train (noisy, budgeted), val and test (clean) episode samplers."""
+    """Train (noisy, budgeted), val and test (clean) episode samplers, and the sampler of the
+    scheduler's reward tasks: clean meta-validation tasks (or, ``faithful``, clean tasks of
+    the first 16 training classes, as the reference code)."""
     splits = load_dataset(config.data)
     task = config.task
     shape = (task.n_way, task.k_shot, task.q_query)
+    val = FewShotSampler(splits.val, *shape)
+    reward = val
+    if config.scheduler.faithful:
+        classes = list(range(min(FAITHFUL_REWARD_CLASSES, splits.train.num_classes)))
+        reward = FewShotSampler(splits.train, *shape, classes=classes)
     return {
         "train": FewShotSampler(
             splits.train, *shape, LabelNoise(task.noise_ratio, task.flip_rate), task.train_classes
         ),
-        "val": FewShotSampler(splits.val, *shape),
+        "val": val,
         "test": FewShotSampler(splits.test, *shape),
+        "reward": reward,
     }
 
 
@@ -71,10 +83,23 @@ def build_learner(config: Config, model: nn.Module) -> MetaLearner:
     return kind(model, "cross_entropy", train, evaluation, spec.first_order)
 
 
+def build_scheduler(config: Config, num_layers: int) -> TaskScheduler:
+    """The task scheduler named by ``scheduler.name``."""
+    spec = config.scheduler
+    if spec.name == "ats":
+        return ATSScheduler(
+            num_layers, spec.temperature, spec.temperature_decay, spec.replace, spec.lr,
+            spec.baseline_momentum, spec.faithful, seed=config.seed,
+        )  # fmt: skip
+    return OracleScheduler() if spec.name == "oracle" else UniformScheduler()
+
+
 def build_components(config: Config) -> Components:
-    """Data, samplers, model (seeded with ``config.seed``) and learner, on the chosen device."""
+    """Data, samplers, model (seeded with ``config.seed``), learner and scheduler."""
     device = resolve_device(config.train.device)
     samplers = build_samplers(config)
     torch.manual_seed(config.seed)
     model = build_model(config, samplers["train"].pool.image_shape).to(device)
-    return Components(samplers, model, build_learner(config, model), device)
+    learner = build_learner(config, model)
+    scheduler = build_scheduler(config, len(learner.scored_layers()))
+    return Components(samplers, model, learner, scheduler, device)

@@ -22,7 +22,10 @@ from tqdm import tqdm
 
 from metasched.config import Config, config_from_dict
 from metasched.errors import MetaschedError, TrainingInterrupted
-from metasched.schedulers import TaskScheduler, UniformScheduler
+from metasched.learners.base import Params, PoolScores
+from metasched.schedulers import Pool, Selection
+from metasched.schedulers.ats import entropy
+from metasched.tasks.episode import Episode
 from metasched.training.checkpoint import load_checkpoint, save_checkpoint
 from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate
@@ -53,13 +56,6 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def build_scheduler(config: Config) -> TaskScheduler:
-    """The task scheduler named by ``scheduler.name``."""
-    if config.scheduler.name == "uniform":
-        return UniformScheduler()
-    raise MetaschedError(f"unknown scheduler.name={config.scheduler.name!r}; use uniform")
-
-
 @dataclass
 class TrainState:
     """Progress that a checkpoint must restore besides the model and optimiser."""
@@ -74,8 +70,15 @@ class Trainer:
 
     Each iteration draws ``scheduler.pool_size`` candidate episodes (the meta-batch size by
     default), lets the scheduler choose ``train.meta_batch_size`` of them, and takes one Adam
-    step on the mean query loss after adaptation. Every ``train.val_every`` iterations the
+    step on the mean query loss after adaptation. Every ``train.val_every`` meta-updates the
     meta-model is scored on a fixed set of validation tasks and the best one is kept.
+
+    A learning scheduler (ATS) first scores the pool (the statistics are computed once per
+    iteration), proposes B candidates, and learns from the reward of a look-ahead model
+    θ̃ = θ0 - β ∇ L(proposal) on fresh clean validation episodes; the meta-update then uses
+    candidates re-drawn from the updated scheduler. ``scheduler.warmup`` iterations come first,
+    in which only the scheduler learns and θ0 stays fixed; ``train.iterations`` counts the
+    meta-updates, so every scheduler gets the same number of them.
 
     Args:
         config: the run's settings.
@@ -88,7 +91,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.parts = components or build_components(config)
         self.optimizer = torch.optim.Adam(self.parts.model.parameters(), lr=config.train.meta_lr)
-        self.scheduler = build_scheduler(config)
+        self.scheduler = self.parts.scheduler
+        self.warmup = config.scheduler.warmup if self.scheduler.learns else 0
+        self.total = self.warmup + config.train.iterations
         self.rng = np.random.default_rng([config.seed, STREAMS["train"]])
         self.state = TrainState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
@@ -107,7 +112,23 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        return cls(config, run_dir)
+        trainer = cls(config, run_dir)
+        if config.train.init_from:
+            trainer.initialise_from(Path(config.train.init_from))
+        return trainer
+
+    def initialise_from(self, path: Path) -> None:
+        """Starts θ0 from another run's model (e.g. one pre-trained on clean tasks)."""
+        if path.is_dir():
+            path = path / BEST
+        weights = load_checkpoint(path)["model"]
+        try:
+            self.parts.model.load_state_dict(weights)
+        except RuntimeError as error:
+            raise MetaschedError(
+                f"{str(path)!r} holds a different model than this config builds; pass a"
+                " checkpoint trained with the same model and task settings"
+            ) from error
 
     @classmethod
     def resume(cls, run_dir: Path, overrides: list[str] | None = None) -> Trainer:
@@ -155,29 +176,129 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # The loop.
 
-    def train_step(self) -> dict[str, float]:
-        """One meta-update; returns its training loss, score and fraction of noisy tasks."""
+    @property
+    def progress(self) -> float:
+        """The fraction of meta-updates done (0 throughout the warm-up)."""
+        return max(0, self.state.iteration - self.warmup) / self.config.train.iterations
+
+    def train_step(self) -> dict[str, Any]:
+        """One iteration: score the pool, train the scheduler, update the meta-model."""
         start = time.perf_counter()
         batch = self.config.train.meta_batch_size
-        pool_size = self.config.scheduler.pool_size or batch
-        candidates = [self.parts.samplers["train"].sample(self.rng) for _ in range(pool_size)]
-        selection = self.scheduler.select(pool_size, batch, self.rng)
+        spec = self.config.scheduler
+        warming_up = self.state.iteration < self.warmup
+        candidates = self._draw_candidates(batch)
+        noisy = np.array([c.noisy for c in candidates])
         params = self.parts.learner.parameters()
+        scores = None
+        if self.scheduler.needs_stats:
+            scores = self.parts.learner.score_pool(params, candidates, spec.reuse_graphs)
+        pool = Pool(
+            len(candidates),
+            self.progress,
+            scores.stats if scores else None,
+            noisy if self.scheduler.reads_noise_flags else None,
+        )
+        record: dict[str, Any] = {"phase": "warmup" if warming_up else "train"}
+        if self.scheduler.learns:
+            proposal = self.scheduler.propose(pool, batch, self.rng)
+            proposed = self._losses(params, candidates, scores, proposal.indices)
+            record.update(self.scheduler.update(proposal, self._lookahead_reward(params, proposed)))
+            record.update(_probability_diagnostics(proposal.probabilities, noisy))
+        if warming_up:
+            chosen = proposal.indices
+            if spec.faithful:  # the reference steps Adam on θ0, then restores θ0
+                self._restored_step(params, proposed)
+            loss, score = _mean_outcome(proposed)
+        else:
+            selection = self.scheduler.select(pool, batch, self.rng)
+            chosen = selection.indices
+            loss, score = self._meta_update(params, candidates, scores, selection)
+        record.update(
+            loss=loss, score=score, noisy=float(noisy[chosen].mean()),
+            pool_noisy=float(noisy.mean()), chosen=[int(i) for i in chosen],
+            seconds=time.perf_counter() - start,
+        )  # fmt: skip
+        return record
+
+    def _draw_candidates(self, batch: int) -> list[Episode]:
+        """The pool; for the oracle, extended until it holds ``batch`` clean candidates."""
+        sampler = self.parts.samplers["train"]
+        candidates = [
+            sampler.sample(self.rng) for _ in range(self.config.scheduler.pool_size or batch)
+        ]
+        while self.scheduler.reads_noise_flags and sum(not c.noisy for c in candidates) < batch:
+            candidates.append(sampler.sample(self.rng))
+        return [c.to(self.parts.device) for c in candidates]
+
+    def _losses(
+        self,
+        params: Params,
+        candidates: list[Episode],
+        scores: PoolScores | None,
+        indices: np.ndarray,
+    ) -> list[tuple[torch.Tensor, float]]:
+        """Adapted query losses (with graphs) and scores of some candidates, reusing the
+        pool's forward passes when it kept them."""
+        if scores is not None and scores.losses is not None:
+            return [(scores.losses[int(i)], float(scores.scores[int(i)])) for i in indices]
+        outcomes = [self.parts.learner.query_outcome(params, candidates[int(i)]) for i in indices]
+        return [(o.loss, float(o.score)) for o in outcomes]
+
+    def _meta_update(
+        self,
+        params: Params,
+        candidates: list[Episode],
+        scores: PoolScores | None,
+        selection: Selection,
+    ) -> tuple[float, float]:
+        """One Adam step on the mean adapted query loss of the selected candidates."""
+        chosen = self._losses(params, candidates, scores, selection.indices)
         self.optimizer.zero_grad(set_to_none=True)
-        losses, scores = [], []
-        for index in selection.indices:
-            episode = candidates[int(index)].to(self.parts.device)
-            outcome = self.parts.learner.query_outcome(params, episode)
-            (outcome.loss / batch).backward()
-            losses.append(outcome.loss.item())
-            scores.append(outcome.score.item())
+        torch.stack([loss for loss, _ in chosen]).mean().backward()
         self.optimizer.step()
-        return {
-            "loss": float(np.mean(losses)),
-            "score": float(np.mean(scores)),
-            "noisy": float(np.mean([candidates[int(i)].noisy for i in selection.indices])),
-            "seconds": time.perf_counter() - start,
+        return _mean_outcome(chosen)
+
+    def _restored_step(self, params: Params, chosen: list[tuple[torch.Tensor, float]]) -> None:
+        saved = {name: p.detach().clone() for name, p in params.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.stack([loss for loss, _ in chosen]).mean().backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+
+    def _lookahead_reward(
+        self, params: Params, proposed: list[tuple[torch.Tensor, float]]
+    ) -> float:
+        """The value on fresh clean reward tasks of θ̃ = θ0 - β ∇ (mean proposed loss),
+        minus θ0's value on the same tasks when the baseline is paired."""
+        spec = self.config.scheduler
+        learner = self.parts.learner
+        loss = torch.stack([loss for loss, _ in proposed]).mean()
+        grads = torch.autograd.grad(
+            loss, list(params.values()), retain_graph=True, allow_unused=True
+        )
+        lookahead = {
+            name: (p if g is None else p - spec.lookahead_lr * g).detach()
+            for (name, p), g in zip(params.items(), grads)
         }
+        sampler = self.parts.samplers["reward"]
+        episodes = [
+            sampler.sample(self.rng).to(self.parts.device)
+            for _ in range(self.config.train.meta_batch_size)
+        ]
+
+        def value(weights: Params) -> float:
+            outcomes = [learner.evaluate(weights, e, learner.train_adaptation) for e in episodes]
+            if spec.reward == "loss" and not spec.faithful:
+                return -float(np.mean([o.loss.item() for o in outcomes]))
+            return float(np.mean([o.score.item() for o in outcomes]))
+
+        reward = value(lookahead)
+        if spec.paired_baseline and not spec.faithful:
+            reward -= value(params)
+        return reward
 
     def evaluate_split(self, split: str, num_tasks: int, show: bool = False) -> EvalResult:
         """Scores the current meta-model on ``num_tasks`` fixed tasks of ``split``."""
@@ -199,22 +320,23 @@ class Trainer:
         with (
             deferred_interrupt() as interrupted,
             tqdm(
-                total=train.iterations,
+                total=self.total,
                 initial=self.state.iteration,
                 desc="meta-training",
                 disable=not progress,
                 dynamic_ncols=True,
             ) as bar,
         ):
-            while self.state.iteration < train.iterations:
+            while self.state.iteration < self.total:
                 record = self.train_step()
                 self.state.iteration += 1
                 it = self.state.iteration
                 self.metrics.append("train", it, **record)
                 recent.append((record["loss"], record["score"]))
-                if it % train.val_every == 0 or it == train.iterations:
+                updates = it - self.warmup
+                if updates > 0 and (updates % train.val_every == 0 or it == self.total):
                     self._validate()
-                if it % train.checkpoint_every == 0 or it == train.iterations:
+                if it % train.checkpoint_every == 0 or it == self.total:
                     save_checkpoint(self.run_dir / LAST, self.checkpoint_payload())
                 bar.update(1)
                 bar.set_postfix(
@@ -276,3 +398,20 @@ class Trainer:
             for i in range(num_tasks):
                 writer.writerow([i, best.scores[i], best.losses[i], last.scores[i], last.losses[i]])
         return summary
+
+
+def _mean_outcome(outcomes: list[tuple[torch.Tensor, float]]) -> tuple[float, float]:
+    return (
+        float(np.mean([loss.item() for loss, _ in outcomes])),
+        float(np.mean([score for _, score in outcomes])),
+    )
+
+
+def _probability_diagnostics(probabilities: torch.Tensor, noisy: np.ndarray) -> dict[str, Any]:
+    """Mean policy probability of noisy and of clean candidates, and the policy's entropy."""
+    p = probabilities.detach().cpu().numpy()
+    return {
+        "p_noisy": float(p[noisy].mean()) if noisy.any() else None,
+        "p_clean": float(p[~noisy].mean()) if (~noisy).any() else None,
+        "entropy": entropy(probabilities),
+    }

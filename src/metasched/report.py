@@ -1,0 +1,147 @@
+"""Plots and a results table from run directories (``metasched report``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from metasched.errors import MetaschedError
+from metasched.training.metrics import read_metrics
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """One run's name, config and metrics, split by kind."""
+
+    name: str
+    config: dict[str, Any]
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+
+def load_run(run_dir: Path) -> RunRecords:
+    """Reads a run directory written by the trainer."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
+    records = read_metrics(metrics)
+    summary_path = run_dir / "summary.json"
+    config_path = run_dir / "config.yaml"
+    return RunRecords(
+        name=run_dir.name,
+        config=yaml.safe_load(config_path.read_text()) if config_path.exists() else {},
+        train=[r for r in records if r["kind"] == "train"],
+        val=[r for r in records if r["kind"] == "val"],
+        summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
+    )
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average that ignores missing values (NaN)."""
+    out = np.full(len(values), np.nan)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        if np.isfinite(chunk).any():
+            out[i] = np.nanmean(chunk)
+    return out
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.array([r["iteration"] for r in records], dtype=float)
+    y = np.array([np.nan if r.get(key) is None else r[key] for r in records], dtype=float)
+    return x, y
+
+
+def plot_accuracy(runs: list[RunRecords], path: Path) -> None:
+    """Training query score (smoothed) and validation score against iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        x, y = _series(run.train, "score")
+        left.plot(x, smooth(y, 25), label=run.name)
+        x, y = _series(run.val, "score")
+        right.plot(x, y, marker="o", markersize=3, label=run.name)
+    left.set(title="training tasks: query accuracy after adaptation", xlabel="iteration")
+    right.set(title="validation tasks: accuracy", xlabel="iteration")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
+    """Mean policy probability of clean vs noisy candidates, entropy, reward and baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for run in runs:
+        x, clean = _series(run.train, "p_clean")
+        _, noisy = _series(run.train, "p_noisy")
+        (line,) = axes[0].plot(x, smooth(clean, 25), label=f"{run.name}: clean")
+        axes[0].plot(x, smooth(noisy, 25), "--", color=line.get_color(), label=f"{run.name}: noisy")
+        _, ent = _series(run.train, "entropy")
+        axes[1].plot(x, smooth(ent, 25), label=run.name)
+        _, reward = _series(run.train, "reward")
+        _, baseline = _series(run.train, "baseline")
+        axes[2].plot(x, smooth(reward, 25), color=line.get_color(), label=f"{run.name}: reward")
+        axes[2].plot(x, baseline, ":", color=line.get_color(), label=f"{run.name}: baseline")
+        warmup = int(run.config.get("scheduler", {}).get("warmup", 0))
+        for axis in axes:
+            if warmup:
+                axis.axvline(warmup, color="grey", linewidth=0.8)
+    axes[0].set(title="mean sampling probability (temperature 1)", xlabel="iteration")
+    axes[1].set(title="policy entropy (nats)", xlabel="iteration")
+    axes[2].set(title="REINFORCE reward and baseline", xlabel="iteration")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def results_table(runs: list[RunRecords]) -> str:
+    """A Markdown table of each run's test accuracy (best on validation, and final)."""
+    lines = [
+        "| run | scheduler | test accuracy (best on val) | test accuracy (final) |",
+        "|---|---|---|---|",
+    ]
+    for run in runs:
+        scheduler = run.config.get("scheduler", {}).get("name", "?")
+        if run.summary is None:
+            lines.append(f"| {run.name} | {scheduler} | (not finished) | |")
+            continue
+        cells = [
+            f"{100 * run.summary[k]['score']:.2f} ± {100 * run.summary[k]['ci95']:.2f}%"
+            for k in ("best", "final")
+        ]
+        lines.append(f"| {run.name} | {scheduler} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def write_report(run_dirs: list[Path], out: Path) -> tuple[str, list[Path]]:
+    """Draws the plots into ``out``; returns the results table and the plot paths."""
+    runs = [load_run(d) for d in run_dirs]
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [out / "accuracy.png"]
+    plot_accuracy(runs, plots[0])
+    scheduled = [r for r in runs if any(t.get("p_clean") is not None for t in r.train)]
+    if scheduled:
+        plots.append(out / "scheduler.png")
+        plot_scheduler(scheduled, plots[1])
+    return results_table(runs), plots

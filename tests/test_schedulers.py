@@ -1,0 +1,127 @@
+"""Schedulers: the ATS network and its REINFORCE step, sampling, the oracle."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from metasched.schedulers import (
+    ATSNetwork,
+    ATSScheduler,
+    OracleScheduler,
+    Pool,
+    Selection,
+    UniformScheduler,
+)
+from metasched.schedulers.ats import draw, draw_log_prob
+from metasched.stats import PoolStats
+
+
+def _stats(pool: int = 4, layers: int = 10, seed: int = 0) -> PoolStats:
+    g = torch.Generator().manual_seed(seed)
+    support = torch.rand(pool, layers, generator=g) + 0.1
+    query = torch.rand(pool, layers, generator=g) + 0.1
+    cosine = torch.rand(pool, layers, generator=g) * 2 - 1
+    return PoolStats(torch.rand(pool, generator=g) * 2, support, query, cosine * support * query)
+
+
+def test_sequential_draw_without_replacement_has_the_stated_probabilities() -> None:
+    probabilities = torch.tensor([0.5, 0.25, 0.15, 0.10])
+    draws = list(itertools.permutations(range(4), 2))
+    exact = {d: draw_log_prob(probabilities, np.array(d), False, False).exp().item() for d in draws}
+    assert sum(exact.values()) == pytest.approx(1.0)  # a proper distribution over draws
+    assert exact[(0, 1)] == pytest.approx(0.5 * 0.25 / 0.5)
+    faithful = sum(
+        draw_log_prob(probabilities, np.array(d), False, True).exp().item() for d in draws
+    )
+    assert faithful < 0.9  # the reference's formula is not the law of the draw
+    rng = np.random.default_rng(0)
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(20_000):
+        key = tuple(int(i) for i in draw(probabilities, 2, False, rng))
+        counts[key] = counts.get(key, 0) + 1
+    for d in draws:
+        assert counts.get(d, 0) / 20_000 == pytest.approx(exact[d], abs=0.012)
+
+
+def test_reinforce_step_is_the_policy_gradient_of_the_expected_reward(monkeypatch) -> None:
+    """Σ_d P(d) (R(d) - b) ∇log P(d) over all draws equals ∇ Σ_d P(d) R(d)."""
+    stats, pool = _stats(), 4
+    scheduler = ATSScheduler(num_layers=10, seed=3)
+    monkeypatch.setattr(scheduler.optimizer, "step", lambda: None)  # keep φ fixed
+    parameters = list(scheduler.network.parameters())
+    draws = list(itertools.permutations(range(pool), 2))
+    rewards = {d: float(np.sin(3 * d[0] + d[1])) for d in draws}
+
+    # The definition, written independently: P(i, j) = p_i p_j / (1 - p_i).
+    p = torch.softmax(scheduler.network(stats, 0.3), dim=0)
+    expected = sum(p[i] * p[j] / (1 - p[i]) * rewards[(i, j)] for i, j in draws)
+    truth = torch.autograd.grad(expected, parameters)
+
+    estimate = [torch.zeros_like(w) for w in parameters]
+    for d in draws:
+        probabilities = scheduler.policy(Pool(pool, 0.3, stats))
+        log_prob = draw_log_prob(probabilities, np.array(d), False, False)
+        weight = float(log_prob.detach().exp())
+        scheduler.baseline, scheduler.rewards_seen = 0.7, 5  # any constant baseline
+        scheduler.update(Selection(np.array(d), probabilities.detach(), log_prob), rewards[d])
+        for total, w in zip(estimate, parameters):
+            total -= weight * w.grad  # update() leaves ∇ of -(R - b) log P in .grad
+    for a, b in zip(estimate, truth):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_faithful_network_has_the_reference_parameter_count() -> None:
+    assert sum(p.numel() for p in ATSNetwork(10, faithful=True).parameters()) == 8_131
+
+
+def test_context_carries_other_candidates_only_in_the_corrected_network() -> None:
+    stats = _stats(pool=5)
+    changed = PoolStats(
+        stats.query_loss.clone(), stats.support_norm.clone(), stats.query_norm.clone(),
+        stats.dot.clone(),
+    )  # fmt: skip
+    changed.query_loss[4] += 3.0  # only candidate 4 changes
+    for faithful, moves in ((False, True), (True, False)):
+        torch.manual_seed(0)
+        network = ATSNetwork(10, faithful=faithful)
+        before, after = network(stats, 0.5)[:4], network(changed, 0.5)[:4]
+        assert (not torch.allclose(before, after)) == moves
+
+
+def test_temperature_decays_to_its_floor_and_state_round_trips() -> None:
+    scheduler = ATSScheduler(num_layers=10, temperature=0.1, decay=0.5)
+    pool, rng = Pool(4, 0.0, _stats()), np.random.default_rng(0)
+    temperatures = []
+    for _ in range(5):
+        temperatures.append(scheduler.temperature)
+        scheduler.select(pool, 2, rng)
+    assert temperatures == pytest.approx([0.5, 0.25, 0.125, 0.1, 0.1])
+    proposal = scheduler.propose(pool, 2, rng)
+    scheduler.update(proposal, 0.4)
+    copy = ATSScheduler(num_layers=10, temperature=0.1, decay=0.5, seed=9)
+    copy.load_state_dict(scheduler.state_dict())
+    assert copy.temperature == scheduler.temperature and copy.baseline == scheduler.baseline
+    torch.testing.assert_close(copy.policy(pool), scheduler.policy(pool))
+
+
+def test_sharper_temperature_concentrates_the_selection() -> None:
+    scheduler = ATSScheduler(num_layers=10, temperature=0.01, decay=0.01)
+    pool = Pool(6, 0.0, _stats(pool=6))
+    policy = scheduler.policy(pool).detach()
+    selection = scheduler.select(pool, 2, np.random.default_rng(0))
+    assert selection.probabilities.max() > policy.max()
+    assert int(selection.probabilities.argmax()) == int(policy.argmax())
+
+
+def test_oracle_trains_on_clean_candidates_only() -> None:
+    rng = np.random.default_rng(0)
+    noisy = np.array([True, False, True, False, False, True])
+    for _ in range(50):
+        selection = OracleScheduler().select(Pool(6, noisy=noisy), 2, rng)
+        assert not noisy[selection.indices].any() and len(set(selection.indices)) == 2
+    uniform = UniformScheduler().select(Pool(6), 3, rng)
+    assert len(set(uniform.indices)) == 3
