@@ -98,7 +98,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print()
-    print("| configuration | images/iter | trainer s/iter | trainer img/s | raw fwd+bwd s | raw img/s | trainer / raw time |")
+    print(
+        "| configuration | images/iter | trainer s/iter | trainer img/s"
+        " | raw fwd+bwd s | raw img/s | trainer / raw time |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, (preset, overrides) in CASES.items():
         r = measure(preset, overrides, args.rounds, args.steps)

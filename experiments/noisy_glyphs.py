@@ -82,7 +82,8 @@ def main() -> None:
     print(f"warm start: {100 * pretrained['score']:.2f} ± {100 * pretrained['ci95']:.2f}%")
     print()
     print(
-        "| method | test accuracy, mean over seeds ± 95% CI | per seed (± 600-task CI) | wall time per run |"
+        "| method | test accuracy, mean over seeds ± 95% CI"
+        " | per seed (± 600-task CI) | wall time per run |"
     )
     print("|---|---|---|---|")
     for method in args.methods:

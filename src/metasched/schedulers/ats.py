@@ -17,7 +17,10 @@ Two modes:
   input to output, each step holding that layer's (cosine, log-norm of the summed gradient);
   the context is the leave-one-out mean over the *other* candidates; the log-probability is
   that of the sequential draw without replacement; the baseline is an exponential moving
-  average. The loss LSTM sees one step in both modes: a scalar has no sequence.
+  average. Losses and log-norms are standardised across the pool, so the network sees the
+  same scale whatever the loss (cross-entropy, or an MSE in squared assay units) and however
+  far training has gone; layers whose gradient is identically zero (a bias before batch norm)
+  then read as zeros. The loss LSTM sees one step in both modes: a scalar has no sequence.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ from torch import nn
 
 from metasched.schedulers.base import Pool, Selection, TaskScheduler
 from metasched.stats import PoolStats
+
+
+def standardise(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean and unit variance over the pool (dim 0); constant columns become zeros."""
+    centred = x - x.mean(dim=0, keepdim=True)
+    return centred / (centred.pow(2).mean(dim=0, keepdim=True).sqrt() + 1e-6)
 
 
 def leave_one_out_mean(x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +86,8 @@ class ATSNetwork(nn.Module):
     def forward(self, stats: PoolStats, progress: float) -> torch.Tensor:
         """(P,) logits for the P candidates at training progress ``progress`` in [0, 1]."""
         pool = stats.pool_size
-        loss = self._one_step(self.loss_lstm, stats.query_loss.view(pool, 1))
         if self.faithful:
+            loss = self._one_step(self.loss_lstm, stats.query_loss.view(pool, 1))
             percent = torch.full((pool,), min(int(progress * 100), 99), dtype=torch.long)
             gradients = torch.cat(
                 [
@@ -88,8 +97,10 @@ class ATSNetwork(nn.Module):
                 dim=1,
             )
         else:
+            loss = self._one_step(self.loss_lstm, standardise(stats.query_loss.view(pool, 1)))
             percent = torch.full((pool, 1), float(progress))
-            layers = torch.stack([stats.cosine, torch.log(stats.sum_norm + 1e-8)], dim=2)
+            log_norm = standardise(torch.log(stats.sum_norm + 1e-12))
+            layers = torch.stack([stats.cosine, log_norm], dim=2)
             _, (state, _) = self.gradient_lstm(layers)  # state: (2 directions, P, hidden)
             gradients = torch.cat([state[0], state[1]], dim=1)
         x = torch.cat([self.progress(percent), gradients, loss], dim=1)
