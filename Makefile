@@ -18,11 +18,11 @@ $(BIN)/metasched: pyproject.toml
 setup: $(BIN)/metasched
 
 demo: setup
-	$(BIN)/metasched train --config demo
+	$(BIN)/metasched demo
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
 
 typecheck: setup
 	$(BIN)/mypy

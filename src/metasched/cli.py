@@ -79,6 +79,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from metasched.demo import run_demo
+
+    table, plots = run_demo(Path(args.out), progress=not args.quiet)
+    print()
+    print(table)
+    for plot in plots:
+        print(f"plot: {plot}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from metasched.report import write_report
 
@@ -144,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a setting, e.g. --set learner.eval_inner_steps=20",
     )
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    demo = commands.add_parser("demo", help="uniform vs ATS on noisy glyphs, in a few minutes")
+    demo.add_argument("--out", default="runs/demo", help="output directory (replaced)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=cmd_demo)
 
     report = commands.add_parser("report", help="plots and a results table from run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

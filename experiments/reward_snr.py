@@ -1,0 +1,77 @@
+"""How well does each look-ahead reward tell clean tasks from noisy ones?
+
+At a fixed θ0 (a clean pre-trained model), for many trials: build a look-ahead model from two
+clean training tasks and one from two noisy ones (random support labels), score both on the
+same two clean validation tasks, and report, per look-ahead step size β and reward kind, the
+mean reward difference (clean - noisy), its standard deviation and their ratio (the
+signal-to-noise ratio a REINFORCE step works with). "unpaired" is the reference's reward (the
+look-ahead model's accuracy); "paired" subtracts θ0's value on the same validation tasks.
+
+    python experiments/reward_snr.py --init-from runs/noisy/pretrain/best.pt --trials 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metasched.config import load_config
+from metasched.training.trainer import Trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init-from", required=True)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    args = parser.parse_args()
+    config = load_config("glyphs-noisy-ats", [f"train.init_from={args.init_from}"])
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer.create(config, Path(run_dir))
+    learner, samplers = trainer.parts.learner, trainer.parts.samplers
+    params = learner.parameters()
+    rng = np.random.default_rng(0)
+    differences: dict[tuple[float, str], list[float]] = {}
+    for _ in range(args.trials):
+        clean, noisy = [], []
+        while len(clean) < 2 or len(noisy) < 2:
+            episode = samplers["train"].sample(rng)
+            (noisy if episode.noisy else clean).append(episode)
+        validation = [samplers["val"].sample(rng) for _ in range(2)]
+        before = [learner.evaluate(params, v, learner.train_adaptation) for v in validation]
+        values: dict[tuple[str, float], dict[str, float]] = {}
+        for name, group in (("clean", clean[:2]), ("noisy", noisy[:2])):
+            loss = torch.stack([learner.query_outcome(params, e).loss for e in group]).mean()
+            grads = torch.autograd.grad(loss, list(params.values()))
+            for beta in args.betas:
+                lookahead = {n: (p - beta * g).detach() for (n, p), g in zip(params.items(), grads)}
+                after = [
+                    learner.evaluate(lookahead, v, learner.train_adaptation) for v in validation
+                ]
+                values[(name, beta)] = {
+                    "accuracy, unpaired": np.mean([a.score.item() for a in after]),
+                    "accuracy, paired": np.mean(
+                        [a.score.item() - b.score.item() for a, b in zip(after, before)]
+                    ),
+                    "-loss, paired": -np.mean(
+                        [a.loss.item() - b.loss.item() for a, b in zip(after, before)]
+                    ),
+                }
+        for beta in args.betas:
+            for kind in values[("clean", beta)]:
+                difference = values[("clean", beta)][kind] - values[("noisy", beta)][kind]
+                differences.setdefault((beta, kind), []).append(difference)
+    print("| look-ahead β | reward | mean(clean - noisy) | sd | signal / noise |")
+    print("|---|---|---|---|---|")
+    for (beta, kind), values_ in differences.items():
+        d = np.array(values_)
+        sd = d.std(ddof=1)
+        print(f"| {beta} | {kind} | {d.mean():+.4f} | {sd:.4f} | {d.mean() / sd:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
