@@ -89,3 +89,48 @@ def test_kept_graphs_give_the_training_meta_gradient(kind) -> None:
     )
     for a, b in zip(reused, direct):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _same_shape_pool(seed: int = 2) -> tuple[Conv4, list[Episode]]:
+    model, episodes = _tiny_pool(seed)
+    return model.float(), [
+        Episode(e.support_x.float(), e.support_y, e.query_x.float(), e.query_y) for e in episodes
+    ]
+
+
+@pytest.mark.parametrize("kind", [ANIL, MAML])
+def test_grouped_pool_stats_equal_the_loop_to_1e_5(kind) -> None:
+    model, episodes = _same_shape_pool()
+    loop = kind(model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3), batching="loop")
+    grouped = kind(
+        model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3), batching="grouped"
+    )
+    a = loop.score_pool(loop.parameters(), episodes, keep_graph=False)
+    b = grouped.score_pool(grouped.parameters(), episodes, keep_graph=False)
+    for name in ("query_loss", "support_norm", "query_norm", "dot"):
+        torch.testing.assert_close(
+            getattr(b.stats, name), getattr(a.stats, name), rtol=1e-5, atol=1e-5
+        )
+    torch.testing.assert_close(b.scores, a.scores)
+
+
+@pytest.mark.parametrize("kind", [ANIL, MAML])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_grouped_meta_gradient_equals_the_loop(kind, first_order: bool) -> None:
+    model, episodes = _same_shape_pool(3)
+    gradients = []
+    for batching in ("loop", "grouped"):
+        learner = kind(
+            model,
+            "cross_entropy",
+            Adaptation(0.4, 2),
+            Adaptation(0.4, 2),
+            first_order,
+            batching=batching,
+        )
+        params = learner.parameters()
+        outcomes = learner.outcomes(params, episodes)
+        loss = torch.stack([o.loss for o in outcomes]).mean()
+        gradients.append(torch.autograd.grad(loss, list(params.values())))
+    for a, b in zip(*gradients):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

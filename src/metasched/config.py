@@ -43,7 +43,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """The meta-learner (``maml`` or ``anil``) and its inner loop for training and evaluation."""
+    """The meta-learner (``maml`` or ``anil``) and its inner loop for training and evaluation.
+
+    ``batching``: ``loop`` (one task after another), ``grouped`` (same-shaped tasks in one
+    pass with per-task weights) or ``auto`` (grouped on CUDA, loop on CPU: measured fastest,
+    see docs/benchmarks.md).
+    """
 
     algorithm: str = "anil"
     first_order: bool = False
@@ -51,6 +56,7 @@ class LearnerConfig:
     inner_steps: int = 5
     eval_inner_lr: float | None = None
     eval_inner_steps: int = 10
+    batching: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class SchedulerConfig:
     (training classes 0..15), reward (score of the look-ahead model, no pairing), baseline and
     warm-up; ``reward`` is ``score`` (accuracy, or -MSE) or ``loss`` (minus the query loss);
     ``paired_baseline`` subtracts the current model's value on the same reward tasks.
+    ``features: lite`` compares gradients of the last backbone layer and the head only (a
+    shallower backward pass over the pool); ``pool_precision: bf16`` scores the pool under
+    bfloat16 autocast (then the chosen tasks are recomputed in fp32 for the updates).
     """
 
     name: str = "uniform"
@@ -77,6 +86,8 @@ class SchedulerConfig:
     reward: str = "loss"
     paired_baseline: bool = True
     reuse_graphs: bool = True
+    features: str = "full"
+    pool_precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,10 @@ def check_config(config: Config) -> None:
         _require(
             value is None or value > 0, f"learner.{key} must be positive, got {value}; try 0.01"
         )
+    _require(
+        learner.batching in ("auto", "loop", "grouped"),
+        f"learner.batching={learner.batching!r}; use auto, loop or grouped",
+    )
     for key in ("inner_steps", "eval_inner_steps"):
         _require(getattr(learner, key) >= 0, f"learner.{key} must be >= 0")
     _require(train.meta_lr > 0, f"train.meta_lr must be positive, got {train.meta_lr}; try 0.001")
@@ -178,6 +193,14 @@ def check_config(config: Config) -> None:
     _require(
         scheduler.reward in ("score", "loss"),
         f"scheduler.reward={scheduler.reward!r}; use score (accuracy, or -MSE) or loss",
+    )
+    _require(
+        scheduler.features in ("full", "lite"),
+        f"scheduler.features={scheduler.features!r}; use full or lite",
+    )
+    _require(
+        scheduler.pool_precision in ("fp32", "bf16"),
+        f"scheduler.pool_precision={scheduler.pool_precision!r}; use fp32 or bf16",
     )
     pool = scheduler.pool_size
     _require(

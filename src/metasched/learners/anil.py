@@ -93,3 +93,29 @@ class ANIL(MetaLearner):
         loss = self.loss_fn(logits, episode.query_y)
         score = self.score(logits.detach(), episode.query_y)
         return TaskScore(loss if keep_graph else loss.detach(), score, *norms)
+
+    def grouped_adapt(
+        self,
+        params: Params,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        adaptation: Adaptation,
+        create_graph: bool,
+    ) -> Predictor:
+        head, _ = split_params(params, "head")
+        features = self.grouped_features(params, support_x)
+        if not create_graph:
+            features = features.detach()
+
+        def support_loss(fast: Params) -> torch.Tensor:
+            logits = torch.baddbmm(
+                fast["bias"].unsqueeze(1), features, fast["weight"].transpose(1, 2)
+            )
+            return self.per_task_loss(logits, support_y).sum()
+
+        head = sgd_steps(support_loss, head, adaptation, create_graph)
+        return lambda x: torch.baddbmm(
+            head["bias"].unsqueeze(1),
+            self.grouped_features(params, x),
+            head["weight"].transpose(1, 2),
+        )

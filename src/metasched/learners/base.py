@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +14,17 @@ from torch import nn
 from metasched.errors import MetaschedError
 from metasched.models.norm import TaskBatchNorm
 from metasched.stats import PoolStats
-from metasched.tasks.episode import Episode
+from metasched.tasks.episode import Episode, EpisodeBatch
 
 Params = dict[str, torch.Tensor]
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+BATCHING = ("loop", "grouped")
+
+
+class GroupedBackbone(Protocol):
+    """A backbone that evaluates T tasks at once with per-task parameters."""
+
+    def grouped(self, params: Params, x: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,12 @@ class MetaLearner(ABC):
         train: inner-loop settings during meta-training.
         eval: inner-loop settings at validation and test time.
         first_order: drop second-order terms from the meta-gradient.
+        scored: which layers the pool statistics compare: ``"all"`` (every weight and bias
+            but batch norm's, as the reference) or ``"last"`` (the last backbone layer and
+            the head: a cheaper backward pass for the pool).
+        batching: ``"loop"`` runs tasks one after another; ``"grouped"`` runs same-shaped
+            tasks in one pass with per-task weights (tasks as convolution groups), so one
+            backward gives every task's own gradients (the faster choice on GPUs).
     """
 
     def __init__(
@@ -97,8 +111,16 @@ class MetaLearner(ABC):
         train: Adaptation,
         eval: Adaptation,
         first_order: bool = False,
+        scored: str = "all",
+        batching: str = "loop",
     ) -> None:
+        if scored not in ("all", "last"):
+            raise MetaschedError(f"scored layers must be all or last, got {scored!r}")
+        if batching not in BATCHING:
+            raise MetaschedError(f"task batching must be loop or grouped, got {batching!r}")
         self.model = model
+        self.scored = scored
+        self.batching = batching
         self.loss_kind = loss
         self.loss_fn = task_loss(loss)
         self.train_adaptation = train
@@ -118,7 +140,12 @@ class MetaLearner(ABC):
             if isinstance(module, TaskBatchNorm)
             for name, _ in module.named_parameters()
         }
-        return [name for name in self.parameters() if name not in norm]
+        layers = [name for name in self.parameters() if name not in norm]
+        if self.scored == "last":
+            head = [name for name in layers if name.startswith("head.")]
+            backbone = [name for name in layers if not name.startswith("head.")]
+            layers = backbone[-2:] + head
+        return layers
 
     def score_pool(self, params: Params, episodes: list[Episode], keep_graph: bool) -> PoolScores:
         """Pool statistics at ``params`` for every candidate, computed once.
@@ -129,6 +156,8 @@ class MetaLearner(ABC):
             keep_graph: also return each candidate's adapted query loss with its graph, for
                 reuse by a look-ahead step and the meta-update (costs memory for P graphs).
         """
+        if not keep_graph and self._grouped(episodes):
+            return self.score_pool_grouped(params, EpisodeBatch.stack(episodes))
         rows = [self.score_task(params, episode, keep_graph) for episode in episodes]
         stats = PoolStats(
             torch.stack([r.query_loss.detach() for r in rows]),
@@ -142,6 +171,107 @@ class MetaLearner(ABC):
     @abstractmethod
     def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
         """One candidate's statistics; its query loss keeps its graph if ``keep_graph``."""
+
+    def outcomes(self, params: Params, episodes: list[Episode]) -> list[TaskOutcome]:
+        """Training outcomes of several tasks (:meth:`query_outcome` each), grouped if set."""
+        if not self._grouped(episodes):
+            return [self.query_outcome(params, episode) for episode in episodes]
+        batch = EpisodeBatch.stack(episodes)
+        shared = {n: p.expand(len(episodes), *p.shape) for n, p in params.items()}
+        predict = self.grouped_adapt(
+            shared, batch.support_x, batch.support_y, self.train_adaptation, not self.first_order
+        )
+        predictions = predict(batch.query_x)
+        losses = self.per_task_loss(predictions, batch.query_y)
+        scores = self.per_task_score(predictions.detach(), batch.query_y)
+        return [TaskOutcome(loss, score) for loss, score in zip(losses, scores)]
+
+    def score_pool_grouped(self, params: Params, batch: EpisodeBatch) -> PoolScores:
+        """:meth:`score_pool` for T same-shaped tasks in grouped passes: each task gets its
+        own copy of θ0 for its support and for its query set, so one backward pass yields
+        every task's support and query gradients."""
+        tasks = batch.support_x.shape[0]
+        layers = self.scored_layers()
+        copies = [
+            {
+                n: p.detach().expand(tasks, *p.shape).clone().requires_grad_()
+                for n, p in params.items()
+            }
+            for _ in range(2)
+        ]
+        support_loss = self.per_task_loss(
+            self.grouped_forward(copies[0], batch.support_x), batch.support_y
+        )
+        query_loss = self.per_task_loss(
+            self.grouped_forward(copies[1], batch.query_x), batch.query_y
+        )
+        grads = torch.autograd.grad(
+            (support_loss + query_loss).sum(),
+            [c[n] for c in copies for n in layers],
+            allow_unused=True,
+        )
+        support = [_flat(g, copies[0][n]) for g, n in zip(grads, layers)]
+        query = [_flat(g, copies[1][n]) for g, n in zip(grads[len(layers) :], layers)]
+        detached = {n: p.detach().expand(tasks, *p.shape) for n, p in params.items()}
+        predict = self.grouped_adapt(
+            detached, batch.support_x, batch.support_y, self.train_adaptation, False
+        )
+        with torch.no_grad():
+            predictions = predict(batch.query_x)
+        stats = PoolStats(
+            self.per_task_loss(predictions, batch.query_y),
+            torch.stack([g.norm(dim=1) for g in support], dim=1),
+            torch.stack([g.norm(dim=1) for g in query], dim=1),
+            torch.stack([(a * b).sum(dim=1) for a, b in zip(support, query)], dim=1),
+        )
+        return PoolScores(stats, None, self.per_task_score(predictions, batch.query_y))
+
+    def grouped_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """The model on T tasks at once with per-task parameters (leading dimension T)."""
+        features = self.grouped_features(params, x)
+        return torch.baddbmm(
+            params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2)
+        )
+
+    def grouped_features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of T tasks at once with per-task parameters."""
+        backbone = {
+            n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")
+        }
+        module = cast(GroupedBackbone, self.model.get_submodule("backbone"))
+        return module.grouped(backbone, x)
+
+    @abstractmethod
+    def grouped_adapt(
+        self,
+        params: Params,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        adaptation: Adaptation,
+        create_graph: bool,
+    ) -> Predictor:
+        """:meth:`adapt` for T tasks at once; ``params`` carry a leading task dimension."""
+
+    def per_task_loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(T,) losses from (T, N, K) predictions and (T, N) targets."""
+        if self.loss_kind == "cross_entropy":
+            losses = F.cross_entropy(predictions.flatten(0, 1), targets.flatten(), reduction="none")
+            return losses.view(targets.shape).mean(dim=1)
+        return (predictions.squeeze(-1) - targets.float()).pow(2).mean(dim=1)
+
+    def per_task_score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(T,) accuracies, or negative MSEs."""
+        if self.loss_kind == "cross_entropy":
+            return (predictions.argmax(-1) == targets).float().mean(dim=1)
+        return -self.per_task_loss(predictions, targets)
+
+    def _grouped(self, episodes: list[Episode]) -> bool:
+        return (
+            self.batching == "grouped"
+            and len(episodes) > 1
+            and hasattr(self.model.get_submodule("backbone"), "grouped")
+            and EpisodeBatch.stackable(episodes)
+        )
 
     def gradient_agreement(
         self,
@@ -250,6 +380,11 @@ def layer_agreement(
         torch.stack([g.norm() for g in flat_q]),
         torch.stack([torch.dot(a, b) for a, b in zip(flat_s, flat_q)]),
     )
+
+
+def _flat(gradient: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """A per-task gradient (T, ...) as (T, n); zeros where the loss does not reach."""
+    return (gradient if gradient is not None else torch.zeros_like(like)).flatten(1)
 
 
 def _leaves(params: Params) -> Params:

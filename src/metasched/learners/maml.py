@@ -72,3 +72,17 @@ class MAML(MetaLearner):
             predictions = functional_call(self.model, fast, (episode.query_x,))
             loss = self.loss_fn(predictions, episode.query_y)
         return TaskScore(loss, self.score(predictions.detach(), episode.query_y), *norms)
+
+    def grouped_adapt(
+        self,
+        params: Params,
+        support_x: torch.Tensor,
+        support_y: torch.Tensor,
+        adaptation: Adaptation,
+        create_graph: bool,
+    ) -> Predictor:
+        def support_loss(fast: Params) -> torch.Tensor:
+            return self.per_task_loss(self.grouped_forward(fast, support_x), support_y).sum()
+
+        fast = sgd_steps(support_loss, params, adaptation, create_graph)
+        return lambda x: self.grouped_forward(fast, x)

@@ -51,6 +51,28 @@ class Conv4Backbone(nn.Module):
             h = block(h, tasks)
         return h.reshape(*lead, -1)
 
+    def grouped(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Features of T tasks at once, each with its own weights: (T, N, C, H, W) to (T, N, D).
+
+        ``params`` holds this module's parameters with a leading task dimension T (e.g.
+        ``blocks.0.conv.weight`` of shape (T, filters, C, 3, 3)). Tasks become convolution
+        groups and batch-norm channels, so every task keeps its own batch statistics, and one
+        backward pass gives each task its own weight gradients.
+        """
+        tasks, n = x.shape[:2]
+        h = x.transpose(0, 1).flatten(1, 2)  # (N, T * C, H, W)
+        for i in range(len(self.blocks)):
+            prefix = f"blocks.{i}."
+            block = {
+                k.removeprefix(prefix): v.flatten(0, 1)
+                for k, v in params.items()
+                if k.startswith(prefix)
+            }
+            h = F.conv2d(h, block["conv.weight"], block["conv.bias"], padding=1, groups=tasks)
+            h = F.batch_norm(h, None, None, block["norm.weight"], block["norm.bias"], training=True)
+            h = F.max_pool2d(F.relu(h), 2)
+        return h.reshape(n, tasks, -1).transpose(0, 1)
+
 
 class Conv4(nn.Module):
     """Conv4 backbone plus a linear head with ``out_features`` outputs (the N of N-way)."""

@@ -35,6 +35,19 @@ class FingerprintBackbone(nn.Module):
             h = F.leaky_relu(h)
         return h.reshape(*lead, -1)
 
+    def grouped(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Features of T tasks at once, each with its own weights: (T, N, F) to (T, N, D)."""
+        h = x
+        for i in range(len(self.layers)):
+            weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if self.norms is not None:
+                var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
+                scale, shift = params[f"norms.{i}.weight"], params[f"norms.{i}.bias"]
+                h = (h - mean) * torch.rsqrt(var + 1e-5) * scale.unsqueeze(1) + shift.unsqueeze(1)
+            h = F.leaky_relu(h)
+        return h
+
 
 class FingerprintMLP(nn.Module):
     """Fingerprint backbone plus a linear output (one value per compound by default)."""

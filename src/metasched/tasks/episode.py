@@ -43,6 +43,34 @@ class Episode:
         return len(self.support_x) + len(self.query_x)
 
 
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """T episodes of identical shapes stacked on a leading task dimension."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+    @classmethod
+    def stack(cls, episodes: list[Episode]) -> EpisodeBatch:
+        return cls(
+            *(
+                torch.stack([getattr(e, name) for e in episodes])
+                for name in ("support_x", "support_y", "query_x", "query_y")
+            )
+        )
+
+    @staticmethod
+    def stackable(episodes: list[Episode]) -> bool:
+        """Whether all episodes share their sets' shapes."""
+        first = episodes[0]
+        return all(
+            e.support_x.shape == first.support_x.shape and e.query_x.shape == first.query_x.shape
+            for e in episodes
+        )
+
+
 class TaskSource(Protocol):
     """Anything that draws episodes from a random generator."""
 

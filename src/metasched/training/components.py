@@ -74,13 +74,17 @@ def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
     )
 
 
-def build_learner(config: Config, model: nn.Module) -> MetaLearner:
+def build_learner(config: Config, model: nn.Module, device: torch.device) -> MetaLearner:
     """MAML or ANIL with the configured inner loops."""
     spec = config.learner
+    batching = spec.batching
+    if batching == "auto":
+        batching = "grouped" if device.type == "cuda" else "loop"
     train = Adaptation(spec.inner_lr, spec.inner_steps)
     evaluation = Adaptation(spec.eval_inner_lr or spec.inner_lr, spec.eval_inner_steps)
     kind = MAML if spec.algorithm == "maml" else ANIL
-    return kind(model, "cross_entropy", train, evaluation, spec.first_order)
+    scored = "last" if config.scheduler.features == "lite" else "all"
+    return kind(model, "cross_entropy", train, evaluation, spec.first_order, scored, batching)
 
 
 def build_scheduler(config: Config, num_layers: int) -> TaskScheduler:
@@ -88,9 +92,15 @@ def build_scheduler(config: Config, num_layers: int) -> TaskScheduler:
     spec = config.scheduler
     if spec.name == "ats":
         return ATSScheduler(
-            num_layers, spec.temperature, spec.temperature_decay, spec.replace, spec.lr,
-            spec.baseline_momentum, spec.faithful, seed=config.seed,
-        )  # fmt: skip
+            num_layers,
+            spec.temperature,
+            spec.temperature_decay,
+            spec.replace,
+            spec.lr,
+            spec.baseline_momentum,
+            spec.faithful,
+            seed=config.seed,
+        )
     return OracleScheduler() if spec.name == "oracle" else UniformScheduler()
 
 
@@ -100,6 +110,6 @@ def build_components(config: Config) -> Components:
     samplers = build_samplers(config)
     torch.manual_seed(config.seed)
     model = build_model(config, samplers["train"].pool.image_shape).to(device)
-    learner = build_learner(config, model)
+    learner = build_learner(config, model, device)
     scheduler = build_scheduler(config, len(learner.scored_layers()))
     return Components(samplers, model, learner, scheduler, device)

@@ -192,7 +192,11 @@ class Trainer:
         params = self.parts.learner.parameters()
         scores = None
         if self.scheduler.needs_stats:
-            scores = self.parts.learner.score_pool(params, candidates, spec.reuse_graphs)
+            bf16 = spec.pool_precision == "bf16"
+            with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
+                scores = self.parts.learner.score_pool(
+                    params, candidates, spec.reuse_graphs and not bf16
+                )
         pool = Pool(
             len(candidates),
             self.progress,
@@ -215,10 +219,13 @@ class Trainer:
             chosen = selection.indices
             loss, score = self._meta_update(params, candidates, scores, selection)
         record.update(
-            loss=loss, score=score, noisy=float(noisy[chosen].mean()),
-            pool_noisy=float(noisy.mean()), chosen=[int(i) for i in chosen],
+            loss=loss,
+            score=score,
+            noisy=float(noisy[chosen].mean()),
+            pool_noisy=float(noisy.mean()),
+            chosen=[int(i) for i in chosen],
             seconds=time.perf_counter() - start,
-        )  # fmt: skip
+        )
         return record
 
     def _draw_candidates(self, batch: int) -> list[Episode]:
@@ -242,7 +249,7 @@ class Trainer:
         pool's forward passes when it kept them."""
         if scores is not None and scores.losses is not None:
             return [(scores.losses[int(i)], float(scores.scores[int(i)])) for i in indices]
-        outcomes = [self.parts.learner.query_outcome(params, candidates[int(i)]) for i in indices]
+        outcomes = self.parts.learner.outcomes(params, [candidates[int(i)] for i in indices])
         return [(o.loss, float(o.score)) for o in outcomes]
 
     def _meta_update(
