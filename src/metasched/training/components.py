@@ -13,7 +13,7 @@ from metasched.errors import MetaschedError
 from metasched.learners import ANIL, MAML, Adaptation, MetaLearner
 from metasched.models import Conv4
 from metasched.schedulers import ATSScheduler, OracleScheduler, TaskScheduler, UniformScheduler
-from metasched.tasks import FewShotSampler, LabelNoise
+from metasched.tasks import FewShotSampler, LabelNoise, TaskSource
 
 # Independent random streams of a run: training draws never shift validation or test tasks.
 STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -25,7 +25,7 @@ FAITHFUL_REWARD_CLASSES = 16
 class Components:
     """What a run is made of."""
 
-    samplers: dict[str, FewShotSampler]
+    samplers: dict[str, TaskSource]
     model: nn.Module
     learner: MetaLearner
     scheduler: TaskScheduler
@@ -42,7 +42,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_samplers(config: Config) -> dict[str, FewShotSampler]:
+def build_samplers(config: Config) -> dict[str, TaskSource]:
     """Train (noisy, budgeted), val and test (clean) episode samplers, and the sampler of the
     scheduler's reward tasks: clean meta-validation tasks (or, ``faithful``, clean tasks of
     the first 16 training classes, as the reference code)."""
@@ -109,7 +109,9 @@ def build_components(config: Config) -> Components:
     device = resolve_device(config.train.device)
     samplers = build_samplers(config)
     torch.manual_seed(config.seed)
-    model = build_model(config, samplers["train"].pool.image_shape).to(device)
+    train = samplers["train"]
+    assert isinstance(train, FewShotSampler)
+    model = build_model(config, train.pool.image_shape).to(device)
     learner = build_learner(config, model, device)
     scheduler = build_scheduler(config, len(learner.scored_layers()))
     return Components(samplers, model, learner, scheduler, device)

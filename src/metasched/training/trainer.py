@@ -305,6 +305,11 @@ class Trainer:
         reward = value(lookahead)
         if spec.paired_baseline and not spec.faithful:
             reward -= value(params)
+        if not math.isfinite(reward) or abs(reward) > 1e6:
+            raise MetaschedError(
+                f"the look-ahead model diverged (reward {reward:.3g}); lower"
+                f" scheduler.lookahead_lr (now {spec.lookahead_lr}), e.g. to 0.01 for MSE losses"
+            )
         return reward
 
     def evaluate_split(self, split: str, num_tasks: int, show: bool = False) -> EvalResult:

@@ -1,0 +1,316 @@
+"""Speed of an ATS iteration against uniform sampling, raw Conv4 passes and the reference code.
+
+For each configuration, in one process and interleaved in rounds (medians reported):
+
+* ``uniform``: one trainer iteration with uniform sampling (meta-batch B);
+* ``ats``: one trainer iteration of ATS (pool P, meta-batch B), plus its ``lite`` and ``bf16``
+  variants (cheaper pool statistics; see docs/benchmarks.md for their accuracy);
+* ``reference``: the reference code's structure on the same tasks (benchmarks/reference_ats.py);
+* ``pool``: the pool statistics alone, and ``raw``: one batched forward and backward pass of
+  the bare network over the same P tasks' images (the hardware's pace for that work).
+
+Peak RSS is measured per method in a fresh subprocess. The Markdown table goes to stdout.
+
+    python benchmarks/ats_speed.py                     # CPU, all configurations
+    python benchmarks/ats_speed.py --device cuda       # on a GPU (grouped task batching)
+    python benchmarks/ats_speed.py --configs glyphs --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_ats import ReferenceStructure
+
+from metasched.config import load_config
+from metasched.data.pool import ClassPool
+from metasched.learners import ANIL, Adaptation
+from metasched.models import FingerprintMLP
+from metasched.schedulers import ATSScheduler
+from metasched.tasks import Episode, FewShotSampler, TaskSource
+from metasched.training.components import (
+    Components,
+    build_learner,
+    build_model,
+    build_scheduler,
+    resolve_device,
+)
+from metasched.training.trainer import Trainer
+
+POOL, BATCH = 10, 2
+CONFIGS = {
+    "glyphs": "glyphs 28x28, Conv4-64",
+    "mini84": "84x84x3, Conv4-32 (synthetic images)",
+    "drug": "fingerprint MLP 1024-500-500-1 (synthetic tasks)",
+}
+VARIANTS = {
+    "uniform": ["scheduler.name=uniform"],
+    "ats": [],
+    "ats-lite": ["scheduler.features=lite"],
+    "ats-bf16": ["scheduler.pool_precision=bf16"],
+}
+
+
+class RegressionTasks:
+    """Random fingerprint regression tasks shaped like ChEMBL assays (50 + 100 compounds)."""
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        x = torch.from_numpy((rng.random((150, 1024)) < 0.05).astype(np.float32))
+        y = torch.from_numpy(rng.normal(6.0, 1.0, 150).astype(np.float32))
+        return Episode(x[:50], y[:50], x[50:], y[50:])
+
+
+def image_samplers(size: int) -> dict[str, FewShotSampler]:
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (20, 3, size, size), dtype=np.uint8) for _ in range(32)]
+    pool = ClassPool.from_class_arrays(arrays, [str(i) for i in range(32)], ["-"] * 32)
+    sampler = FewShotSampler(pool, 5, 1, 15)
+    return {"train": sampler, "val": sampler, "test": sampler, "reward": sampler}
+
+
+def make_trainer(
+    config_name: str, algorithm: str, variant: str, device: str, run_dir: Path
+) -> Trainer:
+    overrides = [
+        *VARIANTS[variant],
+        f"learner.algorithm={algorithm}",
+        f"train.device={device}",
+        f"train.meta_batch_size={BATCH}",
+        f"scheduler.pool_size={POOL if variant != 'uniform' else BATCH}",
+        "scheduler.warmup=0",
+    ]
+    if config_name == "glyphs":
+        return Trainer(load_config("glyphs-noisy-ats", overrides), run_dir)
+    config = load_config(
+        "glyphs-noisy-ats",
+        [*overrides, "model.filters=32", "data.image_size=84", "data.channels=3"],
+    )
+    torch.manual_seed(0)
+    target = resolve_device(device)
+    samplers: dict[str, TaskSource]
+    if config_name == "mini84":
+        samplers = dict(image_samplers(84))
+        model = build_model(config, (3, 84, 84)).to(target)
+        learner = build_learner(config, model, target)
+    else:  # raw pIC50 targets give MSEs near 30: the look-ahead step must be small
+        config = load_config("glyphs-noisy-ats", [*overrides, "scheduler.lookahead_lr=0.01"])
+        samplers = dict.fromkeys(("train", "val", "test", "reward"), RegressionTasks())
+        model = FingerprintMLP(1024).to(target)
+        learner = ANIL(
+            model,
+            "mse",
+            Adaptation(0.01, 5),
+            Adaptation(0.01, 5),
+            scored="last" if variant == "ats-lite" else "all",
+            batching="grouped" if target.type == "cuda" else "loop",
+        )
+    scheduler = build_scheduler(config, len(learner.scored_layers()))
+    return Trainer(config, run_dir, Components(samplers, model, learner, scheduler, target))
+
+
+def timed(function: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(
+    config_name: str, algorithm: str, device: str, rounds: int, steps: int
+) -> dict[str, float]:
+    """Median seconds per call of every method, interleaved in rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {
+            v: make_trainer(config_name, algorithm, v, device, Path(tmp) / v)
+            for v in VARIANTS
+            if not (v == "ats-bf16" and device == "cuda")
+        }
+        ats = trainers["ats"]
+        target = ats.parts.device
+        model, learner = ats.parts.model, ats.parts.learner
+        rng = np.random.default_rng(1)
+        pool = [ats.parts.samplers["train"].sample(rng).to(target) for _ in range(POOL)]
+        validation = [ats.parts.samplers["reward"].sample(rng).to(target) for _ in range(BATCH)]
+        images = torch.cat([torch.cat([e.support_x, e.query_x]) for e in pool])
+        targets = torch.cat([torch.cat([e.support_y, e.query_y]) for e in pool])
+        loss_of = (
+            F.cross_entropy
+            if learner.loss_kind == "cross_entropy"
+            else (lambda out, y: F.mse_loss(out.squeeze(-1), y))
+        )
+
+        def raw() -> None:
+            loss = loss_of(model(images), targets)
+            torch.autograd.grad(loss, list(model.parameters()))
+
+        def pool_stats() -> None:
+            learner.score_pool(learner.parameters(), pool, keep_graph=True)
+
+        methods: dict[str, Callable[[], object]] = {
+            name: t.train_step for name, t in trainers.items()
+        }
+        methods["pool"] = pool_stats
+        methods["raw"] = raw
+        if algorithm == "anil" and config_name != "drug":
+            reference = ReferenceStructure(model, 0.01, 5, len(learner.scored_layers()))
+            methods["reference"] = lambda: reference.iteration(pool, validation, rng)
+        scheduler_seconds = [0.0]
+        scheduler = ats.scheduler
+        assert isinstance(scheduler, ATSScheduler)
+        for name in ("propose", "update", "select"):
+            original = getattr(scheduler, name)
+
+            def wrapped(*args: object, _original: Callable[..., object] = original) -> object:
+                start = time.perf_counter()
+                out = _original(*args)
+                scheduler_seconds[0] += time.perf_counter() - start
+                return out
+
+            setattr(scheduler, name, wrapped)
+        for method in methods.values():  # warm-up
+            method()
+        samples: dict[str, list[float]] = {name: [] for name in methods}
+        ats_seconds = 0.0
+        scheduler_seconds[0] = 0.0
+        for _ in range(rounds):
+            for name, method in methods.items():
+                times = [timed(method, target) for _ in range(steps)]
+                samples[name].append(statistics.median(times))
+                if name == "ats":
+                    ats_seconds += sum(times)
+        result = {name: statistics.median(values) for name, values in samples.items()}
+        result["scheduler_share"] = scheduler_seconds[0] / ats_seconds
+        result["pool_images"] = float(len(images))
+        return result
+
+
+def peak_rss(config_name: str, algorithm: str, variant: str, device: str) -> float:
+    """Peak resident memory (GiB) of a fresh process running 5 iterations of one method."""
+    command = [
+        sys.executable,
+        __file__,
+        "--rss-of",
+        config_name,
+        algorithm,
+        variant,
+        "--device",
+        device,
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(output.strip().splitlines()[-1])["gib"])
+
+
+def rss_child(config_name: str, algorithm: str, variant: str, device: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(
+            config_name, algorithm, variant.replace("reference", "ats"), device, Path(tmp)
+        )
+        step: Callable[[], object] = trainer.train_step
+        if variant == "reference":
+            parts, rng = trainer.parts, np.random.default_rng(1)
+            reference = ReferenceStructure(parts.model, 0.01, 5, len(parts.learner.scored_layers()))
+
+            def step() -> None:
+                pool = [parts.samplers["train"].sample(rng).to(parts.device) for _ in range(POOL)]
+                validation = [
+                    parts.samplers["reward"].sample(rng).to(parts.device) for _ in range(BATCH)
+                ]
+                reference.iteration(pool, validation, rng)
+
+        for _ in range(5):
+            step()
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
+    status = Path("/proc/self/status").read_text()
+    peak_kib = next(
+        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")
+    )
+    print(json.dumps({"gib": peak_kib / 2**20}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--algorithms", nargs="+", default=["anil", "maml"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--rss-of", nargs=3, metavar=("CONFIG", "ALGORITHM", "VARIANT"))
+    args = parser.parse_args()
+    if args.rss_of:
+        config_name, algorithm, variant = args.rss_of
+        rss_child(config_name, algorithm, variant, args.device)
+        return
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(
+        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, P={POOL}, B={BATCH}"
+    )
+    print()
+    header = [
+        "configuration",
+        "learner",
+        "uniform s/it",
+        "ATS s/it",
+        "ATS ÷ uniform",
+        "lite ÷ uniform",
+        "bf16 ÷ uniform",
+        "reference s/it",
+        "reference ÷ ATS",
+        "pool stats img/s",
+        "pool ÷ raw fwd+bwd time",
+        "scheduler share",
+        "peak RSS uniform / ATS / reference",
+    ]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for config_name in args.configs:
+        for algorithm in args.algorithms:
+            if config_name == "drug" and algorithm == "maml":
+                continue
+            r = measure(config_name, algorithm, args.device, args.rounds, args.steps)
+            reference = r.get("reference")
+            variants = ["uniform", "ats"] + (["reference"] if reference else [])
+            rss = (
+                "n/a"
+                if args.no_rss
+                else " / ".join(
+                    f"{peak_rss(config_name, algorithm, v, args.device):.2f}" for v in variants
+                )
+                + " GiB"
+            )
+            cells = [
+                CONFIGS[config_name],
+                algorithm,
+                f"{r['uniform']:.3f}",
+                f"{r['ats']:.3f}",
+                f"{r['ats'] / r['uniform']:.2f}",
+                f"{r['ats-lite'] / r['uniform']:.2f}",
+                f"{r['ats-bf16'] / r['uniform']:.2f}" if "ats-bf16" in r else "n/a",
+                f"{reference:.3f}" if reference else "n/a",
+                f"{reference / r['ats']:.1f}" if reference else "n/a",
+                f"{r['pool_images'] / r['pool']:.0f}",
+                f"{r['pool'] / r['raw']:.2f}",
+                f"{100 * r['scheduler_share']:.1f}%",
+                rss,
+            ]
+            print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
