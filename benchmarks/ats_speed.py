@@ -115,7 +115,11 @@ def make_trainer(
             Adaptation(0.01, 5),
             Adaptation(0.01, 5),
             scored="last" if variant == "ats-lite" else "all",
-            batching="grouped" if target.type == "cuda" else "loop",
+            batching=batching
+            if batching != "auto"
+            else "grouped"
+            if target.type == "cuda"
+            else "loop",
         )
     scheduler = build_scheduler(config, len(learner.scored_layers()))
     return Trainer(config, run_dir, Components(samplers, model, learner, scheduler, target))
@@ -183,8 +187,13 @@ def measure(
                 return out
 
             setattr(scheduler, name, wrapped)
-        for method in methods.values():  # warm-up
+        gpu_peaks = {}
+        for name, method in methods.items():  # warm-up, and each method's peak GPU memory
+            if target.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             method()
+            if target.type == "cuda":
+                gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**30
         samples: dict[str, list[float]] = {name: [] for name in methods}
         ats_seconds = 0.0
         scheduler_seconds[0] = 0.0
@@ -197,6 +206,7 @@ def measure(
         result = {name: statistics.median(values) for name, values in samples.items()}
         result["scheduler_share"] = scheduler_seconds[0] / ats_seconds
         result["pool_images"] = float(len(images))
+        result.update({f"gpu_gib_{name}": gib for name, gib in gpu_peaks.items()})
         return result
 
 
@@ -251,6 +261,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--no-rss", action="store_true")
+    parser.add_argument("--batching", default="auto", choices=["auto", "loop", "grouped"])
     parser.add_argument("--rss-of", nargs=3, metavar=("CONFIG", "ALGORITHM", "VARIANT"))
     args = parser.parse_args()
     if args.rss_of:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The device checks in one go (run from the repository root on a GPU machine whose Python has
+# torch but not metasched): CUDA tests, then the speed benchmark with grouped and loop batching.
+# Needs the Hershey-Fonts wheel in .whl/ (pip download Hershey-Fonts==2.1.0 --no-deps -d .whl).
+set -uo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 METASCHED_CACHE=/tmp/metasched-cache
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
+python3 -m pytest tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$out/gpu_tests.log"
+python3 benchmarks/ats_speed.py --device cuda --rounds 3 --steps 3 2>&1 | tee "$out/gpu_bench_grouped.md"
+python3 benchmarks/ats_speed.py --device cuda --batching loop --configs glyphs mini84 \
+    --rounds 3 --steps 3 2>&1 | tee "$out/gpu_bench_loop.md"
