@@ -82,10 +82,16 @@ def image_samplers(size: int) -> dict[str, FewShotSampler]:
 
 
 def make_trainer(
-    config_name: str, algorithm: str, variant: str, device: str, run_dir: Path
+    config_name: str,
+    algorithm: str,
+    variant: str,
+    device: str,
+    run_dir: Path,
+    batching: str = "auto",
 ) -> Trainer:
     overrides = [
         *VARIANTS[variant],
+        f"learner.batching={batching}",
         f"learner.algorithm={algorithm}",
         f"train.device={device}",
         f"train.meta_batch_size={BATCH}",
@@ -136,12 +142,12 @@ def timed(function: Callable[[], object], device: torch.device) -> float:
 
 
 def measure(
-    config_name: str, algorithm: str, device: str, rounds: int, steps: int
+    config_name: str, algorithm: str, device: str, rounds: int, steps: int, batching: str
 ) -> dict[str, float]:
     """Median seconds per call of every method, interleaved in rounds."""
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
-            v: make_trainer(config_name, algorithm, v, device, Path(tmp) / v)
+            v: make_trainer(config_name, algorithm, v, device, Path(tmp) / v, batching)
             for v in VARIANTS
             if not (v == "ats-bf16" and device == "cuda")
         }
@@ -270,7 +276,8 @@ def main() -> None:
         return
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(
-        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, P={POOL}, B={BATCH}"
+        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, P={POOL}, B={BATCH},"
+        f" task batching {args.batching}"
     )
     print()
     header = [
@@ -294,17 +301,16 @@ def main() -> None:
         for algorithm in args.algorithms:
             if config_name == "drug" and algorithm == "maml":
                 continue
-            r = measure(config_name, algorithm, args.device, args.rounds, args.steps)
+            r = measure(config_name, algorithm, args.device, args.rounds, args.steps, args.batching)
             reference = r.get("reference")
             variants = ["uniform", "ats"] + (["reference"] if reference else [])
-            rss = (
-                "n/a"
-                if args.no_rss
-                else " / ".join(
-                    f"{peak_rss(config_name, algorithm, v, args.device):.2f}" for v in variants
-                )
-                + " GiB"
-            )
+            if args.device == "cuda":
+                rss = " / ".join(f"{r[f'gpu_gib_{v}']:.2f}" for v in variants) + " GiB (GPU)"
+            elif args.no_rss:
+                rss = "n/a"
+            else:
+                peaks = [peak_rss(config_name, algorithm, v, args.device) for v in variants]
+                rss = " / ".join(f"{gib:.2f}" for gib in peaks) + " GiB"
             cells = [
                 CONFIGS[config_name],
                 algorithm,
