@@ -276,8 +276,8 @@ def main() -> None:
         return
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(
-        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, P={POOL}, B={BATCH},"
-        f" task batching {args.batching}"
+        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads,"
+        f" P={POOL}, B={BATCH}, task batching {args.batching}"
     )
     print()
     header = [
