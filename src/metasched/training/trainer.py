@@ -193,10 +193,11 @@ class Trainer:
         scores = None
         if self.scheduler.needs_stats:
             bf16 = spec.pool_precision == "bf16"
+            # Grouped scoring runs the pool as one batch: backpropagating through it for two
+            # chosen tasks would cost more than recomputing them, so its graphs are not kept.
+            keep = spec.reuse_graphs and not bf16 and self.parts.learner.batching == "loop"
             with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
-                scores = self.parts.learner.score_pool(
-                    params, candidates, spec.reuse_graphs and not bf16
-                )
+                scores = self.parts.learner.score_pool(params, candidates, keep)
         pool = Pool(
             len(candidates),
             self.progress,
