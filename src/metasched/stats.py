@@ -55,6 +55,15 @@ class PoolStats:
         squared = self.support_norm**2 + self.query_norm**2 + 2 * self.dot
         return squared.clamp_min(0).sqrt()
 
+    def to(self, device: torch.device | str) -> PoolStats:
+        """The same statistics on ``device``."""
+        return PoolStats(
+            self.query_loss.to(device),
+            self.support_norm.to(device),
+            self.query_norm.to(device),
+            self.dot.to(device),
+        )
+
     def subset(self, indices: torch.Tensor | list[int]) -> PoolStats:
         """The statistics of some candidates only."""
         index = torch.as_tensor(indices, dtype=torch.long)
