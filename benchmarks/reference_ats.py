@@ -72,7 +72,8 @@ class ReferenceStructure:
             norms.append(torch.stack([by_name_q[n].norm() for n in self.scored]))
         query_norm = torch.stack(norms)
         ones = torch.ones_like(query_norm)
-        return PoolStats(torch.stack(losses), ones, query_norm, torch.stack(cosines) * query_norm)
+        stats = PoolStats(torch.stack(losses), ones, query_norm, torch.stack(cosines) * query_norm)
+        return stats.to("cpu")  # the scheduler network lives on the CPU, as in the trainer
 
     def iteration(
         self, episodes: list[Episode], validation: list[Episode], rng: np.random.Generator
