@@ -301,9 +301,7 @@ class MetaLearner(ABC):
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Accuracy for classification, negative mean squared error for regression."""
-        if self.loss_kind == "cross_entropy":
-            return (predictions.argmax(-1) == targets).float().mean()
-        return -F.mse_loss(predictions.squeeze(-1), targets.float())
+        return self.per_task_score(predictions.unsqueeze(0), targets.unsqueeze(0))[0]
 
     def query_outcome(self, params: Params, episode: Episode) -> TaskOutcome:
         """Training: the query loss after adaptation, differentiable w.r.t. ``params``."""
