@@ -1,11 +1,12 @@
 """How well does each look-ahead reward tell clean tasks from noisy ones?
 
 At a fixed θ0 (a clean pre-trained model), for many trials: build a look-ahead model from two
-clean training tasks and one from two noisy ones (random support labels), score both on the
-same two clean validation tasks, and report, per look-ahead step size β and reward kind, the
-mean reward difference (clean - noisy), its standard deviation and their ratio (the
-signal-to-noise ratio a REINFORCE step works with). "unpaired" is the reference's reward (the
-look-ahead model's accuracy); "paired" subtracts θ0's value on the same validation tasks.
+clean training tasks and one from two noisy ones (random support labels), and score both on two
+fresh clean validation tasks. Per look-ahead step size β and reward kind, it reports the mean
+reward of clean and of noisy proposals, the spread of a single reward across trials (each with
+its own validation tasks, as successive REINFORCE steps are), and signal / noise = (mean clean
+- mean noisy) / that spread. "unpaired" is the reference's reward (the look-ahead model's
+accuracy); "paired" subtracts θ0's value on the same validation tasks.
 
     python experiments/reward_snr.py --init-from runs/noisy/pretrain/best.pt --trials 60
 """
@@ -35,7 +36,7 @@ def main() -> None:
     learner, samplers = trainer.parts.learner, trainer.parts.samplers
     params = learner.parameters()
     rng = np.random.default_rng(0)
-    differences: dict[tuple[float, str], list[float]] = {}
+    rewards: dict[tuple[float, str, str], list[float]] = {}
     for _ in range(args.trials):
         clean, noisy = [], []
         while len(clean) < 2 or len(noisy) < 2:
@@ -61,16 +62,22 @@ def main() -> None:
                         [a.loss.item() - b.loss.item() for a, b in zip(after, before)]
                     ),
                 }
-        for beta in args.betas:
-            for kind in values[("clean", beta)]:
-                difference = values[("clean", beta)][kind] - values[("noisy", beta)][kind]
-                differences.setdefault((beta, kind), []).append(difference)
-    print("| look-ahead β | reward | mean(clean - noisy) | sd | signal / noise |")
-    print("|---|---|---|---|---|")
-    for (beta, kind), values_ in differences.items():
-        d = np.array(values_)
-        sd = d.std(ddof=1)
-        print(f"| {beta} | {kind} | {d.mean():+.4f} | {sd:.4f} | {d.mean() / sd:.2f} |")
+        for (name, beta), kinds in values.items():
+            for kind, value in kinds.items():
+                rewards.setdefault((beta, kind, name), []).append(value)
+    print(
+        "| look-ahead β | reward | mean, clean proposals | mean, noisy proposals | spread | signal / noise |"
+    )
+    print("|---|---|---|---|---|---|")
+    for beta in args.betas:
+        for kind in values[("clean", beta)]:
+            clean = np.array(rewards[(beta, kind, "clean")])
+            noisy = np.array(rewards[(beta, kind, "noisy")])
+            spread = np.sqrt((clean.var(ddof=1) + noisy.var(ddof=1)) / 2)
+            print(
+                f"| {beta} | {kind} | {clean.mean():+.4f} | {noisy.mean():+.4f} | {spread:.4f}"
+                f" | {(clean.mean() - noisy.mean()) / spread:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,13 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _series(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    x = np.array([r["iteration"] for r in records], dtype=float)
+def _series(run: RunRecords, kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(meta-updates, values): iterations shifted so that 0 ends the scheduler warm-up."""
+    records = run.train if kind == "train" else run.val
+    warmup = int(run.config.get("scheduler", {}).get("warmup", 0) or 0)
+    if run.config.get("scheduler", {}).get("name") != "ats":
+        warmup = 0
+    x = np.array([r["iteration"] - warmup for r in records], dtype=float)
     y = np.array([np.nan if r.get(key) is None else r[key] for r in records], dtype=float)
     return x, y
 
@@ -67,12 +72,12 @@ def plot_accuracy(runs: list[RunRecords], path: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
-        x, y = _series(run.train, "score")
+        x, y = _series(run, "train", "score")
         left.plot(x, smooth(y, 25), label=run.name)
-        x, y = _series(run.val, "score")
+        x, y = _series(run, "val", "score")
         right.plot(x, y, marker="o", markersize=3, label=run.name)
-    left.set(title="training tasks: query accuracy after adaptation", xlabel="iteration")
-    right.set(title="validation tasks: accuracy", xlabel="iteration")
+    left.set(title="training tasks: query accuracy after adaptation", xlabel="meta-updates")
+    right.set(title="validation tasks: accuracy", xlabel="meta-updates")
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -90,23 +95,22 @@ def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     for run in runs:
-        x, clean = _series(run.train, "p_clean")
-        _, noisy = _series(run.train, "p_noisy")
+        x, clean = _series(run, "train", "p_clean")
+        _, noisy = _series(run, "train", "p_noisy")
         (line,) = axes[0].plot(x, smooth(clean, 25), label=f"{run.name}: clean")
         axes[0].plot(x, smooth(noisy, 25), "--", color=line.get_color(), label=f"{run.name}: noisy")
-        _, ent = _series(run.train, "entropy")
+        _, ent = _series(run, "train", "entropy")
         axes[1].plot(x, smooth(ent, 25), label=run.name)
-        _, reward = _series(run.train, "reward")
-        _, baseline = _series(run.train, "baseline")
+        _, reward = _series(run, "train", "reward")
+        _, baseline = _series(run, "train", "baseline")
         axes[2].plot(x, smooth(reward, 25), color=line.get_color(), label=f"{run.name}: reward")
         axes[2].plot(x, baseline, ":", color=line.get_color(), label=f"{run.name}: baseline")
-        warmup = int(run.config.get("scheduler", {}).get("warmup", 0))
-        for axis in axes:
-            if warmup:
-                axis.axvline(warmup, color="grey", linewidth=0.8)
-    axes[0].set(title="mean sampling probability (temperature 1)", xlabel="iteration")
-    axes[1].set(title="policy entropy (nats)", xlabel="iteration")
-    axes[2].set(title="REINFORCE reward and baseline", xlabel="iteration")
+    for axis in axes:
+        axis.axvline(0, color="grey", linewidth=0.8)  # the end of the warm-up
+    label = "meta-updates (negative: scheduler warm-up)"
+    axes[0].set(title="mean sampling probability (temperature 1)", xlabel=label)
+    axes[1].set(title="policy entropy (nats)", xlabel=label)
+    axes[2].set(title="REINFORCE reward and baseline", xlabel=label)
     for axis in axes:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)

@@ -1,0 +1,42 @@
+"""How much probability ATS gives noisy vs clean candidates after its warm-up, per run.
+
+Averages, over the meta-update iterations of each run directory, the policy's (temperature 1)
+mean probability of a noisy and of a clean candidate, their ratio, and the fraction of noisy
+tasks among those the meta-update trained on (against the pool's).
+
+    python experiments/scheduler_probabilities.py runs/noisy/ats-seed0 runs/noisy/ats-seed1
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from metasched.training.metrics import read_metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    args = parser.parse_args()
+    print("| run | p(noisy) | p(clean) | ratio | noisy among trained tasks | noisy in pool |")
+    print("|---|---|---|---|---|---|")
+    for run_dir in args.run_dirs:
+        records = [
+            r for r in read_metrics(run_dir / "metrics.jsonl")
+            if r["kind"] == "train" and r.get("phase") == "train"
+        ]  # fmt: skip
+        noisy = np.mean([r["p_noisy"] for r in records if r["p_noisy"] is not None])
+        clean = np.mean([r["p_clean"] for r in records if r["p_clean"] is not None])
+        trained = np.mean([r["noisy"] for r in records])
+        pool = np.mean([r["pool_noisy"] for r in records])
+        print(
+            f"| {run_dir.name} | {noisy:.4f} | {clean:.4f} | {noisy / clean:.3f}"
+            f" | {trained:.3f} | {pool:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
