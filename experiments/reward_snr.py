@@ -66,7 +66,8 @@ def main() -> None:
             for kind, value in kinds.items():
                 rewards.setdefault((beta, kind, name), []).append(value)
     print(
-        "| look-ahead β | reward | mean, clean proposals | mean, noisy proposals | spread | signal / noise |"
+        "| look-ahead β | reward | mean, clean proposals | mean, noisy proposals | spread"
+        " | signal / noise |"
     )
     print("|---|---|---|---|---|---|")
     for beta in args.betas:
