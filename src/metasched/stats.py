@@ -63,13 +63,3 @@ class PoolStats:
             self.query_norm.to(device),
             self.dot.to(device),
         )
-
-    def subset(self, indices: torch.Tensor | list[int]) -> PoolStats:
-        """The statistics of some candidates only."""
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return PoolStats(
-            self.query_loss[index],
-            self.support_norm[index],
-            self.query_norm[index],
-            self.dot[index],
-        )

@@ -60,21 +60,6 @@ class ClassPool:
         """All images of class ``label``."""
         return self.images[self.starts[label] : self.starts[label + 1]]
 
-    def subset(self, labels: list[int] | np.ndarray) -> ClassPool:
-        """A pool holding only the given classes, in the given order."""
-        labels = [int(c) for c in labels]
-        bad = [c for c in labels if not 0 <= c < self.num_classes]
-        if bad:
-            raise MetaschedError(
-                f"class index {bad[0]} is out of range for a pool of {self.num_classes} classes;"
-                f" use indices 0..{self.num_classes - 1}"
-            )
-        return ClassPool.from_class_arrays(
-            [self.class_images(c) for c in labels],
-            [self.class_names[c] for c in labels],
-            [self.groups[c] for c in labels],
-        )
-
 
 @dataclass(frozen=True)
 class DataSplits:

@@ -25,7 +25,6 @@ Two modes:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -260,9 +259,3 @@ def entropy(probabilities: torch.Tensor) -> float:
     """Shannon entropy (nats) of a distribution over candidates."""
     p = probabilities.clamp_min(1e-12)
     return float(-(p * p.log()).sum())
-
-
-def normalised_entropy(probabilities: torch.Tensor) -> float:
-    """Entropy divided by log P: 1 for uniform, 0 for a single candidate."""
-    size = probabilities.numel()
-    return entropy(probabilities) / math.log(size) if size > 1 else 0.0
