@@ -25,6 +25,8 @@ METHODS = {
     "uniform": ["scheduler.name=uniform"],
     "oracle": ["scheduler.name=oracle"],
     "ats": [],
+    "ats-lite": ["scheduler.features=lite"],
+    "ats-bf16": ["scheduler.pool_precision=bf16"],
     "ats-faithful": [
         "scheduler.faithful=true",
         "scheduler.lookahead_lr=0.01",
