@@ -84,10 +84,12 @@ class ATSNetwork(nn.Module):
 
     def forward(self, stats: PoolStats, progress: float) -> torch.Tensor:
         """(P,) logits for the P candidates at training progress ``progress`` in [0, 1]."""
-        pool = stats.pool_size
+        pool, device = stats.pool_size, stats.query_loss.device
         if self.faithful:
             loss = self._one_step(self.loss_lstm, stats.query_loss.view(pool, 1))
-            percent = torch.full((pool,), min(int(progress * 100), 99), dtype=torch.long)
+            percent = torch.full(
+                (pool,), min(int(progress * 100), 99), dtype=torch.long, device=device
+            )
             gradients = torch.cat(
                 [
                     self._one_step(self.norm_lstm, stats.query_norm),
@@ -97,7 +99,7 @@ class ATSNetwork(nn.Module):
             )
         else:
             loss = self._one_step(self.loss_lstm, standardise(stats.query_loss.view(pool, 1)))
-            percent = torch.full((pool, 1), float(progress))
+            percent = torch.full((pool, 1), float(progress), device=device)
             log_norm = standardise(torch.log(stats.sum_norm + 1e-12))
             layers = torch.stack([stats.cosine, log_norm], dim=2)
             _, (state, _) = self.gradient_lstm(layers)  # state: (2 directions, P, hidden)
@@ -117,7 +119,7 @@ def draw(
     probabilities: torch.Tensor, count: int, replace: bool, rng: np.random.Generator
 ) -> np.ndarray:
     """Draws ``count`` indices; without replacement, one at a time from the renormalised rest."""
-    p = probabilities.detach().double().numpy()
+    p = probabilities.detach().cpu().double().numpy()
     p = p / p.sum()
     if replace:
         return rng.choice(len(p), count, replace=True, p=p)
@@ -190,6 +192,11 @@ class ATSScheduler(TaskScheduler):
         self.baseline = 0.0
         self.rewards_seen = 0
         self.selections = 0
+
+    def to(self, device: torch.device | str) -> ATSScheduler:
+        """Moves the network (and so its optimiser's state) to ``device``."""
+        self.network.to(device)
+        return self
 
     @property
     def temperature(self) -> float:
