@@ -127,7 +127,7 @@ def make_trainer(
             if target.type == "cuda"
             else "loop",
         )
-    scheduler = build_scheduler(config, len(learner.scored_layers())).to(target)
+    scheduler = build_scheduler(config, len(learner.scored_layers()))
     return Trainer(config, run_dir, Components(samplers, model, learner, scheduler, target))
 
 

@@ -28,8 +28,7 @@ class ReferenceStructure:
     def __init__(self, model: nn.Module, inner_lr: float, steps: int, num_layers: int) -> None:
         self.model = model
         self.inner_lr, self.steps = inner_lr, steps
-        device = next(model.parameters()).device
-        self.network = ATSNetwork(num_layers, faithful=True).to(device)
+        self.network = ATSNetwork(num_layers, faithful=True)
         self.scheduler_optimizer = torch.optim.Adam(self.network.parameters(), lr=1e-3)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         self.scored = [
@@ -73,7 +72,8 @@ class ReferenceStructure:
             norms.append(torch.stack([by_name_q[n].norm() for n in self.scored]))
         query_norm = torch.stack(norms)
         ones = torch.ones_like(query_norm)
-        return PoolStats(torch.stack(losses), ones, query_norm, torch.stack(cosines) * query_norm)
+        stats = PoolStats(torch.stack(losses), ones, query_norm, torch.stack(cosines) * query_norm)
+        return stats.to("cpu")  # the scheduler network lives on the CPU, as in the trainer
 
     def iteration(
         self, episodes: list[Episode], validation: list[Episode], rng: np.random.Generator
@@ -107,5 +107,5 @@ class ReferenceStructure:
 
 
 def _draw(probabilities: torch.Tensor, count: int, rng: np.random.Generator) -> np.ndarray:
-    p = probabilities.detach().cpu().double().numpy()
+    p = probabilities.detach().double().numpy()
     return rng.choice(len(p), count, replace=False, p=p / p.sum())

@@ -84,12 +84,10 @@ class ATSNetwork(nn.Module):
 
     def forward(self, stats: PoolStats, progress: float) -> torch.Tensor:
         """(P,) logits for the P candidates at training progress ``progress`` in [0, 1]."""
-        pool, device = stats.pool_size, stats.query_loss.device
+        pool = stats.pool_size
         if self.faithful:
             loss = self._one_step(self.loss_lstm, stats.query_loss.view(pool, 1))
-            percent = torch.full(
-                (pool,), min(int(progress * 100), 99), dtype=torch.long, device=device
-            )
+            percent = torch.full((pool,), min(int(progress * 100), 99), dtype=torch.long)
             gradients = torch.cat(
                 [
                     self._one_step(self.norm_lstm, stats.query_norm),
@@ -99,7 +97,7 @@ class ATSNetwork(nn.Module):
             )
         else:
             loss = self._one_step(self.loss_lstm, standardise(stats.query_loss.view(pool, 1)))
-            percent = torch.full((pool, 1), float(progress), device=device)
+            percent = torch.full((pool, 1), float(progress))
             log_norm = standardise(torch.log(stats.sum_norm + 1e-12))
             layers = torch.stack([stats.cosine, log_norm], dim=2)
             _, (state, _) = self.gradient_lstm(layers)  # state: (2 directions, P, hidden)
@@ -119,7 +117,7 @@ def draw(
     probabilities: torch.Tensor, count: int, replace: bool, rng: np.random.Generator
 ) -> np.ndarray:
     """Draws ``count`` indices; without replacement, one at a time from the renormalised rest."""
-    p = probabilities.detach().cpu().double().numpy()
+    p = probabilities.detach().double().numpy()
     p = p / p.sum()
     if replace:
         return rng.choice(len(p), count, replace=True, p=p)
@@ -192,11 +190,6 @@ class ATSScheduler(TaskScheduler):
         self.baseline = 0.0
         self.rewards_seen = 0
         self.selections = 0
-
-    def to(self, device: torch.device | str) -> ATSScheduler:
-        """Moves the network (and so its optimiser's state) to ``device``."""
-        self.network.to(device)
-        return self
 
     @property
     def temperature(self) -> float:

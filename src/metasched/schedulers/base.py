@@ -65,10 +65,6 @@ class TaskScheduler(ABC):
         """Learns from the reward of a proposal; returns diagnostics (learning schedulers)."""
         raise NotImplementedError(f"{type(self).__name__} does not learn from rewards")
 
-    def to(self, device: torch.device | str) -> TaskScheduler:
-        """Places whatever the scheduler computes with on ``device`` (nothing, by default)."""
-        return self
-
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to resume this scheduler exactly."""
         return {}

@@ -113,5 +113,5 @@ def build_components(config: Config) -> Components:
     assert isinstance(train, FewShotSampler)
     model = build_model(config, train.pool.image_shape).to(device)
     learner = build_learner(config, model, device)
-    scheduler = build_scheduler(config, len(learner.scored_layers())).to(device)
+    scheduler = build_scheduler(config, len(learner.scored_layers()))
     return Components(samplers, model, learner, scheduler, device)

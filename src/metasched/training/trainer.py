@@ -198,10 +198,10 @@ class Trainer:
             keep = spec.reuse_graphs and not bf16 and self.parts.learner.batching == "loop"
             with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
                 scores = self.parts.learner.score_pool(params, candidates, keep)
-        pool = Pool(
+        pool = Pool(  # the scheduler network is tiny: it lives on the CPU
             len(candidates),
             self.progress,
-            scores.stats if scores else None,
+            scores.stats.to("cpu") if scores else None,
             noisy if self.scheduler.reads_noise_flags else None,
         )
         record: dict[str, Any] = {"phase": "warmup" if warming_up else "train"}
