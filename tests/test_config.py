@@ -36,6 +36,7 @@ def test_overrides_are_typed() -> None:
         (["learner.algorithm=reptile"], "use maml or anil"),
         (["task.noise_ratio=1.5"], "task.noise_ratio must lie in"),
         (["scheduler.pool_size=1"], "smaller than train.meta_batch_size"),
+        (["scheduler.name=ats"], "set scheduler.pool_size above train.meta_batch_size=4"),
         (["iterations"], "is not key=value"),
     ],
 )

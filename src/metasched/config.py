@@ -204,6 +204,11 @@ def check_config(config: Config) -> None:
     )
     pool = scheduler.pool_size
     _require(
+        scheduler.name != "ats" or (pool or 0) > train.meta_batch_size,
+        f"scheduler.name=ats chooses among more candidates than it trains on; set"
+        f" scheduler.pool_size above train.meta_batch_size={train.meta_batch_size} (the paper: 10)",
+    )
+    _require(
         pool is None or pool >= train.meta_batch_size,
         f"scheduler.pool_size={pool} is"
         f" smaller than train.meta_batch_size={train.meta_batch_size}; raise it",

@@ -135,7 +135,8 @@ class Trainer:
         """Continues the run in ``run_dir`` from its last checkpoint, exactly.
 
         Only ``train.*`` settings (iterations, validation and checkpoint intervals, device)
-        may change on resume.
+        may change on resume. Raising ``train.iterations`` continues the run but is not the
+        run that would have been planned longer: ATS reads progress as a fraction of it.
         """
         payload = load_checkpoint(run_dir / LAST)
         config = config_from_dict(payload["config"], overrides)
