@@ -263,16 +263,18 @@ class Trainer:
     ) -> tuple[float, float]:
         """One Adam step on the mean adapted query loss of the selected candidates."""
         chosen = self._losses(params, candidates, scores, selection.indices)
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.stack([loss for loss, _ in chosen]).mean().backward()
-        self.optimizer.step()
+        self._adam_step(chosen)
         return _mean_outcome(chosen)
 
-    def _restored_step(self, params: Params, chosen: list[tuple[torch.Tensor, float]]) -> None:
-        saved = {name: p.detach().clone() for name, p in params.items()}
+    def _adam_step(self, chosen: list[tuple[torch.Tensor, float]]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         torch.stack([loss for loss, _ in chosen]).mean().backward()
         self.optimizer.step()
+
+    def _restored_step(self, params: Params, chosen: list[tuple[torch.Tensor, float]]) -> None:
+        """The reference's warm-up: an Adam step on θ0, then θ0 restored (the moments stay)."""
+        saved = {name: p.detach().clone() for name, p in params.items()}
+        self._adam_step(chosen)
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
