@@ -6,6 +6,7 @@ seeds, and prints a Markdown table of test accuracies (mean over seeds ± 95% t-
 across seeds, and each seed's own 600-task interval) with the wall time of each run.
 
     python experiments/noisy_glyphs.py --out runs/noisy --seeds 0 1 2 --workers 2
+    python experiments/noisy_glyphs.py --out runs/noisy-5shot --set task.k_shot=5 --seeds 0
 
 Runs already finished in ``--out`` are reused, so an interrupted sweep can be restarted.
 """
@@ -66,11 +67,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], help="extra overrides for all")
+    parser.add_argument(
+        "--set", action="append", default=[],
+        help="extra overrides for every run (task.* and model.* ones for the pre-training too)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     pretrain = args.out / "pretrain"
-    run(("glyphs-pretrain", [], pretrain))
+    run(("glyphs-pretrain", [o for o in args.set if o.startswith(("task.", "model."))], pretrain))
     common = [f"train.init_from={pretrain / 'best.pt'}", *args.set]
     jobs = [
         ("glyphs-noisy-ats", [*common, *METHODS[m], f"seed={s}"], args.out / f"{m}-seed{s}")
