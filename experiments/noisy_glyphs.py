@@ -69,12 +69,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--set", action="append", default=[],
-        help="extra overrides for every run (task.* and model.* ones for the pre-training too)",
+        help="extra overrides for every run (task.* and model.* ones, but noise, for the"
+        " clean pre-training too)",
     )  # fmt: skip
     args = parser.parse_args()
 
     pretrain = args.out / "pretrain"
-    run(("glyphs-pretrain", [o for o in args.set if o.startswith(("task.", "model."))], pretrain))
+    clean = [
+        o for o in args.set
+        if o.startswith(("task.", "model.")) and not o.startswith(("task.noise", "task.flip"))
+    ]  # fmt: skip
+    run(("glyphs-pretrain", clean, pretrain))
     common = [f"train.init_from={pretrain / 'best.pt'}", *args.set]
     jobs = [
         ("glyphs-noisy-ats", [*common, *METHODS[m], f"seed={s}"], args.out / f"{m}-seed{s}")
