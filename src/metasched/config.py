@@ -103,6 +103,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     device: str = "auto"
     init_from: str | None = None
+    retain_memory: bool = True  # CPU: reuse freed memory instead of page-faulting (allocator.py)
 
 
 @dataclass(frozen=True)

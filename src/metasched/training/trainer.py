@@ -20,6 +20,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from metasched.allocator import retain_freed_cpu_memory
 from metasched.config import Config, config_from_dict
 from metasched.errors import MetaschedError, TrainingInterrupted
 from metasched.learners.base import Params, PoolScores
@@ -90,6 +91,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.parts = components or build_components(config)
+        if self.parts.device.type == "cpu" and config.train.retain_memory:
+            retain_freed_cpu_memory()
         self.optimizer = torch.optim.Adam(self.parts.model.parameters(), lr=config.train.meta_lr)
         self.scheduler = self.parts.scheduler
         self.warmup = config.scheduler.warmup if self.scheduler.learns else 0
