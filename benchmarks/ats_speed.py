@@ -3,8 +3,8 @@
 For each configuration, in one process and interleaved in rounds (medians reported):
 
 * ``uniform``: one trainer iteration with uniform sampling (meta-batch B);
-* ``ats``: one trainer iteration of ATS (pool P, meta-batch B), plus its ``lite`` and ``bf16``
-  variants (cheaper pool statistics; see docs/benchmarks.md for their accuracy);
+* ``ats``: one trainer iteration of ATS (pool P, meta-batch B), plus its ``lite``, ``bf16`` and
+  ``lite+bf16`` variants (cheaper pool statistics; see docs/benchmarks.md for their accuracy);
 * ``reference``: the reference code's structure on the same tasks (benchmarks/reference_ats.py);
 * ``pool``: the pool statistics alone, and ``raw``: one batched forward and backward pass of
   the bare network over the same P tasks' images (the hardware's pace for that work).
@@ -61,6 +61,7 @@ VARIANTS = {
     "ats": [],
     "ats-lite": ["scheduler.features=lite"],
     "ats-bf16": ["scheduler.pool_precision=bf16"],
+    "ats-lite-bf16": ["scheduler.features=lite", "scheduler.pool_precision=bf16"],
 }
 
 
@@ -120,7 +121,7 @@ def make_trainer(
             "mse",
             Adaptation(0.01, 5),
             Adaptation(0.01, 5),
-            scored="last" if variant == "ats-lite" else "all",
+            scored="last" if "lite" in variant else "all",
             batching=batching
             if batching != "auto"
             else "grouped"
@@ -149,7 +150,7 @@ def measure(
         trainers = {
             v: make_trainer(config_name, algorithm, v, device, Path(tmp) / v, batching)
             for v in VARIANTS
-            if not (v == "ats-bf16" and device == "cuda")
+            if not (v.endswith("bf16") and device == "cuda")
         }
         ats = trainers["ats"]
         target = ats.parts.device
@@ -194,23 +195,27 @@ def measure(
 
             setattr(scheduler, name, wrapped)
         gpu_peaks = {}
-        for name, method in methods.items():  # warm-up, and each method's peak GPU memory
-            if target.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            method()
-            if target.type == "cuda":
-                gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**30
         samples: dict[str, list[float]] = {name: [] for name in methods}
-        ats_seconds = 0.0
-        scheduler_seconds[0] = 0.0
-        for _ in range(rounds):
-            for name, method in methods.items():
-                times = [timed(method, target) for _ in range(steps)]
-                samples[name].append(statistics.median(times))
-                if name == "ats":
-                    ats_seconds += sum(times)
+        ats_seconds = ats_scheduler_seconds = 0.0
+        # The trainers first, then the pool and the raw pass: the raw pass's one large batch
+        # would otherwise reshape the heap between the trainers' iterations.
+        for group in ([m for m in methods if m not in ("pool", "raw")], ["pool", "raw"]):
+            for name in group:  # warm-up, and each method's peak GPU memory
+                if target.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                methods[name]()
+                if target.type == "cuda":
+                    gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+            for _ in range(rounds):
+                for name in group:
+                    scheduler_before = scheduler_seconds[0]
+                    times = [timed(methods[name], target) for _ in range(steps)]
+                    samples[name].append(statistics.median(times))
+                    if name == "ats":
+                        ats_seconds += sum(times)
+                        ats_scheduler_seconds += scheduler_seconds[0] - scheduler_before
         result = {name: statistics.median(values) for name, values in samples.items()}
-        result["scheduler_share"] = scheduler_seconds[0] / ats_seconds
+        result["scheduler_share"] = ats_scheduler_seconds / ats_seconds
         result["pool_images"] = float(len(images))
         result.update({f"gpu_gib_{name}": gib for name, gib in gpu_peaks.items()})
         return result
@@ -288,6 +293,7 @@ def main() -> None:
         "ATS ÷ uniform",
         "lite ÷ uniform",
         "bf16 ÷ uniform",
+        "lite+bf16 ÷ uniform",
         "reference s/it",
         "reference ÷ ATS",
         "pool stats img/s",
@@ -319,6 +325,7 @@ def main() -> None:
                 f"{r['ats'] / r['uniform']:.2f}",
                 f"{r['ats-lite'] / r['uniform']:.2f}",
                 f"{r['ats-bf16'] / r['uniform']:.2f}" if "ats-bf16" in r else "n/a",
+                f"{r['ats-lite-bf16'] / r['uniform']:.2f}" if "ats-lite-bf16" in r else "n/a",
                 f"{reference:.3f}" if reference else "n/a",
                 f"{reference / r['ats']:.1f}" if reference else "n/a",
                 f"{r['pool_images'] / r['pool']:.0f}",
