@@ -28,6 +28,7 @@ METHODS = {
     "ats": [],
     "ats-lite": ["scheduler.features=lite"],
     "ats-bf16": ["scheduler.pool_precision=bf16"],
+    "ats-lite-bf16": ["scheduler.features=lite", "scheduler.pool_precision=bf16"],
     "ats-faithful": [
         "scheduler.faithful=true",
         "scheduler.lookahead_lr=0.01",
