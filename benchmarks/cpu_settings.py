@@ -20,9 +20,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ats_speed import CONFIGS, VARIANTS, make_trainer
+
+from metasched.models.conv4 import Conv4Backbone
 
 SETTINGS = {
     "glibc default, NCHW": (False, False),
@@ -42,7 +45,7 @@ def child(config_name: str, algorithm: str, retain: bool, channels_last: bool, r
             for v in ("uniform", "ats")
         }
         for trainer in trainers.values():
-            backbone = trainer.parts.model.get_submodule("backbone")
+            backbone = cast(Conv4Backbone, trainer.parts.model.get_submodule("backbone"))
             backbone.channels_last = backbone.channels_last and channels_last
             trainer.train_step()
         samples: dict[str, list[float]] = {v: [] for v in trainers}
