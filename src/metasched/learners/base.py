@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasched.errors import MetaschedError
+from metasched.models.layout import nchw_for_double_backward
 from metasched.models.norm import TaskBatchNorm
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, EpisodeBatch
@@ -352,7 +353,9 @@ def sgd_steps(
     tracked = any(p.requires_grad for p in params.values())
     fast = params if tracked else _leaves(params)
     for _ in range(adaptation.steps):
-        grads = torch.autograd.grad(loss_of(fast), list(fast.values()), create_graph=create_graph)
+        with nchw_for_double_backward(create_graph):
+            loss = loss_of(fast)
+        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
         fast = {n: p - adaptation.lr * g for (n, p), g in zip(fast.items(), grads)}
         if not tracked:
             fast = _leaves(fast)

@@ -14,6 +14,7 @@ from metasched.learners.base import (
     layer_agreement,
     sgd_steps,
 )
+from metasched.models.layout import nchw_for_double_backward
 from metasched.tasks.episode import Episode
 
 
@@ -37,9 +38,10 @@ class MAML(MetaLearner):
     def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
         """The inner loop's first gradient doubles as the support gradient at θ0."""
         second_order = keep_graph and not self.first_order
-        support_loss = self.loss_fn(
-            functional_call(self.model, params, (episode.support_x,)), episode.support_y
-        )
+        with nchw_for_double_backward(second_order):
+            support_loss = self.loss_fn(
+                functional_call(self.model, params, (episode.support_x,)), episode.support_y
+            )
         names = list(params)
         support_grads = torch.autograd.grad(
             support_loss, list(params.values()), create_graph=second_order

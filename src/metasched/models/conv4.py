@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasched.errors import MetaschedError
+from metasched.models.layout import cpu_layout
 from metasched.models.norm import TaskBatchNorm
 
 
@@ -26,7 +27,8 @@ class Conv4Backbone(nn.Module):
     """The feature extractor: (N, C, H, W) or (T, N, C, H, W) images to flat features.
 
     A leading task dimension T makes every task use its own batch-norm statistics, so several
-    tasks can share one batched forward pass.
+    tasks can share one batched forward pass. ``channels_last=False`` keeps NCHW order on CPUs
+    too (see :func:`metasched.models.layout.cpu_layout`).
     """
 
     def __init__(
@@ -53,18 +55,10 @@ class Conv4Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]
         tasks = lead[0] if len(lead) == 2 else 1
-        h = self._layout(x.reshape(-1, *x.shape[-3:]))
+        h = cpu_layout(x.reshape(-1, *x.shape[-3:]), self.channels_last)
         for block in self.blocks:
             h = block(h, tasks)
         return h.reshape(*lead, -1)
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """Channels-last order on CPUs, where Conv4 then trains 1.6x and infers 2.2x faster at
-        84x84 (NCHW max-pooling is slow there; docs/benchmarks.md). Off for second-order MAML,
-        whose double backward mixes memory formats and slows down, and on GPUs (unmeasured)."""
-        if not self.channels_last or x.device.type != "cpu":
-            return x
-        return x.contiguous(memory_format=torch.channels_last)
 
     def grouped(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Features of T tasks at once, each with its own weights: (T, N, C, H, W) to (T, N, D).
@@ -75,7 +69,7 @@ class Conv4Backbone(nn.Module):
         backward pass gives each task its own weight gradients.
         """
         tasks, n = x.shape[:2]
-        h = self._layout(x.transpose(0, 1).flatten(1, 2))  # (N, T * C, H, W)
+        h = cpu_layout(x.transpose(0, 1).flatten(1, 2), self.channels_last)  # (N, T * C, H, W)
         for i in range(len(self.blocks)):
             prefix = f"blocks.{i}."
             block = {

@@ -68,11 +68,7 @@ def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
     """The network named by ``model.name`` with ``task.n_way`` outputs."""
     if config.model.name == "conv4":
         channels, height, _ = in_shape
-        learner = config.learner
-        second_order_backbone = learner.algorithm == "maml" and not learner.first_order
-        return Conv4(
-            config.task.n_way, channels, config.model.filters, height, not second_order_backbone
-        )
+        return Conv4(config.task.n_way, channels, config.model.filters, height)
     raise MetaschedError(
         f"model.name={config.model.name!r} does not fit image data; use model.name=conv4"
     )
