@@ -7,7 +7,8 @@ For each configuration, in one process and interleaved in rounds (medians report
   ``lite+bf16`` variants (cheaper pool statistics; see docs/benchmarks.md for their accuracy);
 * ``reference``: the reference code's structure on the same tasks (benchmarks/reference_ats.py);
 * ``pool``: the pool statistics alone, and ``raw``: one batched forward and backward pass of
-  the bare network over the same P tasks' images (the hardware's pace for that work).
+  the bare network over the same P tasks' images (the hardware's pace for that work), both
+  interleaved in a fresh subprocess.
 
 Peak RSS is measured per method in a fresh subprocess. The Markdown table goes to stdout.
 
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +143,37 @@ def timed(function: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def sample_tasks(trainer: Trainer) -> tuple[list[Episode], list[Episode], np.random.Generator]:
+    """P candidates and B validation tasks for the methods that take tasks directly."""
+    rng = np.random.default_rng(1)
+    samplers, device = trainer.parts.samplers, trainer.parts.device
+    pool = [samplers["train"].sample(rng).to(device) for _ in range(POOL)]
+    validation = [samplers["reward"].sample(rng).to(device) for _ in range(BATCH)]
+    return pool, validation, rng
+
+
+def interleaved(
+    methods: Mapping[str, Callable[[], object]], device: torch.device, rounds: int, steps: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per method, the median of ``steps`` calls in each round, and its peak GPU memory."""
+    gpu_peaks = {}
+    for name, method in methods.items():  # warm-up, and each method's peak GPU memory
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        method()
+        if device.type == "cuda":
+            gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, method in methods.items():
+            samples[name].append(statistics.median(timed(method, device) for _ in range(steps)))
+    return samples, gpu_peaks
+
+
 def measure(
     config_name: str, algorithm: str, device: str, rounds: int, steps: int, batching: str
 ) -> dict[str, float]:
-    """Median seconds per call of every method, interleaved in rounds."""
+    """Median seconds per iteration of every trainer variant and of the reference structure."""
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {
             v: make_trainer(config_name, algorithm, v, device, Path(tmp) / v, batching)
@@ -153,35 +181,15 @@ def measure(
             if not (v.endswith("bf16") and device == "cuda")
         }
         ats = trainers["ats"]
-        target = ats.parts.device
-        model, learner = ats.parts.model, ats.parts.learner
-        rng = np.random.default_rng(1)
-        pool = [ats.parts.samplers["train"].sample(rng).to(target) for _ in range(POOL)]
-        validation = [ats.parts.samplers["reward"].sample(rng).to(target) for _ in range(BATCH)]
-        images = torch.cat([torch.cat([e.support_x, e.query_x]) for e in pool])
-        targets = torch.cat([torch.cat([e.support_y, e.query_y]) for e in pool])
-        loss_of = (
-            F.cross_entropy
-            if learner.loss_kind == "cross_entropy"
-            else (lambda out, y: F.mse_loss(out.squeeze(-1), y))
-        )
-
-        def raw() -> None:
-            loss = loss_of(model(images), targets)
-            torch.autograd.grad(loss, list(model.parameters()))
-
-        def pool_stats() -> None:
-            learner.score_pool(learner.parameters(), pool, keep_graph=True)
-
         methods: dict[str, Callable[[], object]] = {
             name: t.train_step for name, t in trainers.items()
         }
-        methods["pool"] = pool_stats
-        methods["raw"] = raw
         if algorithm == "anil" and config_name != "drug":
-            reference = ReferenceStructure(model, 0.01, 5, len(learner.scored_layers()))
+            pool, validation, rng = sample_tasks(ats)
+            layers = len(ats.parts.learner.scored_layers())
+            reference = ReferenceStructure(ats.parts.model, 0.01, 5, layers)
             methods["reference"] = lambda: reference.iteration(pool, validation, rng)
-        scheduler_seconds = [0.0]
+        scheduler_seconds, ats_seconds = [0.0], [0.0]  # summed over all calls, warm-up included
         scheduler = ats.scheduler
         assert isinstance(scheduler, ATSScheduler)
         for name in ("propose", "update", "select"):
@@ -194,47 +202,62 @@ def measure(
                 return out
 
             setattr(scheduler, name, wrapped)
-        gpu_peaks = {}
-        samples: dict[str, list[float]] = {name: [] for name in methods}
-        ats_seconds = ats_scheduler_seconds = 0.0
-        # The trainers first, then the pool and the raw pass: the raw pass's one large batch
-        # would otherwise reshape the heap between the trainers' iterations.
-        for group in ([m for m in methods if m not in ("pool", "raw")], ["pool", "raw"]):
-            for name in group:  # warm-up, and each method's peak GPU memory
-                if target.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                methods[name]()
-                if target.type == "cuda":
-                    gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**30
-            for _ in range(rounds):
-                for name in group:
-                    scheduler_before = scheduler_seconds[0]
-                    times = [timed(methods[name], target) for _ in range(steps)]
-                    samples[name].append(statistics.median(times))
-                    if name == "ats":
-                        ats_seconds += sum(times)
-                        ats_scheduler_seconds += scheduler_seconds[0] - scheduler_before
+
+        def ats_step() -> None:
+            start = time.perf_counter()
+            ats.train_step()
+            ats_seconds[0] += time.perf_counter() - start
+
+        methods["ats"] = ats_step
+        samples, gpu_peaks = interleaved(methods, ats.parts.device, rounds, steps)
         result = {name: statistics.median(values) for name, values in samples.items()}
-        result["scheduler_share"] = ats_scheduler_seconds / ats_seconds
-        result["pool_images"] = float(len(images))
+        result["scheduler_share"] = scheduler_seconds[0] / ats_seconds[0]
         result.update({f"gpu_gib_{name}": gib for name, gib in gpu_peaks.items()})
         return result
 
 
+def pool_child(config_name: str, algorithm: str, device: str, rounds: int, steps: int) -> None:
+    """Prints the pool statistics' and the raw batched pass's median seconds as JSON.
+
+    In a fresh process: the raw pass's single batch of P tasks' images needs a far larger heap
+    than the trainers do, and its speed depends on what ran before it.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = make_trainer(config_name, algorithm, "ats", device, Path(tmp))
+    model, learner = trainer.parts.model, trainer.parts.learner
+    pool, _, _ = sample_tasks(trainer)
+    images = torch.cat([torch.cat([e.support_x, e.query_x]) for e in pool])
+    targets = torch.cat([torch.cat([e.support_y, e.query_y]) for e in pool])
+    loss_of = (
+        F.cross_entropy
+        if learner.loss_kind == "cross_entropy"
+        else (lambda out, y: F.mse_loss(out.squeeze(-1), y))
+    )
+
+    def raw() -> None:
+        loss = loss_of(model(images), targets)
+        torch.autograd.grad(loss, list(model.parameters()))
+
+    def pool_stats() -> None:
+        learner.score_pool(learner.parameters(), pool, keep_graph=True)
+
+    methods = {"pool": pool_stats, "raw": raw}
+    samples, _ = interleaved(methods, trainer.parts.device, rounds, steps)
+    result = {name: statistics.median(values) for name, values in samples.items()}
+    print(json.dumps({**result, "images": len(images)}))
+
+
+def child_json(arguments: list[str]) -> dict[str, float]:
+    """Runs this script with ``arguments`` in a fresh process; its last line, parsed."""
+    command = [sys.executable, __file__, *arguments]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
 def peak_rss(config_name: str, algorithm: str, variant: str, device: str) -> float:
     """Peak resident memory (GiB) of a fresh process running 5 iterations of one method."""
-    command = [
-        sys.executable,
-        __file__,
-        "--rss-of",
-        config_name,
-        algorithm,
-        variant,
-        "--device",
-        device,
-    ]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(output.strip().splitlines()[-1])["gib"])
+    arguments = ["--rss-of", config_name, algorithm, variant, "--device", device]
+    return child_json(arguments)["gib"]
 
 
 def rss_child(config_name: str, algorithm: str, variant: str, device: str) -> None:
@@ -274,10 +297,15 @@ def main() -> None:
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--batching", default="auto", choices=["auto", "loop", "grouped"])
     parser.add_argument("--rss-of", nargs=3, metavar=("CONFIG", "ALGORITHM", "VARIANT"))
+    parser.add_argument("--pool-of", nargs=2, metavar=("CONFIG", "ALGORITHM"))
     args = parser.parse_args()
     if args.rss_of:
         config_name, algorithm, variant = args.rss_of
         rss_child(config_name, algorithm, variant, args.device)
+        return
+    if args.pool_of:
+        config_name, algorithm = args.pool_of
+        pool_child(config_name, algorithm, args.device, args.rounds, args.steps)
         return
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(
@@ -308,6 +336,8 @@ def main() -> None:
             if config_name == "drug" and algorithm == "maml":
                 continue
             r = measure(config_name, algorithm, args.device, args.rounds, args.steps, args.batching)
+            options = ["--device", args.device, "--rounds", str(args.rounds), "--steps"]
+            pool = child_json(["--pool-of", config_name, algorithm, *options, str(args.steps)])
             reference = r.get("reference")
             variants = ["uniform", "ats"] + (["reference"] if reference else [])
             if args.device == "cuda":
@@ -328,8 +358,8 @@ def main() -> None:
                 f"{r['ats-lite-bf16'] / r['uniform']:.2f}" if "ats-lite-bf16" in r else "n/a",
                 f"{reference:.3f}" if reference else "n/a",
                 f"{reference / r['ats']:.1f}" if reference else "n/a",
-                f"{r['pool_images'] / r['pool']:.0f}",
-                f"{r['pool'] / r['raw']:.2f}",
+                f"{pool['images'] / pool['pool']:.0f}",
+                f"{pool['pool'] / pool['raw']:.2f}",
                 f"{100 * r['scheduler_share']:.1f}%",
                 rss,
             ]

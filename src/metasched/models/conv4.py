@@ -69,7 +69,7 @@ class Conv4Backbone(nn.Module):
         backward pass gives each task its own weight gradients.
         """
         tasks, n = x.shape[:2]
-        h = cpu_layout(x.transpose(0, 1).flatten(1, 2), self.channels_last)  # (N, T * C, H, W)
+        h = x.transpose(0, 1).flatten(1, 2)  # (N, T * C, H, W): NCHW, see cpu_layout
         for i in range(len(self.blocks)):
             prefix = f"blocks.{i}."
             block = {
