@@ -5,7 +5,8 @@ For each configuration, in one process and interleaved in rounds (medians report
 * ``uniform``: one trainer iteration with uniform sampling (meta-batch B);
 * ``ats``: one trainer iteration of ATS (pool P, meta-batch B), plus its ``lite``, ``bf16`` and
   ``lite+bf16`` variants (cheaper pool statistics; see docs/benchmarks.md for their accuracy);
-* ``reference``: the reference code's structure on the same tasks (benchmarks/reference_ats.py);
+* ``reference``: the reference code's structure on the same tasks (benchmarks/reference_ats.py),
+  with the reference's NCHW memory layout and with ours (channels-last on CPUs);
 * ``pool``: the pool statistics alone, and ``raw``: one batched forward and backward pass of
   the bare network over the same P tasks' images (the hardware's pace for that work), both
   interleaved in a fresh subprocess.
@@ -20,6 +21,7 @@ Peak RSS is measured per method in a fresh subprocess. The Markdown table goes t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import subprocess
@@ -28,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -39,7 +42,7 @@ from reference_ats import ReferenceStructure
 from metasched.config import load_config
 from metasched.data.pool import ClassPool
 from metasched.learners import ANIL, Adaptation
-from metasched.models import FingerprintMLP
+from metasched.models import Conv4Backbone, FingerprintMLP
 from metasched.schedulers import ATSScheduler
 from metasched.tasks import Episode, FewShotSampler, TaskSource
 from metasched.training.components import (
@@ -153,7 +156,11 @@ def sample_tasks(trainer: Trainer) -> tuple[list[Episode], list[Episode], np.ran
 
 
 def interleaved(
-    methods: Mapping[str, Callable[[], object]], device: torch.device, rounds: int, steps: int
+    methods: Mapping[str, Callable[[], object]],
+    device: torch.device,
+    rounds: int,
+    steps: int,
+    after_warmup: Callable[[], None] = lambda: None,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Per method, the median of ``steps`` calls in each round, and its peak GPU memory."""
     gpu_peaks = {}
@@ -163,6 +170,7 @@ def interleaved(
         method()
         if device.type == "cuda":
             gpu_peaks[name] = torch.cuda.max_memory_allocated() / 2**30
+    after_warmup()
     samples: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(rounds):
         for name, method in methods.items():
@@ -189,7 +197,11 @@ def measure(
             layers = len(ats.parts.learner.scored_layers())
             reference = ReferenceStructure(ats.parts.model, 0.01, 5, layers)
             methods["reference"] = lambda: reference.iteration(pool, validation, rng)
-        scheduler_seconds, ats_seconds = [0.0], [0.0]  # summed over all calls, warm-up included
+            nchw_model = copy.deepcopy(ats.parts.model)  # the reference's own memory layout
+            cast(Conv4Backbone, nchw_model.get_submodule("backbone")).channels_last = False
+            as_written = ReferenceStructure(nchw_model, 0.01, 5, layers)
+            methods["reference-nchw"] = lambda: as_written.iteration(pool, validation, rng)
+        scheduler_seconds, ats_seconds = [0.0], [0.0]  # summed over the timed calls
         scheduler = ats.scheduler
         assert isinstance(scheduler, ATSScheduler)
         for name in ("propose", "update", "select"):
@@ -209,7 +221,11 @@ def measure(
             ats_seconds[0] += time.perf_counter() - start
 
         methods["ats"] = ats_step
-        samples, gpu_peaks = interleaved(methods, ats.parts.device, rounds, steps)
+
+        def reset() -> None:
+            scheduler_seconds[0] = ats_seconds[0] = 0.0
+
+        samples, gpu_peaks = interleaved(methods, ats.parts.device, rounds, steps, reset)
         result = {name: statistics.median(values) for name, values in samples.items()}
         result["scheduler_share"] = scheduler_seconds[0] / ats_seconds[0]
         result.update({f"gpu_gib_{name}": gib for name, gib in gpu_peaks.items()})
@@ -322,8 +338,8 @@ def main() -> None:
         "lite ÷ uniform",
         "bf16 ÷ uniform",
         "lite+bf16 ÷ uniform",
-        "reference s/it",
-        "reference ÷ ATS",
+        "reference s/it, NCHW / our layout",
+        "reference ÷ ATS, NCHW / our layout",
         "pool stats img/s",
         "pool ÷ raw fwd+bwd time",
         "scheduler share",
@@ -356,8 +372,10 @@ def main() -> None:
                 f"{r['ats-lite'] / r['uniform']:.2f}",
                 f"{r['ats-bf16'] / r['uniform']:.2f}" if "ats-bf16" in r else "n/a",
                 f"{r['ats-lite-bf16'] / r['uniform']:.2f}" if "ats-lite-bf16" in r else "n/a",
-                f"{reference:.3f}" if reference else "n/a",
-                f"{reference / r['ats']:.1f}" if reference else "n/a",
+                f"{r['reference-nchw']:.3f} / {reference:.3f}" if reference else "n/a",
+                f"{r['reference-nchw'] / r['ats']:.1f} / {reference / r['ats']:.1f}"
+                if reference
+                else "n/a",
                 f"{pool['images'] / pool['pool']:.0f}",
                 f"{pool['pool'] / pool['raw']:.2f}",
                 f"{100 * r['scheduler_share']:.1f}%",
