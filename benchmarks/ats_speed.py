@@ -8,8 +8,8 @@ For each configuration, in one process and interleaved in rounds (medians report
 * ``reference``: the reference code's structure on the same tasks (benchmarks/reference_ats.py),
   with the reference's NCHW memory layout and with ours (channels-last on CPUs);
 * ``pool``: the pool statistics alone, and ``raw``: one batched forward and backward pass of
-  the bare network over the same P tasks' images (the hardware's pace for that work), both
-  interleaved in a fresh subprocess.
+  the bare network over the same P tasks' images (the hardware's pace for that work), each
+  in a fresh subprocess of its own.
 
 Peak RSS is measured per method in a fresh subprocess. The Markdown table goes to stdout.
 
@@ -232,11 +232,15 @@ def measure(
         return result
 
 
-def pool_child(config_name: str, algorithm: str, device: str, rounds: int, steps: int) -> None:
-    """Prints the pool statistics' and the raw batched pass's median seconds as JSON.
+def pool_child(
+    config_name: str, algorithm: str, method: str, device: str, rounds: int, steps: int
+) -> None:
+    """Prints the best time of the pool statistics or of the raw batched pass as JSON.
 
-    In a fresh process: the raw pass's single batch of P tasks' images needs a far larger heap
-    than the trainers do, and its speed depends on what ran before it.
+    Each in a fresh process of its own, best of ``rounds * steps`` calls after a warm-up: the
+    raw pass's single batch of P tasks' images needs far larger blocks than anything else,
+    and glibc grows the heap (page faults) for some of its calls but not others (1.2 s or
+    2-3 s at 84x84), which no median over a few calls hides.
     """
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(config_name, algorithm, "ats", device, Path(tmp))
@@ -257,10 +261,10 @@ def pool_child(config_name: str, algorithm: str, device: str, rounds: int, steps
     def pool_stats() -> None:
         learner.score_pool(learner.parameters(), pool, keep_graph=True)
 
-    methods = {"pool": pool_stats, "raw": raw}
-    samples, _ = interleaved(methods, trainer.parts.device, rounds, steps)
-    result = {name: statistics.median(values) for name, values in samples.items()}
-    print(json.dumps({**result, "images": len(images)}))
+    function = {"raw": raw, "pool": pool_stats}[method]
+    function()
+    best = min(timed(function, trainer.parts.device) for _ in range(rounds * steps))
+    print(json.dumps({"seconds": best, "images": len(images)}))
 
 
 def child_json(arguments: list[str]) -> dict[str, float]:
@@ -313,15 +317,15 @@ def main() -> None:
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--batching", default="auto", choices=["auto", "loop", "grouped"])
     parser.add_argument("--rss-of", nargs=3, metavar=("CONFIG", "ALGORITHM", "VARIANT"))
-    parser.add_argument("--pool-of", nargs=2, metavar=("CONFIG", "ALGORITHM"))
+    parser.add_argument("--time-of", nargs=3, metavar=("CONFIG", "ALGORITHM", "pool|raw"))
     args = parser.parse_args()
     if args.rss_of:
         config_name, algorithm, variant = args.rss_of
         rss_child(config_name, algorithm, variant, args.device)
         return
-    if args.pool_of:
-        config_name, algorithm = args.pool_of
-        pool_child(config_name, algorithm, args.device, args.rounds, args.steps)
+    if args.time_of:
+        config_name, algorithm, method = args.time_of
+        pool_child(config_name, algorithm, method, args.device, args.rounds, args.steps)
         return
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(
@@ -353,7 +357,10 @@ def main() -> None:
                 continue
             r = measure(config_name, algorithm, args.device, args.rounds, args.steps, args.batching)
             options = ["--device", args.device, "--rounds", str(args.rounds), "--steps"]
-            pool = child_json(["--pool-of", config_name, algorithm, *options, str(args.steps)])
+            pool, raw = (
+                child_json(["--time-of", config_name, algorithm, m, *options, str(args.steps)])
+                for m in ("pool", "raw")
+            )
             reference = r.get("reference")
             variants = ["uniform", "ats"] + (["reference"] if reference else [])
             if args.device == "cuda":
@@ -376,8 +383,8 @@ def main() -> None:
                 f"{r['reference-nchw'] / r['ats']:.1f} / {reference / r['ats']:.1f}"
                 if reference
                 else "n/a",
-                f"{pool['images'] / pool['pool']:.0f}",
-                f"{pool['pool'] / pool['raw']:.2f}",
+                f"{pool['images'] / pool['seconds']:.0f}",
+                f"{pool['seconds'] / raw['seconds']:.2f}",
                 f"{100 * r['scheduler_share']:.1f}%",
                 rss,
             ]
