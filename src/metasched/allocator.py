@@ -3,9 +3,10 @@
 glibc serves allocations above its mmap threshold (128 KiB, rising to at most 32 MiB) with
 fresh ``mmap`` pages and hands them back to the kernel on ``free``. A Conv4 activation at 84x84
 for one task is about 70 MiB, so every forward pass then zero-fills and faults in hundreds of
-MiB anew: on the 2-core development machine that doubled an ATS iteration's time, most of it in
-the kernel (docs/benchmarks.md). Raising the mmap and trim thresholds keeps freed blocks in the
-heap for the next pass, which is what jemalloc or tcmalloc would do, without a new dependency.
+MiB anew: on the 2-core development machine that made an 84x84 ATS iteration 1.8x slower, most
+of it spent in the kernel (``benchmarks/cpu_settings.py``). Raising the mmap and trim
+thresholds keeps freed blocks in the heap for the next pass, which is what jemalloc or
+tcmalloc would do, without a new dependency.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ def nchw_for_double_backward(enabled: bool = True) -> Iterator[None]:
     """Forward passes inside keep NCHW order (when ``enabled``).
 
     Meant for the passes a second-order inner loop differentiates twice: PyTorch's double
-    backward through channels-last activations mixes memory formats and runs slower than NCHW
-    (second-order MAML: 0.81 s against 0.63 s per uniform iteration at 84x84).
+    backward through channels-last activations mixes memory formats, and its element-wise
+    kernels then run many times slower than in NCHW.
     """
     outer = getattr(_state, "nchw", False)
     _state.nchw = outer or enabled
@@ -28,11 +28,11 @@ def nchw_for_double_backward(enabled: bool = True) -> Iterator[None]:
 
 
 def cpu_layout(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
-    """``x`` in channels-last order on CPUs, where Conv4 then trains 1.6x and infers 2.2x
-    faster at 84x84 (NCHW max-pooling is slow there; docs/benchmarks.md). GPUs keep NCHW
-    (unmeasured there), and so do passes inside :func:`nchw_for_double_backward`. Grouped
-    task batching never uses it: channels-last grouped convolutions on CPU gave weight
-    gradients 0.2% off the per-task loop's (torch 2.13)."""
+    """``x`` in channels-last order on CPUs, where ANIL then trains 1.5x faster at 84x84 (NCHW
+    max-pooling is slow there; ``benchmarks/cpu_settings.py``). GPUs keep NCHW (unmeasured
+    there), and so do passes inside :func:`nchw_for_double_backward`. Grouped task batching
+    never uses it: channels-last grouped convolutions on CPU moved per-layer gradient
+    statistics by 0.2% from the per-task loop's (torch 2.13)."""
     if not channels_last or x.device.type != "cpu" or getattr(_state, "nchw", False):
         return x
     return x.contiguous(memory_format=torch.channels_last)
