@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The device checks in one go (run from the repository root on a GPU machine whose Python has
-# torch but not metasched): CUDA tests, then the speed benchmark with grouped and loop batching.
+# torch but not metasched): CUDA tests, the speed benchmark with grouped and loop batching, and
+# the pool batching comparison (loop, grouped, vmap).
 # Needs the Hershey-Fonts wheel in .whl/ (pip download Hershey-Fonts==2.1.0 --no-deps -d .whl).
 set -uo pipefail
 out=${OUT:-/tmp/out}
@@ -12,3 +13,4 @@ python3 -m pytest tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$out/gpu_
 python3 benchmarks/ats_speed.py --device cuda --rounds 3 --steps 3 2>&1 | tee "$out/gpu_bench_grouped.md"
 python3 benchmarks/ats_speed.py --device cuda --batching loop --configs glyphs mini84 \
     --rounds 3 --steps 3 2>&1 | tee "$out/gpu_bench_loop.md"
+python3 benchmarks/pool_batching.py --device cuda 2>&1 | tee "$out/gpu_pool_batching.md"
