@@ -21,7 +21,6 @@ Peak RSS is measured per method in a fresh subprocess. The Markdown table goes t
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import subprocess
@@ -30,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -42,7 +40,8 @@ from reference_ats import ReferenceStructure
 from metasched.config import load_config
 from metasched.data.pool import ClassPool
 from metasched.learners import ANIL, Adaptation
-from metasched.models import Conv4Backbone, FingerprintMLP
+from metasched.models import FingerprintMLP
+from metasched.models.layout import keep_nchw
 from metasched.schedulers import ATSScheduler
 from metasched.tasks import Episode, FewShotSampler, TaskSource
 from metasched.training.components import (
@@ -197,10 +196,12 @@ def measure(
             layers = len(ats.parts.learner.scored_layers())
             reference = ReferenceStructure(ats.parts.model, 0.01, 5, layers)
             methods["reference"] = lambda: reference.iteration(pool, validation, rng)
-            nchw_model = copy.deepcopy(ats.parts.model)  # the reference's own memory layout
-            cast(Conv4Backbone, nchw_model.get_submodule("backbone")).channels_last = False
-            as_written = ReferenceStructure(nchw_model, 0.01, 5, layers)
-            methods["reference-nchw"] = lambda: as_written.iteration(pool, validation, rng)
+
+            def reference_nchw() -> None:  # the reference's own memory layout
+                with keep_nchw():
+                    reference.iteration(pool, validation, rng)
+
+            methods["reference-nchw"] = reference_nchw
         scheduler_seconds, ats_seconds = [0.0], [0.0]  # summed over the timed calls
         scheduler = ats.scheduler
         assert isinstance(scheduler, ATSScheduler)

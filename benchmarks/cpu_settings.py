@@ -20,12 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ats_speed import CONFIGS, VARIANTS, make_trainer
 
-from metasched.models.conv4 import Conv4Backbone
+from metasched.models.layout import keep_nchw
 
 SETTINGS = {
     "glibc default, NCHW": (False, False),
@@ -44,19 +43,18 @@ def child(config_name: str, algorithm: str, retain: bool, channels_last: bool, r
             v: make_trainer(config_name, algorithm, v, "cpu", Path(tmp) / v)
             for v in ("uniform", "ats")
         }
-        for trainer in trainers.values():
-            backbone = cast(Conv4Backbone, trainer.parts.model.get_submodule("backbone"))
-            backbone.channels_last = backbone.channels_last and channels_last
-            trainer.train_step()
         samples: dict[str, list[float]] = {v: [] for v in trainers}
-        for _ in range(rounds):
-            for name, trainer in trainers.items():
-                times = []
-                for _ in range(2):
-                    start = time.perf_counter()
-                    trainer.train_step()
-                    times.append(time.perf_counter() - start)
-                samples[name].append(statistics.median(times))
+        with keep_nchw(not channels_last):
+            for trainer in trainers.values():
+                trainer.train_step()
+            for _ in range(rounds):
+                for name, trainer in trainers.items():
+                    times = []
+                    for _ in range(2):
+                        start = time.perf_counter()
+                        trainer.train_step()
+                        times.append(time.perf_counter() - start)
+                    samples[name].append(statistics.median(times))
     print(json.dumps({name: statistics.median(s) for name, s in samples.items()}))
 
 

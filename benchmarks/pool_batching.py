@@ -21,7 +21,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ats_speed import CONFIGS, make_trainer, timed
 
 from metasched.learners.base import layer_agreement
-from metasched.models import Conv4Backbone
+from metasched.models.layout import keep_nchw
 from metasched.tasks import EpisodeBatch
 
 Agreement = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (P, L) norms, norms, dots
@@ -83,12 +82,8 @@ def timings(config_name: str, device_name: str, rounds: int) -> dict[str, float]
             d = torch.stack([(support[n] * query[n]).sum() for n in layers])
             return s, q, d
 
-        backbone = cast(Conv4Backbone, model.get_submodule("backbone"))
-        backbone.channels_last = False
-        try:
+        with keep_nchw():
             return vmap(one_task)(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
-        finally:
-            backbone.channels_last = True
 
     methods: dict[str, Callable[[], Agreement]] = {
         "loop": loop,

@@ -7,7 +7,7 @@ import torch
 
 from metasched.errors import MetaschedError
 from metasched.models import Conv4, FingerprintMLP
-from metasched.models.layout import cpu_layout, nchw_for_double_backward
+from metasched.models.layout import cpu_layout, keep_nchw
 
 
 @pytest.mark.parametrize(
@@ -59,20 +59,22 @@ def test_fingerprint_mlp_is_the_supplements_network() -> None:
     torch.testing.assert_close(batched[1], with_norm(x[1]), rtol=1e-4, atol=1e-5)
 
 
-def test_channels_last_on_cpu_except_under_double_backward() -> None:
+def test_channels_last_on_cpu_unless_nchw_is_kept() -> None:
     x = torch.randn(2, 3, 8, 8)
     assert cpu_layout(x).is_contiguous(memory_format=torch.channels_last)
-    assert not cpu_layout(x, channels_last=False).is_contiguous(memory_format=torch.channels_last)
-    with nchw_for_double_backward():
+    with keep_nchw():
         assert not cpu_layout(x).is_contiguous(memory_format=torch.channels_last)
-    with nchw_for_double_backward(enabled=False):
+        with keep_nchw(enabled=False):  # an inner context does not undo an outer one
+            assert not cpu_layout(x).is_contiguous(memory_format=torch.channels_last)
+    with keep_nchw(enabled=False):
         assert cpu_layout(x).is_contiguous(memory_format=torch.channels_last)
+    assert cpu_layout(x).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_conv4_features_do_not_depend_on_the_memory_layout() -> None:
     torch.manual_seed(0)
     model = Conv4(5, 3, 8, 32)
     x = torch.randn(6, 3, 32, 32)
-    with nchw_for_double_backward():
+    with keep_nchw():
         nchw = model(x)
     torch.testing.assert_close(model(x), nchw, atol=1e-5, rtol=1e-5)

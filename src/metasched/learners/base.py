@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasched.errors import MetaschedError
-from metasched.models.layout import nchw_for_double_backward
+from metasched.models.layout import keep_nchw
 from metasched.models.norm import TaskBatchNorm
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, EpisodeBatch
@@ -353,7 +353,7 @@ def sgd_steps(
     tracked = any(p.requires_grad for p in params.values())
     fast = params if tracked else _leaves(params)
     for _ in range(adaptation.steps):
-        with nchw_for_double_backward(create_graph):
+        with keep_nchw(create_graph):  # differentiated twice: see keep_nchw
             loss = loss_of(fast)
         grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
         fast = {n: p - adaptation.lr * g for (n, p), g in zip(fast.items(), grads)}

@@ -14,7 +14,7 @@ from metasched.learners.base import (
     layer_agreement,
     sgd_steps,
 )
-from metasched.models.layout import nchw_for_double_backward
+from metasched.models.layout import keep_nchw
 from metasched.tasks.episode import Episode
 
 
@@ -38,7 +38,7 @@ class MAML(MetaLearner):
     def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
         """The inner loop's first gradient doubles as the support gradient at θ0."""
         second_order = keep_graph and not self.first_order
-        with nchw_for_double_backward(second_order):
+        with keep_nchw(second_order):
             support_loss = self.loss_fn(
                 functional_call(self.model, params, (episode.support_x,)), episode.support_y
             )

@@ -27,19 +27,12 @@ class Conv4Backbone(nn.Module):
     """The feature extractor: (N, C, H, W) or (T, N, C, H, W) images to flat features.
 
     A leading task dimension T makes every task use its own batch-norm statistics, so several
-    tasks can share one batched forward pass. ``channels_last=False`` keeps NCHW order on CPUs
-    too (see :func:`metasched.models.layout.cpu_layout`).
+    tasks can share one batched forward pass. On CPUs it runs channels-last
+    (:func:`metasched.models.layout.cpu_layout`).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        filters: int = 64,
-        image_size: int = 28,
-        channels_last: bool = True,
-    ) -> None:
+    def __init__(self, in_channels: int = 1, filters: int = 64, image_size: int = 28) -> None:
         super().__init__()
-        self.channels_last = channels_last
         side = image_size
         for _ in range(4):
             side //= 2
@@ -55,7 +48,7 @@ class Conv4Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]
         tasks = lead[0] if len(lead) == 2 else 1
-        h = cpu_layout(x.reshape(-1, *x.shape[-3:]), self.channels_last)
+        h = cpu_layout(x.reshape(-1, *x.shape[-3:]))
         for block in self.blocks:
             h = block(h, tasks)
         return h.reshape(*lead, -1)
@@ -87,15 +80,10 @@ class Conv4(nn.Module):
     """Conv4 backbone plus a linear head with ``out_features`` outputs (the N of N-way)."""
 
     def __init__(
-        self,
-        out_features: int,
-        in_channels: int = 1,
-        filters: int = 64,
-        image_size: int = 28,
-        channels_last: bool = True,
+        self, out_features: int, in_channels: int = 1, filters: int = 64, image_size: int = 28
     ) -> None:
         super().__init__()
-        self.backbone = Conv4Backbone(in_channels, filters, image_size, channels_last)
+        self.backbone = Conv4Backbone(in_channels, filters, image_size)
         self.head = nn.Linear(self.backbone.out_features, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
