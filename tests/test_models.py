@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -78,3 +80,30 @@ def test_conv4_features_do_not_depend_on_the_memory_layout() -> None:
     with keep_nchw():
         nchw = model(x)
     torch.testing.assert_close(model(x), nchw, atol=1e-5, rtol=1e-5)
+
+
+def test_pooling_before_the_rectifier_changes_nothing() -> None:
+    """The block pools before ReLU; values, gradients and second derivatives equal the
+    textbook conv, norm, ReLU, pool order."""
+    torch.manual_seed(0)
+    block = Conv4(5, 3, 8, 21).backbone.blocks[0]
+    x = torch.randn(6, 3, 21, 21)
+
+    def textbook(weight: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.conv2d(x, weight, block.conv.bias, padding=1)
+        return torch.nn.functional.max_pool2d(torch.relu(block.norm(h)), 2)
+
+    def ours(weight: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(block, {"conv.weight": weight}, (x,))
+
+    def derivatives(forward: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+        weight = block.conv.weight
+        (grad,) = torch.autograd.grad(forward(weight).pow(2).sum(), weight, create_graph=True)
+        (second,) = torch.autograd.grad(grad.pow(2).sum(), weight)
+        return [grad.detach(), second]
+
+    assert torch.equal(ours(block.conv.weight), textbook(block.conv.weight))
+    ours_grad, ours_second = derivatives(ours)
+    textbook_grad, textbook_second = derivatives(textbook)
+    torch.testing.assert_close(ours_grad, textbook_grad, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours_second, textbook_second, rtol=1e-5, atol=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from metasched.learners import ANIL, MAML, Adaptation
 from metasched.models import Conv4
 from metasched.tasks import Episode
+from metasched.training.gradients import CandidateGradients
 
 
 def _tiny_pool(seed: int = 0) -> tuple[Conv4, list[Episode]]:
@@ -134,3 +136,24 @@ def test_grouped_meta_gradient_equals_the_loop(kind, first_order: bool) -> None:
         gradients.append(torch.autograd.grad(loss, list(params.values())))
     for a, b in zip(*gradients):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [ANIL, MAML])
+def test_candidate_gradients_are_computed_once_and_equal_recomputation(kind) -> None:
+    """The look-ahead and the meta-update share candidates' gradients from the kept graphs;
+    their means equal recomputing the chosen candidates from scratch, repeats included."""
+    model, episodes = _tiny_pool(4)
+    learner = kind(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    params = learner.parameters()
+    kept = CandidateGradients(
+        learner, params, episodes, learner.score_pool(params, episodes, keep_graph=True)
+    )
+    recomputed = CandidateGradients(learner, params, episodes, None)
+    for chosen in ([0, 2], [2, 3, 3]):
+        a, b = kept.mean(np.array(chosen)), recomputed.mean(np.array(chosen))
+        for g, h in zip(a.gradient, b.gradient):
+            torch.testing.assert_close(g, h, rtol=1e-9, atol=1e-12)
+        assert a.loss == pytest.approx(b.loss, rel=1e-12)
+        assert a.score == pytest.approx(b.score)
+    assert sorted(kept.cache) == [0, 2, 3]  # candidate 2 was differentiated once
+    assert recomputed.cache == {}

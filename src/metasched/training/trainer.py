@@ -23,13 +23,14 @@ from tqdm import tqdm
 from metasched.allocator import retain_freed_cpu_memory
 from metasched.config import Config, config_from_dict
 from metasched.errors import MetaschedError, TrainingInterrupted
-from metasched.learners.base import Params, PoolScores
-from metasched.schedulers import Pool, Selection
+from metasched.learners.base import Params
+from metasched.schedulers import Pool
 from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
 from metasched.training.checkpoint import load_checkpoint, save_checkpoint
 from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate
+from metasched.training.gradients import CandidateGradients, Gradient
 from metasched.training.metrics import MetricsLog
 
 LAST, BEST = "last.pt", "best.pt"
@@ -209,20 +210,23 @@ class Trainer:
             noisy if self.scheduler.reads_noise_flags else None,
         )
         record: dict[str, Any] = {"phase": "warmup" if warming_up else "train"}
+        gradients = CandidateGradients(self.parts.learner, params, candidates, scores)
         if self.scheduler.learns:
             proposal = self.scheduler.propose(pool, batch, self.rng)
-            proposed = self._losses(params, candidates, scores, proposal.indices)
-            record.update(self.scheduler.update(proposal, self._lookahead_reward(params, proposed)))
+            proposed = gradients.mean(proposal.indices)
+            reward = self._lookahead_reward(params, proposed.gradient)
+            record.update(self.scheduler.update(proposal, reward))
             record.update(_probability_diagnostics(proposal.probabilities, noisy))
         if warming_up:
             chosen = proposal.indices
             if spec.faithful:  # the reference steps Adam on θ0, then restores θ0
-                self._restored_step(params, proposed)
-            loss, score = _mean_outcome(proposed)
+                self._restored_step(params, proposed.gradient)
+            outcome = proposed
         else:
-            selection = self.scheduler.select(pool, batch, self.rng)
-            chosen = selection.indices
-            loss, score = self._meta_update(params, candidates, scores, selection)
+            chosen = self.scheduler.select(pool, batch, self.rng).indices
+            outcome = gradients.mean(chosen)
+            self._adam_step(params, outcome.gradient)
+        loss, score = outcome.loss, outcome.score
         record.update(
             loss=loss,
             score=score,
@@ -243,59 +247,29 @@ class Trainer:
             candidates.append(sampler.sample(self.rng))
         return [c.to(self.parts.device) for c in candidates]
 
-    def _losses(
-        self,
-        params: Params,
-        candidates: list[Episode],
-        scores: PoolScores | None,
-        indices: np.ndarray,
-    ) -> list[tuple[torch.Tensor, float]]:
-        """Adapted query losses (with graphs) and scores of some candidates, reusing the
-        pool's forward passes when it kept them."""
-        if scores is not None and scores.losses is not None:
-            return [(scores.losses[int(i)], float(scores.scores[int(i)])) for i in indices]
-        outcomes = self.parts.learner.outcomes(params, [candidates[int(i)] for i in indices])
-        return [(o.loss, float(o.score)) for o in outcomes]
-
-    def _meta_update(
-        self,
-        params: Params,
-        candidates: list[Episode],
-        scores: PoolScores | None,
-        selection: Selection,
-    ) -> tuple[float, float]:
-        """One Adam step on the mean adapted query loss of the selected candidates."""
-        chosen = self._losses(params, candidates, scores, selection.indices)
-        self._adam_step(chosen)
-        return _mean_outcome(chosen)
-
-    def _adam_step(self, chosen: list[tuple[torch.Tensor, float]]) -> None:
+    def _adam_step(self, params: Params, gradient: Gradient) -> None:
+        """One Adam step on θ0 along ``gradient`` (parameters without one are left alone)."""
         self.optimizer.zero_grad(set_to_none=True)
-        torch.stack([loss for loss, _ in chosen]).mean().backward()
+        for p, g in zip(params.values(), gradient):
+            p.grad = g
         self.optimizer.step()
 
-    def _restored_step(self, params: Params, chosen: list[tuple[torch.Tensor, float]]) -> None:
+    def _restored_step(self, params: Params, gradient: Gradient) -> None:
         """The reference's warm-up: an Adam step on θ0, then θ0 restored (the moments stay)."""
         saved = {name: p.detach().clone() for name, p in params.items()}
-        self._adam_step(chosen)
+        self._adam_step(params, gradient)
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
 
-    def _lookahead_reward(
-        self, params: Params, proposed: list[tuple[torch.Tensor, float]]
-    ) -> float:
+    def _lookahead_reward(self, params: Params, gradient: Gradient) -> float:
         """The value on fresh clean reward tasks of θ̃ = θ0 - β ∇ (mean proposed loss),
         minus θ0's value on the same tasks when the baseline is paired."""
         spec = self.config.scheduler
         learner = self.parts.learner
-        loss = torch.stack([loss for loss, _ in proposed]).mean()
-        grads = torch.autograd.grad(
-            loss, list(params.values()), retain_graph=True, allow_unused=True
-        )
         lookahead = {
             name: (p if g is None else p - spec.lookahead_lr * g).detach()
-            for (name, p), g in zip(params.items(), grads)
+            for (name, p), g in zip(params.items(), gradient)
         }
         sampler = self.parts.samplers["reward"]
         episodes = [
@@ -417,13 +391,6 @@ class Trainer:
             for i in range(num_tasks):
                 writer.writerow([i, best.scores[i], best.losses[i], last.scores[i], last.losses[i]])
         return summary
-
-
-def _mean_outcome(outcomes: list[tuple[torch.Tensor, float]]) -> tuple[float, float]:
-    return (
-        float(np.mean([loss.item() for loss, _ in outcomes])),
-        float(np.mean([score for _, score in outcomes])),
-    )
 
 
 def _probability_diagnostics(probabilities: torch.Tensor, noisy: np.ndarray) -> dict[str, Any]:

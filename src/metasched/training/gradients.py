@@ -1,0 +1,93 @@
+"""Meta-gradients of an iteration's chosen candidates, each computed at most once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metasched.learners.base import MetaLearner, Params, PoolScores
+from metasched.tasks.episode import Episode
+
+Gradient = list[torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class ChosenOutcome:
+    """The mean meta-gradient (one entry per parameter; None where no loss reaches it), the
+    mean adapted query loss and the mean score of some chosen candidates."""
+
+    gradient: Gradient
+    loss: float
+    score: float
+
+
+class CandidateGradients:
+    """Meta-gradients of one iteration's candidates at θ0, for the look-ahead and the update.
+
+    When the pool kept its graphs, each candidate's gradient is computed the first time it is
+    chosen, its graph is freed, and later choices reuse it: the selection for the meta-update
+    often repeats candidates of the proposal, the more so as the scheduler grows confident.
+    Otherwise the chosen candidates are recomputed together at every call.
+
+    Args:
+        learner: the meta-learner.
+        params: θ0.
+        candidates: the pool.
+        scores: the pool's statistics, if it was scored (with graphs, if they were kept).
+    """
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        params: Params,
+        candidates: list[Episode],
+        scores: PoolScores | None,
+    ) -> None:
+        self.learner = learner
+        self.params = params
+        self.candidates = candidates
+        self.scores = scores
+        self.cache: dict[int, tuple[Gradient, float, float]] = {}
+
+    def mean(self, indices: np.ndarray) -> ChosenOutcome:
+        """The mean over ``indices`` (repeats count again) of the candidates' outcomes."""
+        chosen = [int(i) for i in indices]
+        if self.scores is None or self.scores.losses is None:
+            return self._recomputed(chosen)
+        rows = [self._cached(i, self.scores.losses[i], self.scores.scores) for i in chosen]
+        return ChosenOutcome(
+            _mean_gradient([gradient for gradient, _, _ in rows]),
+            float(np.mean([loss for _, loss, _ in rows])),
+            float(np.mean([score for _, _, score in rows])),
+        )
+
+    def _cached(
+        self, index: int, loss: torch.Tensor, scores: torch.Tensor
+    ) -> tuple[Gradient, float, float]:
+        if index not in self.cache:
+            gradient = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
+            self.cache[index] = (list(gradient), loss.item(), float(scores[index]))
+        return self.cache[index]
+
+    def _recomputed(self, chosen: list[int]) -> ChosenOutcome:
+        outcomes = self.learner.outcomes(self.params, [self.candidates[i] for i in chosen])
+        loss = torch.stack([o.loss for o in outcomes]).mean()
+        gradient = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
+        return ChosenOutcome(
+            list(gradient), loss.item(), float(np.mean([float(o.score) for o in outcomes]))
+        )
+
+
+def _mean_gradient(gradients: list[Gradient]) -> Gradient:
+    """The element-wise mean of several gradients; a parameter no loss reaches stays None."""
+    mean: Gradient = []
+    for parts in zip(*gradients):
+        present = [g for g in parts if g is not None]
+        if not present:
+            mean.append(None)
+            continue
+        total = torch.stack([g if g is not None else torch.zeros_like(present[0]) for g in parts])
+        mean.append(total.mean(dim=0))
+    return mean
