@@ -56,7 +56,7 @@ class CandidateGradients:
         chosen = [int(i) for i in indices]
         if self.scores is None or self.scores.losses is None:
             return self._recomputed(chosen)
-        rows = [self._cached(i, self.scores.losses[i], self.scores.scores) for i in chosen]
+        rows = [self._cached(i, self.scores.losses[i], self.scores.scores[i]) for i in chosen]
         return ChosenOutcome(
             _mean_gradient([gradient for gradient, _, _ in rows]),
             float(np.mean([loss for _, loss, _ in rows])),
@@ -64,11 +64,12 @@ class CandidateGradients:
         )
 
     def _cached(
-        self, index: int, loss: torch.Tensor, scores: torch.Tensor
+        self, index: int, loss: torch.Tensor, score: torch.Tensor
     ) -> tuple[Gradient, float, float]:
+        """Candidate ``index``'s gradient, loss and score; its graph is freed on first use."""
         if index not in self.cache:
             gradient = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
-            self.cache[index] = (list(gradient), loss.item(), float(scores[index]))
+            self.cache[index] = (list(gradient), loss.item(), float(score))
         return self.cache[index]
 
     def _recomputed(self, chosen: list[int]) -> ChosenOutcome:
