@@ -59,6 +59,7 @@ class PhaseClock:
 
 
 def measure(config_name: str, algorithm: str, rounds: int, steps: int) -> None:
+    """Prints one configuration's table: uniform and ATS iterations interleaved in rounds."""
     clock = PhaseClock()
     differentiated: list[int] = []
     original_mean = CandidateGradients.mean
@@ -78,7 +79,8 @@ def measure(config_name: str, algorithm: str, rounds: int, steps: int) -> None:
             clock.wrap(ats.scheduler, method, "scheduler")
         CandidateGradients.mean = counting_mean  # type: ignore[method-assign]
         clock.wrap(CandidateGradients, "mean", "gradients")
-        uniform.train_step(), ats.train_step()  # warm-up
+        uniform.train_step()  # warm-up
+        ats.train_step()
         uniform_seconds = ats_seconds = 0.0
         for _ in range(rounds):
             start = time.perf_counter()
