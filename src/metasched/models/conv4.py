@@ -17,8 +17,9 @@ class ConvBlock(nn.Module):
     """conv 3x3, batch norm, ReLU, max-pool 2, computed as max-pool before ReLU.
 
     ReLU is monotone, so it commutes with max-pooling: outputs and gradients are those of the
-    textbook order, and the rectifier runs on a quarter of the activations (an 84x84 ATS
-    iteration on CPU is ~5% faster; ``tests/test_models.py`` checks the equality).
+    textbook order, and the rectifier runs on a quarter of the activations (a uniform 84x84
+    ANIL iteration on CPU takes 8.5% less time: docs/benchmarks.md; ``tests/test_models.py``
+    checks the equality).
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
