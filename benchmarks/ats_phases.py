@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from ats_speed import BATCH, CONFIGS, POOL, make_trainer
+from ats_speed import BATCH, CONFIGS, POOL, PhaseClock, make_trainer
 
 from metasched.training.gradients import CandidateGradients, ChosenOutcome
 
@@ -32,30 +30,6 @@ PHASES = {
     "reward": "reward: look-ahead and θ0 on B reward tasks (forward only)",
     "scheduler": "scheduler network (propose, REINFORCE, select)",
 }
-
-
-class PhaseClock:
-    """Accumulates the seconds spent in wrapped methods while ``on``."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.calls: dict[str, int] = defaultdict(int)
-        self.on = False
-
-    def wrap(self, owner: object, method: str, phase: str) -> None:
-        original: Callable[..., object] = getattr(owner, method)
-
-        def timed(*args: object, **kwargs: object) -> object:
-            if not self.on:
-                return original(*args, **kwargs)
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - start
-                self.calls[phase] += 1
-
-        setattr(owner, method, timed)
 
 
 def measure(config_name: str, algorithm: str, rounds: int, steps: int) -> None:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -145,6 +146,29 @@ def timed(function: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+class PhaseClock:
+    """Sums the seconds spent in wrapped methods while ``on``, per phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.on = False
+
+    def wrap(self, owner: object, method: str, phase: str) -> None:
+        """Replaces ``owner.method`` by a timed call of it."""
+        original: Callable[..., object] = getattr(owner, method)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            if not self.on:
+                return original(*args, **kwargs)
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - start
+
+        setattr(owner, method, timed)
+
+
 def sample_tasks(trainer: Trainer) -> tuple[list[Episode], list[Episode], np.random.Generator]:
     """P candidates and B validation tasks for the methods that take tasks directly."""
     rng = np.random.default_rng(1)
@@ -202,33 +226,20 @@ def measure(
                     reference.iteration(pool, validation, rng)
 
             methods["reference-nchw"] = reference_nchw
-        scheduler_seconds, ats_seconds = [0.0], [0.0]  # summed over the timed calls
+        clock = PhaseClock()  # the scheduler's and the whole iteration's seconds
         scheduler = ats.scheduler
         assert isinstance(scheduler, ATSScheduler)
         for name in ("propose", "update", "select"):
-            original = getattr(scheduler, name)
+            clock.wrap(scheduler, name, "scheduler")
+        clock.wrap(ats, "train_step", "ats")
+        methods["ats"] = ats.train_step
 
-            def wrapped(*args: object, _original: Callable[..., object] = original) -> object:
-                start = time.perf_counter()
-                out = _original(*args)
-                scheduler_seconds[0] += time.perf_counter() - start
-                return out
+        def start_clock() -> None:
+            clock.on = True
 
-            setattr(scheduler, name, wrapped)
-
-        def ats_step() -> None:
-            start = time.perf_counter()
-            ats.train_step()
-            ats_seconds[0] += time.perf_counter() - start
-
-        methods["ats"] = ats_step
-
-        def reset() -> None:
-            scheduler_seconds[0] = ats_seconds[0] = 0.0
-
-        samples, gpu_peaks = interleaved(methods, ats.parts.device, rounds, steps, reset)
+        samples, gpu_peaks = interleaved(methods, ats.parts.device, rounds, steps, start_clock)
         result = {name: statistics.median(values) for name, values in samples.items()}
-        result["scheduler_share"] = scheduler_seconds[0] / ats_seconds[0]
+        result["scheduler_share"] = clock.seconds["scheduler"] / clock.seconds["ats"]
         result.update({f"gpu_gib_{name}": gib for name, gib in gpu_peaks.items()})
         return result
 

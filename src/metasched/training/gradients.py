@@ -82,13 +82,8 @@ class CandidateGradients:
 
 
 def _mean_gradient(gradients: list[Gradient]) -> Gradient:
-    """The element-wise mean of several gradients; a parameter no loss reaches stays None."""
-    mean: Gradient = []
-    for parts in zip(*gradients):
-        present = [g for g in parts if g is not None]
-        if not present:
-            mean.append(None)
-            continue
-        total = torch.stack([g if g is not None else torch.zeros_like(present[0]) for g in parts])
-        mean.append(total.mean(dim=0))
-    return mean
+    """The element-wise mean of several candidates' gradients. Which parameters a loss reaches
+    depends on the model and the learner, not on the task, so a None is None for all."""
+    return [
+        None if parts[0] is None else torch.stack(parts).mean(dim=0) for parts in zip(*gradients)
+    ]
