@@ -47,7 +47,7 @@ def measure(config_name: str, algorithm: str, rounds: int, steps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         uniform = make_trainer(config_name, algorithm, "uniform", "cpu", Path(tmp) / "u")
         ats = make_trainer(config_name, algorithm, "ats", "cpu", Path(tmp) / "a")
-        clock.wrap(ats.parts.learner, "score_pool", "pool")
+        clock.wrap(ats.parts.learner, "measure_pool", "pool")
         clock.wrap(ats.parts.learner, "evaluate", "reward")
         for method in ("propose", "update", "select"):
             clock.wrap(ats.scheduler, method, "scheduler")

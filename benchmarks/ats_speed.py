@@ -63,9 +63,9 @@ CONFIGS = {
 VARIANTS = {
     "uniform": ["scheduler.name=uniform"],
     "ats": [],
-    "ats-lite": ["scheduler.features=lite"],
+    "ats-lite": ["scheduler.gradient_layers=last"],
     "ats-bf16": ["scheduler.pool_precision=bf16"],
-    "ats-lite-bf16": ["scheduler.features=lite", "scheduler.pool_precision=bf16"],
+    "ats-lite-bf16": ["scheduler.gradient_layers=last", "scheduler.pool_precision=bf16"],
 }
 
 
@@ -101,7 +101,7 @@ def make_trainer(
         f"train.device={device}",
         f"train.meta_batch_size={BATCH}",
         f"scheduler.pool_size={POOL if variant != 'uniform' else BATCH}",
-        "scheduler.warmup=0",
+        "scheduler.ats.warmup=0",
     ]
     if config_name == "glyphs":
         return Trainer(load_config("glyphs-noisy-ats", overrides), run_dir)
@@ -117,7 +117,7 @@ def make_trainer(
         model = build_model(config, (3, 84, 84)).to(target)
         learner = build_learner(config, model, target)
     else:  # raw pIC50 targets give MSEs near 30: the look-ahead step must be small
-        config = load_config("glyphs-noisy-ats", [*overrides, "scheduler.lookahead_lr=0.01"])
+        config = load_config("glyphs-noisy-ats", [*overrides, "scheduler.ats.lookahead_lr=0.01"])
         samplers = dict.fromkeys(("train", "val", "test", "reward"), RegressionTasks())
         model = FingerprintMLP(1024).to(target)
         learner = ANIL(
@@ -271,7 +271,7 @@ def pool_child(
         torch.autograd.grad(loss, list(model.parameters()))
 
     def pool_stats() -> None:
-        learner.score_pool(learner.parameters(), pool, keep_graph=True)
+        learner.measure_pool(learner.parameters(), pool, keep_graph=True)
 
     function = {"raw": raw, "pool": pool_stats}[method]
     function()

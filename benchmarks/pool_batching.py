@@ -66,7 +66,7 @@ def timings(config_name: str, device_name: str, rounds: int) -> dict[str, float]
         )
 
     def grouped() -> Agreement:
-        stats = learner.score_pool_grouped(params, batch).stats
+        stats = learner.measure_pool_grouped(params, batch).stats
         return stats.support_norm, stats.query_norm, stats.dot
 
     def vmapped() -> Agreement:  # in NCHW order: vmap cannot clone to channels-last

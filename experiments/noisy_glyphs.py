@@ -26,14 +26,15 @@ METHODS = {
     "uniform": ["scheduler.name=uniform"],
     "oracle": ["scheduler.name=oracle"],
     "ats": [],
-    "ats-lite": ["scheduler.features=lite"],
+    "ats-lite": ["scheduler.gradient_layers=last"],
     "ats-bf16": ["scheduler.pool_precision=bf16"],
-    "ats-lite-bf16": ["scheduler.features=lite", "scheduler.pool_precision=bf16"],
+    "ats-lite-bf16": ["scheduler.gradient_layers=last", "scheduler.pool_precision=bf16"],
     "ats-faithful": [
-        "scheduler.faithful=true",
-        "scheduler.lookahead_lr=0.01",
-        "scheduler.reward=score",
-        "scheduler.paired_baseline=false",
+        "scheduler.ats.faithful=true",
+        "task.reward_split=train-16",
+        "scheduler.ats.lookahead_lr=0.01",
+        "scheduler.ats.reward=score",
+        "scheduler.ats.paired_baseline=false",
     ],
 }
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student t, two-sided 95%

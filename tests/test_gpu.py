@@ -43,7 +43,7 @@ def test_grouped_scoring_on_cuda_matches_the_cpu_loop(kind) -> None:
         learner = kind(
             model, "cross_entropy", Adaptation(0.1, 3), Adaptation(0.1, 3), batching=batching
         )
-        stats = learner.score_pool(learner.parameters(), episodes, keep_graph=False).stats
+        stats = learner.measure_pool(learner.parameters(), episodes, keep_graph=False).stats
         outcomes = learner.outcomes(learner.parameters(), episodes)
         loss = torch.stack([o.loss for o in outcomes]).mean()
         grads = torch.autograd.grad(loss, list(learner.parameters().values()))
@@ -59,7 +59,7 @@ def test_grouped_scoring_on_cuda_matches_the_cpu_loop(kind) -> None:
 
 def test_ats_trains_on_cuda(tmp_path, glyphs) -> None:
     overrides = tiny_overrides(
-        **{"train.device": "cuda", "train.iterations": 30, "scheduler.warmup": 5}
+        **{"train.device": "cuda", "train.iterations": 30, "scheduler.ats.warmup": 5}
     )
     config = load_config(
         "glyphs-noisy-ats", [*overrides, "learner.inner_lr=0.1", "task.noise_ratio=0"]

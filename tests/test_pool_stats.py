@@ -32,7 +32,7 @@ def _tiny_pool(seed: int = 0) -> tuple[Conv4, list[Episode]]:
 
 def _direct_stats(model: Conv4, episode: Episode, head_only: bool, lr: float, steps: int):
     """Per-layer gradients by .backward() on a copy, adaptation by torch.optim.SGD."""
-    layers = [n for n, _ in model.named_parameters() if ".norm." not in n]
+    layers = [n for n, _ in model.named_parameters() if ".norm." not in n]  # as the reference
 
     def grads(x, y):
         net = copy.deepcopy(model)
@@ -64,19 +64,77 @@ def _direct_stats(model: Conv4, episode: Episode, head_only: bool, lr: float, st
 def test_pool_stats_match_a_direct_computation(kind, keep_graph: bool) -> None:
     model, episodes = _tiny_pool()
     learner = kind(model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3))
-    assert len(learner.scored_layers()) == 10  # 4 convs and the head, weight and bias each
-    scores = learner.score_pool(learner.parameters(), episodes, keep_graph)
-    stats = scores.stats
+    layers = learner.scored_layers()
+    assert len(layers) == 10  # 4 convs and the head, weight and bias each
+    # Batch norm subtracts a conv's bias again: its gradient is zero up to round-off.
+    cancelled = torch.tensor([n.endswith("conv.bias") for n in layers])
+    measured = learner.measure_pool(learner.parameters(), episodes, keep_graph)
+    stats = measured.stats
     for i, episode in enumerate(episodes):
         loss, support_norm, query_norm, dot, cosine = _direct_stats(
             model, episode, kind is ANIL, 0.4, 3
         )
         torch.testing.assert_close(stats.query_loss[i], loss, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(stats.support_norm[i], support_norm, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(stats.query_norm[i], query_norm, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(stats.dot[i], dot, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(stats.cosine[i], cosine, rtol=1e-9, atol=1e-12)
-    assert (scores.losses is not None) == keep_graph
+        live = ~cancelled
+        for ours, direct in (
+            (stats.support_norm[i], support_norm),
+            (stats.query_norm[i], query_norm),
+            (stats.dot[i], dot),
+            (stats.cosine[i], cosine),
+        ):
+            torch.testing.assert_close(ours[live], direct[live], rtol=1e-9, atol=1e-12)
+            assert torch.all(ours[cancelled] == 0)  # exactly zero, not standardised noise
+        assert support_norm[cancelled].max() < 1e-10 < support_norm[live].min()
+    assert (measured.losses is not None) == keep_graph
+
+
+@pytest.mark.parametrize("kind", [ANIL, MAML])
+def test_losses_only_measurement_equals_the_full_one(kind) -> None:
+    model, episodes = _tiny_pool(5)
+    learner = kind(model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3))
+    params = learner.parameters()
+    full = learner.measure_pool(params, episodes, keep_graph=False)
+    for keep_graph in (False, True):
+        losses = learner.measure_pool(params, episodes, keep_graph, gradients=False)
+        assert not losses.stats.has_gradients
+        torch.testing.assert_close(losses.stats.query_loss, full.stats.query_loss)
+        torch.testing.assert_close(losses.scores.double(), full.scores.double())
+        assert (losses.losses is not None) == keep_graph
+
+
+def test_two_step_parameters_and_one_step_loss_match_torch_optim() -> None:
+    model, episodes = _tiny_pool(6)
+    learner = ANIL(model, "cross_entropy", Adaptation(0.3, 5), Adaptation(0.3, 5))
+    episode = episodes[0]
+    two = learner.two_step_parameters(learner.parameters(), episode)
+    net = copy.deepcopy(model)
+    optimiser = torch.optim.SGD(net.parameters(), 0.3)
+    flats = []
+    for x, y in ((episode.support_x, episode.support_y), (episode.query_x, episode.query_y)):
+        optimiser.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimiser.step()
+        flats.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    torch.testing.assert_close(two, torch.stack(flats), rtol=1e-9, atol=1e-12)
+    start = learner.unflatten(two[1])
+    other = episodes[1]
+    optimiser.zero_grad()
+    F.cross_entropy(net(other.support_x), other.support_y).backward()
+    optimiser.step()
+    with torch.no_grad():
+        direct = F.cross_entropy(net(other.query_x), other.query_y).item()
+    assert learner.one_step_query_loss(start, other) == pytest.approx(direct, rel=1e-9)
+
+
+def test_query_confusion_rows_are_class_distributions() -> None:
+    model, episodes = _tiny_pool(7)
+    learner = ANIL(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    confusion = learner.query_confusion(learner.parameters(), episodes[0])
+    assert confusion.shape == (3, 3)
+    torch.testing.assert_close(confusion.sum(1), torch.ones(3, dtype=confusion.dtype))
+    embeddings = learner.embed(learner.parameters(), episodes)
+    assert embeddings.shape[0] == 4
+    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(4, dtype=embeddings.dtype))
 
 
 @pytest.mark.parametrize("kind", [ANIL, MAML])
@@ -84,8 +142,8 @@ def test_kept_graphs_give_the_training_meta_gradient(kind) -> None:
     model, episodes = _tiny_pool(1)
     learner = kind(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
-    scores = learner.score_pool(params, episodes, keep_graph=True)
-    reused = torch.autograd.grad(scores.losses[2], list(params.values()))
+    measured = learner.measure_pool(params, episodes, keep_graph=True)
+    reused = torch.autograd.grad(measured.losses[2], list(params.values()))
     direct = torch.autograd.grad(
         learner.query_outcome(params, episodes[2]).loss, list(params.values())
     )
@@ -107,9 +165,9 @@ def test_grouped_pool_stats_equal_the_loop_to_1e_5(kind) -> None:
     grouped = kind(
         model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3), batching="grouped"
     )
-    a = loop.score_pool(loop.parameters(), episodes, keep_graph=False)
-    b = grouped.score_pool(grouped.parameters(), episodes, keep_graph=False)
-    for name in ("query_loss", "support_norm", "query_norm", "dot"):
+    a = loop.measure_pool(loop.parameters(), episodes, keep_graph=False)
+    b = grouped.measure_pool(grouped.parameters(), episodes, keep_graph=False)
+    for name in ("query_loss", "support_norm", "query_norm", "dot"):  # zeros included
         torch.testing.assert_close(
             getattr(b.stats, name), getattr(a.stats, name), rtol=1e-5, atol=1e-5
         )
@@ -146,7 +204,7 @@ def test_candidate_gradients_are_computed_once_and_equal_recomputation(kind) -> 
     learner = kind(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
     kept = CandidateGradients(
-        learner, params, episodes, learner.score_pool(params, episodes, keep_graph=True)
+        learner, params, episodes, learner.measure_pool(params, episodes, keep_graph=True)
     )
     recomputed = CandidateGradients(learner, params, episodes, None)
     for chosen in ([0, 2], [2, 3, 3]):
@@ -157,3 +215,15 @@ def test_candidate_gradients_are_computed_once_and_equal_recomputation(kind) -> 
         assert a.score == pytest.approx(b.score)
     assert sorted(kept.cache) == [0, 2, 3]  # candidate 2 was differentiated once
     assert recomputed.cache == {}
+    # Weighted: Σ w_k ∇L_k, kept graphs or recomputed, and with tasks added after measuring.
+    weights = np.array([0.7, 0.2, 0.1])
+    a, b = kept.combine([0, 2, 3], weights), recomputed.combine([0, 2, 3], weights)
+    singles = [recomputed.mean([i]).gradient for i in (0, 2, 3)]
+    for k, (g, h) in enumerate(zip(a.gradient, b.gradient)):
+        expected = sum(w * s[k] for w, s in zip(weights, singles))
+        torch.testing.assert_close(g, expected, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(h, expected, rtol=1e-9, atol=1e-12)
+    (added,) = kept.add([episodes[1]])
+    mixed = kept.combine([0, added], np.array([0.5, 0.5]))
+    for g, h in zip(mixed.gradient, recomputed.mean([0, 1]).gradient):
+        torch.testing.assert_close(g, h, rtol=1e-9, atol=1e-12)

@@ -10,14 +10,21 @@ import torch
 
 from metasched.schedulers import (
     ATSNetwork,
+    ATSOptions,
     ATSScheduler,
     OracleScheduler,
     Pool,
+    SchedulerSetup,
     Selection,
     UniformScheduler,
 )
-from metasched.schedulers.ats import draw, draw_log_prob
+from metasched.schedulers.ats import draw_log_prob
+from metasched.schedulers.base import draw
 from metasched.stats import PoolStats
+
+
+def _ats(seed: int = 0, **options) -> ATSScheduler:
+    return ATSScheduler(ATSOptions(**options), SchedulerSetup(num_layers=10, seed=seed))
 
 
 def _stats(pool: int = 4, layers: int = 10, seed: int = 0) -> PoolStats:
@@ -50,7 +57,7 @@ def test_sequential_draw_without_replacement_has_the_stated_probabilities() -> N
 def test_reinforce_step_is_the_policy_gradient_of_the_expected_reward(monkeypatch) -> None:
     """Σ_d P(d) (R(d) - b) ∇log P(d) over all draws equals ∇ Σ_d P(d) R(d)."""
     stats, pool = _stats(), 4
-    scheduler = ATSScheduler(num_layers=10, seed=3)
+    scheduler = _ats(seed=3)
     monkeypatch.setattr(scheduler.optimizer, "step", lambda: None)  # keep φ fixed
     parameters = list(scheduler.network.parameters())
     draws = list(itertools.permutations(range(pool), 2))
@@ -67,7 +74,9 @@ def test_reinforce_step_is_the_policy_gradient_of_the_expected_reward(monkeypatc
         log_prob = draw_log_prob(probabilities, np.array(d), False, False)
         weight = float(log_prob.detach().exp())
         scheduler.baseline, scheduler.rewards_seen = 0.7, 5  # any constant baseline
-        scheduler.update(Selection(np.array(d), probabilities.detach(), log_prob), rewards[d])
+        scheduler.update(
+            Selection(np.array(d), probabilities.detach(), log_prob=log_prob), rewards[d]
+        )
         for total, w in zip(estimate, parameters):
             total -= weight * w.grad  # update() leaves ∇ of -(R - b) log P in .grad
     for a, b in zip(estimate, truth):
@@ -93,7 +102,7 @@ def test_context_carries_other_candidates_only_in_the_corrected_network() -> Non
 
 
 def test_temperature_decays_to_its_floor_and_state_round_trips() -> None:
-    scheduler = ATSScheduler(num_layers=10, temperature=0.1, decay=0.5)
+    scheduler = _ats(temperature=0.1, temperature_decay=0.5)
     pool, rng = Pool(4, 0.0, _stats()), np.random.default_rng(0)
     temperatures = []
     for _ in range(5):
@@ -102,14 +111,14 @@ def test_temperature_decays_to_its_floor_and_state_round_trips() -> None:
     assert temperatures == pytest.approx([0.5, 0.25, 0.125, 0.1, 0.1])
     proposal = scheduler.propose(pool, 2, rng)
     scheduler.update(proposal, 0.4)
-    copy = ATSScheduler(num_layers=10, temperature=0.1, decay=0.5, seed=9)
+    copy = _ats(seed=9, temperature=0.1, temperature_decay=0.5)
     copy.load_state_dict(scheduler.state_dict())
     assert copy.temperature == scheduler.temperature and copy.baseline == scheduler.baseline
     torch.testing.assert_close(copy.policy(pool), scheduler.policy(pool))
 
 
 def test_sharper_temperature_concentrates_the_selection() -> None:
-    scheduler = ATSScheduler(num_layers=10, temperature=0.01, decay=0.01)
+    scheduler = _ats(temperature=0.01, temperature_decay=0.01)
     pool = Pool(6, 0.0, _stats(pool=6))
     policy = scheduler.policy(pool).detach()
     selection = scheduler.select(pool, 2, np.random.default_rng(0))
@@ -121,7 +130,25 @@ def test_oracle_trains_on_clean_candidates_only() -> None:
     rng = np.random.default_rng(0)
     noisy = np.array([True, False, True, False, False, True])
     for _ in range(50):
-        selection = OracleScheduler().select(Pool(6, noisy=noisy), 2, rng)
+        selection = OracleScheduler().choose(Pool(6, noisy=noisy), 2, rng, services=None)
         assert not noisy[selection.indices].any() and len(set(selection.indices)) == 2
-    uniform = UniformScheduler().select(Pool(6), 3, rng)
+    uniform = UniformScheduler().choose(Pool(6), 3, rng, services=None)
     assert len(set(uniform.indices)) == 3
+
+
+def test_draw_survives_a_distribution_with_fewer_non_zero_entries_than_draws() -> None:
+    """At temperature 0.1 a float32 softmax can keep one non-zero entry; drawing two distinct
+    candidates must still work (it raised "probabilities contain NaN")."""
+    logits = torch.tensor([30.0, 0.0, -1.0, -2.0])
+    peaked = torch.softmax(logits / 0.1, dim=0)
+    assert int((peaked > 0).sum()) == 1
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        chosen = draw(peaked, 2, False, rng)
+        assert chosen[0] == 0 and len(set(chosen)) == 2
+    scheduler = _ats(temperature=0.1, temperature_decay=0.1)
+    stats = _stats(pool=4)
+    with torch.no_grad():  # a network whose logits differ by hundreds
+        scheduler.network.fusion[2].weight.mul_(1e4)
+    selection = scheduler.select(Pool(4, 0.5, stats), 3, rng)
+    assert len(set(selection.indices)) == 3

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from metasched.errors import MetaschedError
-from metasched.tasks import FewShotSampler, LabelNoise, budget_classes, symmetric_transition_matrix
+from metasched.tasks import (
+    NOISE_MODES,
+    FewShotSampler,
+    LabelNoise,
+    Layout,
+    budget_classes,
+    split_reward_classes,
+    symmetric_transition_matrix,
+)
 from metasched.tasks.noise import flip_labels
 
 
@@ -64,23 +72,84 @@ def test_flipped_labels_follow_the_transition_matrix() -> None:
         assert np.abs(confusion - matrix).max() < 0.03
 
 
-def test_noise_touches_only_noisy_supports(glyphs) -> None:
-    sampler = FewShotSampler(glyphs.train, 5, 5, 3, LabelNoise(task_ratio=0.5, flip_rate=0.8))
+def _layout_statistics(mode: str, flip: float, n_way: int, k_shot: int, q_query: int):
+    noise = LabelNoise(task_ratio=1.0, flip_rate=flip, mode=mode)
+    rng = np.random.default_rng(7)
+    per_class = k_shot + q_query
+    balanced, wrong, complete = [], [], []
+    for _ in range(3000):
+        layout = noise.corrupt(n_way, k_shot, q_query, rng)
+        true = layout.support // per_class
+        assert len(layout.support) == n_way * k_shot and len(layout.query) == n_way * q_query
+        everything = np.concatenate([layout.support, layout.query])
+        assert sorted(everything) == list(range(n_way * per_class))  # disjoint, all used
+        histogram = np.bincount(layout.support_labels, minlength=n_way)
+        balanced.append(bool((histogram == k_shot).all()))
+        wrong.append(float((layout.support_labels != true).mean()))
+        complete.append(len(set(true)) == n_way)
+    return np.mean(balanced), np.mean(wrong), np.mean(complete), np.std(wrong)
+
+
+@pytest.mark.parametrize("flip", [0.8, 0.3])
+def test_each_noise_mode_has_its_label_statistics(flip: float) -> None:
+    """redraw and permute keep the support's label histogram balanced, flip does not; all
+    three get the flip rate's share of support labels wrong; only redraw changes which true
+    classes the support shows."""
+    stats = {mode: _layout_statistics(mode, flip, 5, 1, 15) for mode in NOISE_MODES}
+    assert stats["redraw"][0] == 1.0 and stats["permute"][0] == 1.0
+    assert stats["flip"][0] < (0.2 if flip == 0.8 else 0.5)  # 5!/5^5 = 4% at f = 0.8
+    for mode in ("redraw", "flip"):
+        assert stats[mode][1] == pytest.approx(flip, abs=0.02)
+    moved = max(2, round(flip * 5))
+    assert stats["permute"][1] == pytest.approx(moved / 5) and stats["permute"][3] < 1e-12
+    assert stats["flip"][2] == 1.0 and stats["permute"][2] == 1.0  # true classes untouched
+    assert stats["redraw"][2] < 0.9  # the support shows a random set of true classes
+    five_shot = _layout_statistics("redraw", flip, 5, 5, 15)
+    assert five_shot[0] == 1.0 and five_shot[1] == pytest.approx(flip, abs=0.02)
+
+
+def test_a_clean_layout_is_k_then_q_per_class() -> None:
+    layout = Layout.clean(3, 2, 1)
+    assert layout.support.tolist() == [0, 1, 3, 4, 6, 7]
+    assert layout.support_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert layout.query.tolist() == [2, 5, 8]
+
+
+@pytest.mark.parametrize("mode", NOISE_MODES)
+def test_noise_touches_only_noisy_supports_and_labels_the_right_images(glyphs, mode) -> None:
+    """Query labels are the images' true classes in every mode; a noisy support records the
+    true labels of its images; clean tasks are untouched."""
+    noise = LabelNoise(task_ratio=0.5, flip_rate=0.8, mode=mode)
+    sampler = FewShotSampler(glyphs.train, 5, 2, 3, noise)
     rng = np.random.default_rng(3)
-    episodes = [sampler.sample(rng) for _ in range(200)]
-    clean_support = torch.arange(5).repeat_interleave(5)
-    clean_query = torch.arange(5).repeat_interleave(3)
-    changed = 0
-    for episode in episodes:
-        assert torch.equal(episode.query_y, clean_query)
+    noisy_seen = 0
+    for _ in range(40):
+        episode = sampler.sample(rng)
+
+        def true_class(image: torch.Tensor, source=episode.source) -> int:
+            for label, cls in enumerate(source):
+                own = torch.from_numpy(glyphs.train.class_images(cls)).float() / 255
+                if (own == image).flatten(1).all(1).any():
+                    return label
+            raise AssertionError("an image of no chosen class")
+
+        query_true = [true_class(x) for x in episode.query_x]
+        assert episode.query_y.tolist() == query_true
+        support_true = [true_class(x) for x in episode.support_x]
         if episode.noisy:
-            assert torch.equal(episode.clean_support_y, clean_support)
-            changed += int((episode.support_y != clean_support).sum())
+            noisy_seen += 1
+            assert episode.clean_support_y.tolist() == support_true
         else:
-            assert torch.equal(episode.support_y, clean_support)
             assert episode.clean_support_y is None
-    noisy_labels = 25 * sum(e.noisy for e in episodes)
-    assert abs(changed / noisy_labels - 0.8) < 0.05  # symmetric flips at rate 0.8
+            assert episode.support_y.tolist() == support_true == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert 10 < noisy_seen < 30
+
+
+def test_reward_classes_split_meta_validation_in_two_fixed_halves() -> None:
+    selection, reward = split_reward_classes(111)
+    assert len(selection) == 56 and len(reward) == 55
+    assert not set(selection) & set(reward) and set(selection) | set(reward) == set(range(111))
+    assert split_reward_classes(111) == (selection, reward)
 
 
 def test_class_budget_restricts_and_is_fixed(glyphs) -> None:

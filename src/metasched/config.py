@@ -15,20 +15,33 @@ import yaml
 
 from metasched.data.registry import DATASETS, DataSpec
 from metasched.errors import MetaschedError
+from metasched.schedulers import SCHEDULERS
+from metasched.tasks.noise import NOISE_MODES
 
-SCHEDULERS = ("uniform", "ats", "oracle")
+REWARD_SPLITS = ("val-reward", "val", "train-16")
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Episodes: N-way K-shot with Q query images per class; training-task label noise."""
+    """Episodes: N-way K-shot with Q query images per class; training-task label noise.
+
+    ``noise``: how a noisy task's support is corrupted (:mod:`metasched.tasks.noise`):
+    ``redraw`` (the reference's construction: a balanced support of random labels), ``flip``
+    (per-example flips of a balanced support, which unbalances its labels) or ``permute``
+    (labels swapped consistently between classes). ``reward_split``: where schedulers' clean
+    reward tasks come from: ``val-reward`` (half of the meta-validation classes, disjoint from
+    the half that selects checkpoints), ``val`` (all of meta-validation, shared with checkpoint
+    selection) or ``train-16`` (training classes 0..15, as the reference code).
+    """
 
     n_way: int = 5
     k_shot: int = 1
     q_query: int = 15
+    noise: str = "redraw"
     noise_ratio: float = 0.0
     flip_rate: float = 0.8
     train_classes: int | list[int] | None = None
+    reward_split: str = "val-reward"
 
 
 @dataclass(frozen=True)
@@ -63,36 +76,49 @@ class LearnerConfig:
 class SchedulerConfig:
     """How training tasks are chosen among ``pool_size`` candidates (default: the meta-batch).
 
-    ``uniform`` and ``oracle`` (reads the noise flags, trains on clean tasks only) ignore the
-    ATS settings below. ``faithful`` reproduces the reference code's scheduler, reward tasks
-    (training classes 0..15), reward (score of the look-ahead model, no pairing), baseline and
-    warm-up; ``reward`` is ``score`` (accuracy, or -MSE) or ``loss`` (minus the query loss);
-    ``paired_baseline`` subtracts the current model's value on the same reward tasks.
-    ``features: lite`` compares gradients of the last backbone layer and the head only (a
-    shallower backward pass over the pool); ``pool_precision: bf16`` scores the pool under
-    bfloat16 autocast (then the chosen tasks are recomputed in fp32 for the updates).
+    ``name`` picks a scheduler of :data:`metasched.schedulers.SCHEDULERS`; its settings are
+    the section of that name (``scheduler.ats.temperature``, ...), typed by the scheduler's
+    ``Options``. A config may carry the sections of several schedulers (e.g. a preset that
+    ``metasched compare`` runs with each); only the named one is used.
+
+    The other keys say how the pool is measured, for every scheduler that asks for gradient
+    statistics: ``gradient_layers: last`` compares gradients of the last backbone layer and the
+    head only (a shallower backward pass); ``pool_precision: bf16`` measures the pool under
+    bfloat16 autocast (the chosen tasks are then recomputed in fp32 for the updates);
+    ``reuse_graphs`` keeps the candidates' graphs so the chosen ones are not recomputed.
     """
 
     name: str = "uniform"
     pool_size: int | None = None
-    faithful: bool = False
-    temperature: float = 0.1
-    temperature_decay: float = 0.99
-    replace: bool = False
-    warmup: int = 0
-    lr: float = 0.001
-    baseline_momentum: float = 0.9
-    lookahead_lr: float = 1.0
-    reward: str = "loss"
-    paired_baseline: bool = True
-    reuse_graphs: bool = True
-    features: str = "full"
+    gradient_layers: str = "all"
     pool_precision: str = "fp32"
+    reuse_graphs: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Any:
+        """The named scheduler's options (its defaults when the config gives none)."""
+        return self.options.get(self.name) or SCHEDULERS[self.name].Options()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form: the common keys, then one section per scheduler given."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del values["options"]
+        sections = dict(self.options)
+        if self.name in SCHEDULERS:
+            sections.setdefault(self.name, self.settings)
+        values.update({name: dataclasses.asdict(o) for name, o in sections.items()})
+        return values
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The outer loop, validation, checkpoints and the final test."""
+    """The outer loop, validation, checkpoints and the final test.
+
+    ``reward_tasks_per_update`` adds clean tasks of the reward split to each meta-update, on
+    average that many (a control that gives uniform sampling the data a reward-driven
+    scheduler consumes).
+    """
 
     iterations: int = 1000
     meta_batch_size: int = 4
@@ -104,6 +130,7 @@ class TrainConfig:
     device: str = "auto"
     init_from: str | None = None
     retain_memory: bool = True  # CPU: reuse freed memory instead of page-faulting (allocator.py)
+    reward_tasks_per_update: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,7 +149,9 @@ class Config:
         check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["scheduler"] = self.scheduler.to_dict()
+        return values
 
 
 def _require(condition: bool, message: str) -> None:
@@ -145,6 +174,14 @@ def check_config(config: Config) -> None:
     for key in ("noise_ratio", "flip_rate"):
         value = getattr(task, key)
         _require(0.0 <= value <= 1.0, f"task.{key} must lie in [0, 1], got {value}")
+    _require(
+        task.noise in NOISE_MODES,
+        f"task.noise={task.noise!r}; use one of {', '.join(NOISE_MODES)}",
+    )
+    _require(
+        task.reward_split in REWARD_SPLITS,
+        f"task.reward_split={task.reward_split!r}; use one of {', '.join(REWARD_SPLITS)}",
+    )
     _require(
         config.model.name in ("conv4", "mlp"),
         f"unknown model.name={config.model.name!r}; use conv4 or mlp",
@@ -180,24 +217,15 @@ def check_config(config: Config) -> None:
         train.device == "auto" or train.device.split(":")[0] in ("cpu", "cuda", "mps"),
         f"train.device={train.device!r} is not a device; use auto, cpu or cuda",
     )
+    _require(train.reward_tasks_per_update >= 0, "train.reward_tasks_per_update must be >= 0")
     scheduler = config.scheduler
     _require(
         scheduler.name in SCHEDULERS,
         f"unknown scheduler.name={scheduler.name!r}; use one of {', '.join(SCHEDULERS)}",
     )
-    for key in ("temperature", "lr", "lookahead_lr"):
-        value = getattr(scheduler, key)
-        _require(value > 0, f"scheduler.{key} must be positive, got {value}")
-    _require(0 < scheduler.temperature_decay <= 1, "scheduler.temperature_decay must be in (0, 1]")
-    _require(0 <= scheduler.baseline_momentum < 1, "scheduler.baseline_momentum must be in [0, 1)")
-    _require(scheduler.warmup >= 0, "scheduler.warmup must be >= 0")
     _require(
-        scheduler.reward in ("score", "loss"),
-        f"scheduler.reward={scheduler.reward!r}; use score (accuracy, or -MSE) or loss",
-    )
-    _require(
-        scheduler.features in ("full", "lite"),
-        f"scheduler.features={scheduler.features!r}; use full or lite",
+        scheduler.gradient_layers in ("all", "last"),
+        f"scheduler.gradient_layers={scheduler.gradient_layers!r}; use all or last",
     )
     _require(
         scheduler.pool_precision in ("fp32", "bf16"),
@@ -205,8 +233,8 @@ def check_config(config: Config) -> None:
     )
     pool = scheduler.pool_size
     _require(
-        scheduler.name != "ats" or (pool or 0) > train.meta_batch_size,
-        f"scheduler.name=ats chooses among more candidates than it trains on; set"
+        scheduler.name in ("uniform", "oracle") or (pool or 0) > train.meta_batch_size,
+        f"scheduler.name={scheduler.name} chooses among more candidates than it trains on; set"
         f" scheduler.pool_size above train.meta_batch_size={train.meta_batch_size} (the paper: 10)",
     )
     _require(
@@ -257,12 +285,33 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
 
 def build(cls: Any, values: dict[str, Any], prefix: str = "") -> Any:
     """Builds dataclass ``cls`` from a nested dictionary, rejecting unknown keys."""
+    if not isinstance(values, dict):
+        raise MetaschedError(f"{prefix.rstrip('.') or 'the config'} must be a mapping of settings")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
+    if cls is SchedulerConfig:
+        names.remove("options")
+        sections = {k: v for k, v in values.items() if k in SCHEDULERS}
+        values = {k: v for k, v in values.items() if k not in SCHEDULERS}
+        kwargs["options"] = {
+            name: build(SCHEDULERS[name].Options, section or {}, f"{prefix}{name}.")
+            for name, section in sections.items()
+        }
+        names = [*names, *SCHEDULERS]
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in names:
+            owners = [
+                n
+                for n, c in SCHEDULERS.items()
+                if key in {f.name for f in dataclasses.fields(c.Options)}
+            ]
+            if cls is SchedulerConfig and owners:
+                raise MetaschedError(
+                    f"{full!r} is a setting of the {', '.join(owners)} scheduler; write it in its"
+                    f" section, e.g. {prefix}{owners[0]}.{key}"
+                )
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = (
                 f"; did you mean {prefix}{close[0]}?" if close else f"; known: {', '.join(names)}"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from metasched.learners.base import (
     Adaptation,
     MetaLearner,
     Params,
     Predictor,
-    TaskScore,
+    TaskMeasurement,
     sgd_steps,
 )
 from metasched.tasks.episode import Episode
@@ -31,12 +30,6 @@ class ANIL(MetaLearner):
     support and once for the query (the reference recomputes them at every inner step, with
     the same result).
     """
-
-    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features of ``x`` under ``params``."""
-        _, backbone = split_params(params, "head")
-        backbone = {n.removeprefix("backbone."): p for n, p in backbone.items()}
-        return functional_call(self.model.get_submodule("backbone"), backbone, (x,))
 
     def adapt(
         self,
@@ -68,7 +61,7 @@ class ANIL(MetaLearner):
 
         return sgd_steps(support_loss, head, adaptation, create_graph)
 
-    def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
+    def measure_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskMeasurement:
         """One backbone pass per set serves the gradients at θ0 and the adapted loss."""
         head, _ = split_params(params, "head")
         support_features = self.features(params, episode.support_x)
@@ -92,7 +85,7 @@ class ANIL(MetaLearner):
         logits = F.linear(query_features, adapted["weight"], adapted["bias"])
         loss = self.loss_fn(logits, episode.query_y)
         score = self.score(logits.detach(), episode.query_y)
-        return TaskScore(loss if keep_graph else loss.detach(), score, *norms)
+        return TaskMeasurement(loss if keep_graph else loss.detach(), score, *norms)
 
     def grouped_adapt(
         self,

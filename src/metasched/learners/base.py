@@ -10,10 +10,11 @@ from typing import Protocol, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from metasched.errors import MetaschedError
 from metasched.models.layout import keep_nchw
-from metasched.models.norm import TaskBatchNorm
+from metasched.models.norm import TaskBatchNorm, cancelled_parameters
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, EpisodeBatch
 
@@ -43,12 +44,13 @@ class Adaptation:
 
 
 @dataclass(frozen=True)
-class PoolScores:
+class PoolMeasurements:
     """Scheduler inputs for a pool of candidates, and (optionally) their training losses.
 
     ``losses[i]`` is candidate i's query loss after adaptation, still differentiable w.r.t.
     θ0, so a look-ahead step or the meta-update on chosen candidates can reuse the pool's
-    forward passes instead of recomputing them.
+    forward passes instead of recomputing them. ``scores`` are the candidates' adapted query
+    scores (accuracy, or -MSE).
     """
 
     stats: PoolStats
@@ -57,7 +59,7 @@ class PoolScores:
 
 
 @dataclass(frozen=True)
-class TaskScore:
+class TaskMeasurement:
     """One candidate's row of :class:`PoolStats`, its adapted query loss and score."""
 
     query_loss: torch.Tensor
@@ -148,7 +150,9 @@ class MetaLearner(ABC):
             layers = backbone[-2:] + head
         return layers
 
-    def score_pool(self, params: Params, episodes: list[Episode], keep_graph: bool) -> PoolScores:
+    def measure_pool(
+        self, params: Params, episodes: list[Episode], keep_graph: bool, gradients: bool = True
+    ) -> PoolMeasurements:
         """Pool statistics at ``params`` for every candidate, computed once.
 
         Args:
@@ -156,21 +160,59 @@ class MetaLearner(ABC):
             episodes: the candidates.
             keep_graph: also return each candidate's adapted query loss with its graph, for
                 reuse by a look-ahead step and the meta-update (costs memory for P graphs).
+            gradients: also measure the per-layer support/query gradient statistics; without
+                them only the adapted query losses are computed.
         """
+        if not gradients:
+            return self._measure_losses(params, episodes, keep_graph)
         if not keep_graph and self._grouped(episodes):
-            return self.score_pool_grouped(params, EpisodeBatch.stack(episodes))
-        rows = [self.score_task(params, episode, keep_graph) for episode in episodes]
-        stats = PoolStats(
-            torch.stack([r.query_loss.detach() for r in rows]),
-            torch.stack([r.support_norm for r in rows]),
-            torch.stack([r.query_norm for r in rows]),
-            torch.stack([r.dot for r in rows]),
+            measured = self.measure_pool_grouped(params, EpisodeBatch.stack(episodes))
+        else:
+            rows = [self.measure_task(params, episode, keep_graph) for episode in episodes]
+            measured = PoolMeasurements(
+                PoolStats(
+                    torch.stack([r.query_loss.detach() for r in rows]),
+                    torch.stack([r.support_norm for r in rows]),
+                    torch.stack([r.query_norm for r in rows]),
+                    torch.stack([r.dot for r in rows]),
+                ),
+                [r.query_loss for r in rows] if keep_graph else None,
+                torch.stack([r.query_score for r in rows]),
+            )
+        return self._without_cancelled_layers(measured)
+
+    def _measure_losses(
+        self, params: Params, episodes: list[Episode], keep_graph: bool
+    ) -> PoolMeasurements:
+        """Adapted query losses (and scores) only."""
+        if keep_graph:
+            outcomes = self.outcomes(params, episodes)
+        else:
+            outcomes = [self.evaluate(params, e, self.train_adaptation) for e in episodes]
+        losses = torch.stack([o.loss.detach() for o in outcomes])
+        return PoolMeasurements(
+            PoolStats(losses),
+            [o.loss for o in outcomes] if keep_graph else None,
+            torch.stack([torch.as_tensor(o.score) for o in outcomes]),
         )
-        losses = [r.query_loss for r in rows] if keep_graph else None
-        return PoolScores(stats, losses, torch.stack([r.query_score for r in rows]))
+
+    def _without_cancelled_layers(self, measured: PoolMeasurements) -> PoolMeasurements:
+        """Zeroes the statistics of layers whose gradient is zero by structure (a bias before
+        batch norm), which float round-off would otherwise fill with noise of 1e-5..1e-8."""
+        cancelled = cancelled_parameters(self.model)
+        live = torch.tensor([name not in cancelled for name in self.scored_layers()])
+        stats = measured.stats
+        if live.all() or stats.support_norm is None:
+            return measured
+        mask = live.to(stats.query_loss.device, stats.support_norm.dtype)
+        assert stats.query_norm is not None and stats.dot is not None
+        zeroed = PoolStats(
+            stats.query_loss, stats.support_norm * mask, stats.query_norm * mask, stats.dot * mask
+        )
+        return PoolMeasurements(zeroed, measured.losses, measured.scores)
 
     @abstractmethod
-    def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
+    def measure_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskMeasurement:
         """One candidate's statistics; its query loss keeps its graph if ``keep_graph``."""
 
     def outcomes(self, params: Params, episodes: list[Episode]) -> list[TaskOutcome]:
@@ -187,8 +229,8 @@ class MetaLearner(ABC):
         scores = self.per_task_score(predictions.detach(), batch.query_y)
         return [TaskOutcome(loss, score) for loss, score in zip(losses, scores)]
 
-    def score_pool_grouped(self, params: Params, batch: EpisodeBatch) -> PoolScores:
-        """:meth:`score_pool` for T same-shaped tasks in grouped passes: each task gets its
+    def measure_pool_grouped(self, params: Params, batch: EpisodeBatch) -> PoolMeasurements:
+        """:meth:`measure_pool` for T same-shaped tasks in grouped passes: each task gets its
         own copy of θ0 for its support and for its query set, so one backward pass yields
         every task's support and query gradients."""
         tasks = batch.support_x.shape[0]
@@ -225,7 +267,7 @@ class MetaLearner(ABC):
             torch.stack([g.norm(dim=1) for g in query], dim=1),
             torch.stack([(a * b).sum(dim=1) for a, b in zip(support, query)], dim=1),
         )
-        return PoolScores(stats, None, self.per_task_score(predictions, batch.query_y))
+        return PoolMeasurements(stats, None, self.per_task_score(predictions, batch.query_y))
 
     def grouped_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The model on T tasks at once with per-task parameters (leading dimension T)."""
@@ -299,6 +341,83 @@ class MetaLearner(ABC):
         create_graph: bool,
     ) -> Predictor:
         """Adapts to a support set and returns the adapted model as a function of inputs."""
+
+    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of ``x`` under ``params``."""
+        backbone = {
+            n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")
+        }
+        return functional_call(self.model.get_submodule("backbone"), backbone, (x,))
+
+    def embed(self, params: Params, episodes: list[Episode]) -> torch.Tensor:
+        """(P, D) task embeddings: the mean backbone features of each task's support and query
+        inputs at ``params``, L2-normalised. They describe which inputs a task covers, not its
+        labels."""
+        with torch.no_grad():
+            rows = [
+                F.normalize(
+                    self.features(params, torch.cat([e.support_x, e.query_x])).mean(0), dim=0
+                )
+                for e in episodes
+            ]
+        return torch.stack(rows)
+
+    def full_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """The whole model under ``params``."""
+        return functional_call(self.model, params, (x,))
+
+    def two_step_parameters(self, params: Params, episode: Episode) -> torch.Tensor:
+        """(2, D): the flat parameters after one SGD step of the whole network on the support,
+        θs = θ0 - α ∇L(support; θ0), and after one more on the query, θsq = θs - α ∇L(query;
+        θs), with α the inner learning rate (the contexts of BASS)."""
+        lr = self.train_adaptation.lr
+        weights = {n: p.detach().requires_grad_() for n, p in params.items()}
+        flats = []
+        for x, y in ((episode.support_x, episode.support_y), (episode.query_x, episode.query_y)):
+            loss = self.loss_fn(self.full_forward(weights, x), y)
+            grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
+            weights = {
+                n: (p if g is None else p - lr * g).detach().requires_grad_()
+                for (n, p), g in zip(weights.items(), grads)
+            }
+            flats.append(torch.cat([p.detach().flatten() for p in weights.values()]))
+        return torch.stack(flats)
+
+    def unflatten(self, flat: torch.Tensor) -> Params:
+        """Parameters by name from a flat vector laid out as :meth:`two_step_parameters`."""
+        params, start = {}, 0
+        for name, p in self.parameters().items():
+            params[name] = flat[start : start + p.numel()].view_as(p)
+            start += p.numel()
+        return params
+
+    def one_step_query_loss(self, params: Params, episode: Episode) -> float:
+        """The query loss after one plain SGD step of the whole network on the support (the
+        inner learning rate), without a meta-graph."""
+        detached = {n: p.detach() for n, p in params.items()}
+
+        def support_loss(weights: Params) -> torch.Tensor:
+            return self.loss_fn(self.full_forward(weights, episode.support_x), episode.support_y)
+
+        with torch.enable_grad():
+            fast = sgd_steps(support_loss, detached, Adaptation(self.train_adaptation.lr, 1), False)
+        with torch.no_grad():
+            return float(self.loss_fn(self.full_forward(fast, episode.query_x), episode.query_y))
+
+    def query_confusion(self, params: Params, episode: Episode) -> torch.Tensor:
+        """(N, N): row c is the mean predicted class distribution of the query examples of true
+        class c, after adaptation (training settings) at ``params``; classification only."""
+        detached = {n: p.detach() for n, p in params.items()}
+        with torch.enable_grad():
+            predict = self.adapt(
+                detached, episode.support_x, episode.support_y, self.train_adaptation, False
+            )
+        with torch.no_grad():
+            probabilities = F.softmax(predict(episode.query_x), dim=-1)
+            classes = probabilities.shape[-1]
+            one_hot = F.one_hot(episode.query_y.long(), classes).to(probabilities.dtype)
+            counts = one_hot.sum(0).clamp_min(1).unsqueeze(1)
+            return one_hot.T @ probabilities / counts
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Accuracy for classification, negative mean squared error for regression."""

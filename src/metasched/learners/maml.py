@@ -10,7 +10,7 @@ from metasched.learners.base import (
     MetaLearner,
     Params,
     Predictor,
-    TaskScore,
+    TaskMeasurement,
     layer_agreement,
     sgd_steps,
 )
@@ -35,7 +35,7 @@ class MAML(MetaLearner):
         fast = sgd_steps(support_loss, params, adaptation, create_graph)
         return lambda x: functional_call(self.model, fast, (x,))
 
-    def score_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskScore:
+    def measure_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskMeasurement:
         """The inner loop's first gradient doubles as the support gradient at θ0."""
         second_order = keep_graph and not self.first_order
         with keep_nchw(second_order):
@@ -59,7 +59,7 @@ class MAML(MetaLearner):
         )
         if steps == 0:
             score = self.score(initial_predictions.detach(), episode.query_y)
-            return TaskScore(query_loss if keep_graph else query_loss.detach(), score, *norms)
+            return TaskMeasurement(query_loss if keep_graph else query_loss.detach(), score, *norms)
         base = params if keep_graph else {n: p.detach() for n, p in params.items()}
         grads = support_grads if second_order else [g.detach() for g in support_grads]
         fast = {n: base[n] - lr * g for n, g in zip(names, grads)}
@@ -73,7 +73,7 @@ class MAML(MetaLearner):
         with torch.set_grad_enabled(keep_graph):
             predictions = functional_call(self.model, fast, (episode.query_x,))
             loss = self.loss_fn(predictions, episode.query_y)
-        return TaskScore(loss, self.score(predictions.detach(), episode.query_y), *norms)
+        return TaskMeasurement(loss, self.score(predictions.detach(), episode.query_y), *norms)
 
     def grouped_adapt(
         self,

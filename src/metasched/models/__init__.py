@@ -2,7 +2,7 @@
 
 from metasched.models.conv4 import Conv4, Conv4Backbone
 from metasched.models.mlp import FingerprintBackbone, FingerprintMLP
-from metasched.models.norm import TaskBatchNorm, task_batch_norm
+from metasched.models.norm import TaskBatchNorm, cancelled_parameters, task_batch_norm
 
 __all__ = [
     "Conv4",
@@ -10,5 +10,6 @@ __all__ = [
     "FingerprintBackbone",
     "FingerprintMLP",
     "TaskBatchNorm",
+    "cancelled_parameters",
     "task_batch_norm",
 ]

@@ -24,6 +24,11 @@ class FingerprintBackbone(nn.Module):
         )
         self.out_features = hidden
 
+    @property
+    def cancelled_by_norm(self) -> tuple[str, ...]:
+        """With batch norm, each layer's bias is subtracted again: zero gradient."""
+        return tuple(f"layers.{i}.bias" for i in range(len(self.layers))) if self.norms else ()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         tasks = lead[0] if len(lead) == 2 else 1

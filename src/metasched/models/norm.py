@@ -36,3 +36,14 @@ class TaskBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
         return task_batch_norm(x, self.weight, self.bias, tasks, self.eps)
+
+
+def cancelled_parameters(model: nn.Module) -> set[str]:
+    """Parameters whose gradient is identically zero by structure: the bias of a layer whose
+    output goes straight into batch norm (which subtracts the batch mean, bias included).
+    Modules list theirs in a ``cancelled_by_norm`` attribute."""
+    names = set()
+    for module_name, module in model.named_modules():
+        for name in getattr(module, "cancelled_by_norm", ()):
+            names.add(f"{module_name}.{name}" if module_name else name)
+    return names

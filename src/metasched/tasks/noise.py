@@ -1,4 +1,18 @@
-"""Label noise for few-shot tasks: a fraction of tasks get their support labels flipped."""
+"""Label noise for few-shot tasks: a fraction of the training tasks get corrupted supports.
+
+A noisy task keeps a clean query set; its support is corrupted in one of three ways (``mode``),
+each at ``flip_rate``, the expected fraction of support examples whose label is wrong:
+
+* ``redraw`` (the reference code's construction, ats-method.md §3.2): every one of the task's
+  N (K + Q) images gets a noisy label from the symmetric flip matrix; the support then takes K
+  images per *noisy* label, and the query the other N Q images with their true labels. The
+  support's label histogram stays balanced (K per label), so a label count gives nothing away.
+* ``flip``: the balanced clean support has each label flipped independently. In 5-way 1-shot
+  the noisy support then usually lacks a label and repeats another: an easy tell.
+* ``permute``: labels are swapped consistently: round(f N) of the N classes (at least 2) are
+  relabelled by a random cyclic derangement. The support stays balanced, and its labelling is
+  coherent but wrong.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from metasched.errors import MetaschedError
+
+NOISE_MODES = ("redraw", "flip", "permute")
 
 
 def symmetric_transition_matrix(num_classes: int, flip_rate: float) -> np.ndarray:
@@ -31,15 +47,86 @@ def flip_labels(labels: np.ndarray, transition: np.ndarray, rng: np.random.Gener
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Which of a task's drawn images form its support and query, and the support's labels.
+
+    Positions index the task's N x (K + Q) draws row by row: position p shows an image of
+    class p // (K + Q). Query labels are always the true ones.
+    """
+
+    support: np.ndarray
+    support_labels: np.ndarray
+    query: np.ndarray
+
+    @classmethod
+    def clean(cls, n_way: int, k_shot: int, q_query: int) -> Layout:
+        """K support then Q query images of each class, in class order."""
+        grid = np.arange(n_way * (k_shot + q_query)).reshape(n_way, k_shot + q_query)
+        return cls(
+            grid[:, :k_shot].ravel(), np.repeat(np.arange(n_way), k_shot), grid[:, k_shot:].ravel()
+        )
+
+
+@dataclass(frozen=True)
 class LabelNoise:
-    """Each task is noisy with probability ``task_ratio``; a noisy task's support labels are
-    flipped with the symmetric matrix at rate ``flip_rate``. Query labels are never touched."""
+    """Each training task is noisy with probability ``task_ratio``; a noisy task's support is
+    corrupted by ``mode`` (see the module docstring) at rate ``flip_rate``."""
 
     task_ratio: float = 0.0
     flip_rate: float = 0.8
+    mode: str = "redraw"
 
     def __post_init__(self) -> None:
-        for name in ("task_ratio", "flip_rate"):
+        for name, key in (("task_ratio", "noise_ratio"), ("flip_rate", "flip_rate")):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise MetaschedError(f"task.noise.{name} must lie in [0, 1], got {value}")
+                raise MetaschedError(f"task.{key} must lie in [0, 1], got {value}")
+        if self.mode not in NOISE_MODES:
+            raise MetaschedError(f"task.noise={self.mode!r}; use one of {', '.join(NOISE_MODES)}")
+
+    def corrupt(self, n_way: int, k_shot: int, q_query: int, rng: np.random.Generator) -> Layout:
+        """The layout of a noisy task (draws from ``rng``)."""
+        clean = Layout.clean(n_way, k_shot, q_query)
+        if self.mode == "flip":
+            transition = symmetric_transition_matrix(n_way, self.flip_rate)
+            return Layout(
+                clean.support, flip_labels(clean.support_labels, transition, rng), clean.query
+            )
+        if self.mode == "permute":
+            return Layout(
+                clean.support, self._permutation(n_way, rng)[clean.support_labels], clean.query
+            )
+        return self._redraw(n_way, k_shot, q_query, rng)
+
+    def _permutation(self, n_way: int, rng: np.random.Generator) -> np.ndarray:
+        """A relabelling that moves round(f N) classes (at least 2 when f > 0) cyclically."""
+        moved = round(self.flip_rate * n_way)
+        if self.flip_rate > 0:
+            moved = max(moved, 2)
+        mapping = np.arange(n_way)
+        if moved:
+            classes = rng.choice(n_way, moved, replace=False)
+            mapping[classes] = np.roll(classes, 1)
+        return mapping
+
+    def _redraw(self, n_way: int, k_shot: int, q_query: int, rng: np.random.Generator) -> Layout:
+        per_class = k_shot + q_query
+        positions = np.arange(n_way * per_class)
+        transition = symmetric_transition_matrix(n_way, self.flip_rate)
+        noisy = flip_labels(positions // per_class, transition, rng)
+        taken = np.zeros(len(positions), dtype=bool)
+        support, labels = [], []
+        for label in range(n_way):
+            candidates = np.flatnonzero(noisy == label)
+            picked = rng.choice(candidates, min(k_shot, len(candidates)), replace=False)
+            taken[picked] = True
+            support.append(picked)
+            labels.append(np.full(len(picked), label))
+        for label in range(n_way):  # top up a label with too few images (rare) from the rest
+            missing = k_shot - len(support[label])
+            if missing:
+                extra = rng.choice(np.flatnonzero(~taken), missing, replace=False)
+                taken[extra] = True
+                support[label] = np.concatenate([support[label], extra])
+                labels[label] = np.full(k_shot, label)
+        return Layout(np.concatenate(support), np.concatenate(labels), np.flatnonzero(~taken))

@@ -10,9 +10,10 @@ import torch
 from metasched.data.pool import ClassPool
 from metasched.errors import MetaschedError
 from metasched.tasks.episode import Episode
-from metasched.tasks.noise import LabelNoise, flip_labels, symmetric_transition_matrix
+from metasched.tasks.noise import LabelNoise, Layout
 
 BUDGET_SEED = 0
+REWARD_SPLIT_SEED = 1
 
 
 def budget_classes(num_classes: int, budget: int | Sequence[int] | None) -> list[int]:
@@ -39,6 +40,14 @@ def budget_classes(num_classes: int, budget: int | Sequence[int] | None) -> list
             f" got {bad[0] if bad else 'duplicates'}"
         )
     return classes
+
+
+def split_reward_classes(num_classes: int) -> tuple[list[int], list[int]]:
+    """Meta-validation classes for checkpoint selection and for schedulers' reward tasks: the
+    two halves (the first one larger by one when odd) of a permutation with a fixed seed."""
+    order = np.random.default_rng(REWARD_SPLIT_SEED).permutation(num_classes)
+    half = (num_classes + 1) // 2
+    return sorted(int(c) for c in order[:half]), sorted(int(c) for c in order[half:])
 
 
 class FewShotSampler:
@@ -69,11 +78,7 @@ class FewShotSampler:
         self.noise = noise or LabelNoise()
         self.classes = np.asarray(budget_classes(pool.num_classes, classes))
         self._check()
-        self._transition = (
-            symmetric_transition_matrix(n_way, self.noise.flip_rate)
-            if self.noise.task_ratio > 0
-            else None
-        )
+        self._clean = Layout.clean(n_way, k_shot, q_query)
 
     def _check(self) -> None:
         if min(self.n_way, self.k_shot, self.q_query) < 1:
@@ -105,22 +110,18 @@ class FewShotSampler:
                 for c in chosen
             ]
         )
-        support_idx = picks[:, : self.k_shot].ravel()
-        query_idx = picks[:, self.k_shot :].ravel()
-        support_y = np.repeat(np.arange(self.n_way), self.k_shot)
-        query_y = np.repeat(np.arange(self.n_way), self.q_query)
-        noisy = self._transition is not None and bool(rng.random() < self.noise.task_ratio)
-        clean_support_y = None
-        if noisy and self._transition is not None:
-            clean_support_y = torch.from_numpy(support_y)
-            support_y = flip_labels(support_y, self._transition, rng)
+        noisy = self.noise.task_ratio > 0 and bool(rng.random() < self.noise.task_ratio)
+        layout = (
+            self.noise.corrupt(self.n_way, self.k_shot, self.q_query, rng) if noisy else self._clean
+        )
+        flat = picks.ravel()
         return Episode(
-            support_x=self._images(support_idx),
-            support_y=torch.from_numpy(support_y),
-            query_x=self._images(query_idx),
-            query_y=torch.from_numpy(query_y),
+            support_x=self._images(flat[layout.support]),
+            support_y=torch.from_numpy(layout.support_labels),
+            query_x=self._images(flat[layout.query]),
+            query_y=torch.from_numpy(layout.query // per_class),
             noisy=noisy,
-            clean_support_y=clean_support_y,
+            clean_support_y=torch.from_numpy(layout.support // per_class) if noisy else None,
             source=tuple(int(c) for c in chosen),
         )
 

@@ -12,8 +12,8 @@ from metasched.data.registry import load_dataset
 from metasched.errors import MetaschedError
 from metasched.learners import ANIL, MAML, Adaptation, MetaLearner
 from metasched.models import Conv4
-from metasched.schedulers import ATSScheduler, OracleScheduler, TaskScheduler, UniformScheduler
-from metasched.tasks import FewShotSampler, LabelNoise, TaskSource
+from metasched.schedulers import SCHEDULERS, SchedulerSetup, TaskScheduler
+from metasched.tasks import FewShotSampler, LabelNoise, TaskSource, split_reward_classes
 
 # Independent random streams of a run: training draws never shift validation or test tasks.
 STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -44,20 +44,22 @@ def resolve_device(name: str) -> torch.device:
 
 def build_samplers(config: Config) -> dict[str, TaskSource]:
     """Train (noisy, budgeted), val and test (clean) episode samplers, and the sampler of the
-    scheduler's reward tasks: clean meta-validation tasks (or, ``faithful``, clean tasks of
-    the first 16 training classes, as the reference code)."""
+    schedulers' clean reward tasks (``task.reward_split``): by default half of the
+    meta-validation classes, the other half selecting checkpoints."""
     splits = load_dataset(config.data)
     task = config.task
     shape = (task.n_way, task.k_shot, task.q_query)
-    val = FewShotSampler(splits.val, *shape)
-    reward = val
-    if config.scheduler.faithful:
+    val = reward = FewShotSampler(splits.val, *shape)
+    if task.reward_split == "val-reward":
+        selection, held_out = split_reward_classes(splits.val.num_classes)
+        val = FewShotSampler(splits.val, *shape, classes=selection)
+        reward = FewShotSampler(splits.val, *shape, classes=held_out)
+    elif task.reward_split == "train-16":
         classes = list(range(min(FAITHFUL_REWARD_CLASSES, splits.train.num_classes)))
         reward = FewShotSampler(splits.train, *shape, classes=classes)
+    noise = LabelNoise(task.noise_ratio, task.flip_rate, task.noise)
     return {
-        "train": FewShotSampler(
-            splits.train, *shape, LabelNoise(task.noise_ratio, task.flip_rate), task.train_classes
-        ),
+        "train": FewShotSampler(splits.train, *shape, noise, task.train_classes),
         "val": val,
         "test": FewShotSampler(splits.test, *shape),
         "reward": reward,
@@ -83,25 +85,13 @@ def build_learner(config: Config, model: nn.Module, device: torch.device) -> Met
     train = Adaptation(spec.inner_lr, spec.inner_steps)
     evaluation = Adaptation(spec.eval_inner_lr or spec.inner_lr, spec.eval_inner_steps)
     kind = MAML if spec.algorithm == "maml" else ANIL
-    scored = "last" if config.scheduler.features == "lite" else "all"
+    scored = config.scheduler.gradient_layers
     return kind(model, "cross_entropy", train, evaluation, spec.first_order, scored, batching)
 
 
-def build_scheduler(config: Config, num_layers: int) -> TaskScheduler:
-    """The task scheduler named by ``scheduler.name``."""
-    spec = config.scheduler
-    if spec.name == "ats":
-        return ATSScheduler(
-            num_layers,
-            spec.temperature,
-            spec.temperature_decay,
-            spec.replace,
-            spec.lr,
-            spec.baseline_momentum,
-            spec.faithful,
-            seed=config.seed,
-        )
-    return OracleScheduler() if spec.name == "oracle" else UniformScheduler()
+def build_scheduler(config: Config, setup: SchedulerSetup) -> TaskScheduler:
+    """The task scheduler named by ``scheduler.name``, with its own settings section."""
+    return SCHEDULERS[config.scheduler.name](config.scheduler.settings, setup)
 
 
 def build_components(config: Config) -> Components:
@@ -113,5 +103,13 @@ def build_components(config: Config) -> Components:
     assert isinstance(train, FewShotSampler)
     model = build_model(config, train.pool.image_shape).to(device)
     learner = build_learner(config, model, device)
-    scheduler = build_scheduler(config, len(learner.scored_layers()))
+    setup = SchedulerSetup(
+        num_layers=len(learner.scored_layers()),
+        num_classes=train.pool.num_classes,
+        n_way=config.task.n_way,
+        batch_size=config.train.meta_batch_size,
+        iterations=config.train.iterations,
+        seed=config.seed,
+    )
+    scheduler = build_scheduler(config, setup)
     return Components(samplers, model, learner, scheduler, device)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metasched.learners.base import MetaLearner, Params, PoolScores
+from metasched.learners.base import MetaLearner, Params, PoolMeasurements
 from metasched.tasks.episode import Episode
 
 Gradient = list[torch.Tensor | None]
@@ -15,27 +15,37 @@ Gradient = list[torch.Tensor | None]
 
 @dataclass(frozen=True)
 class ChosenOutcome:
-    """The mean meta-gradient (one entry per parameter; None where no loss reaches it), the
-    mean adapted query loss and the mean score of some chosen candidates."""
+    """The weighted meta-gradient of some chosen candidates (one entry per parameter; None
+    where no loss reaches it), and their adapted query losses and scores, one per choice."""
 
     gradient: Gradient
-    loss: float
-    score: float
+    losses: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses.mean())
+
+    @property
+    def score(self) -> float:
+        return float(self.scores.mean())
 
 
 class CandidateGradients:
-    """Meta-gradients of one iteration's candidates at θ0, for the look-ahead and the update.
+    """Meta-gradients of one iteration's candidates at θ0, for look-aheads and the update.
 
     When the pool kept its graphs, each candidate's gradient is computed the first time it is
     chosen, its graph is freed, and later choices reuse it: the selection for the meta-update
-    often repeats candidates of the proposal, the more so as the scheduler grows confident.
-    Otherwise the chosen candidates are recomputed together at every call.
+    often repeats candidates of a proposal, the more so as a scheduler grows confident.
+    Candidates without a kept graph (an unmeasured pool, grouped or bf16 measurement, tasks
+    added after the pool was measured) are recomputed together at each call; a repeated call
+    with the same choice and weights returns the same outcome without recomputing.
 
     Args:
         learner: the meta-learner.
         params: θ0.
         candidates: the pool.
-        scores: the pool's statistics, if it was scored (with graphs, if they were kept).
+        measured: the pool's measurements, if it was measured (with graphs, if they were kept).
     """
 
     def __init__(
@@ -43,47 +53,95 @@ class CandidateGradients:
         learner: MetaLearner,
         params: Params,
         candidates: list[Episode],
-        scores: PoolScores | None,
+        measured: PoolMeasurements | None,
     ) -> None:
         self.learner = learner
         self.params = params
-        self.candidates = candidates
-        self.scores = scores
+        self.candidates = list(candidates)
+        self.graphs = measured.losses if measured is not None else None
+        self.measured = measured
         self.cache: dict[int, tuple[Gradient, float, float]] = {}
+        self.memo: dict[tuple[tuple[int, ...], tuple[float, ...] | None], ChosenOutcome] = {}
 
-    def mean(self, indices: np.ndarray) -> ChosenOutcome:
-        """The mean over ``indices`` (repeats count again) of the candidates' outcomes."""
+    def add(self, episodes: list[Episode]) -> list[int]:
+        """Appends tasks that were not in the measured pool; returns their indices."""
+        start = len(self.candidates)
+        self.candidates.extend(episodes)
+        return list(range(start, len(self.candidates)))
+
+    def mean(self, indices: np.ndarray | list[int]) -> ChosenOutcome:
+        """The outcome of ``indices`` with equal weights (repeats count again)."""
+        return self.combine(indices, None)
+
+    def combine(self, indices: np.ndarray | list[int], weights: np.ndarray | None) -> ChosenOutcome:
+        """The meta-gradient of Σ_k w_k L(candidate indices[k]); equal weights when None."""
         chosen = [int(i) for i in indices]
-        if self.scores is None or self.scores.losses is None:
-            return self._recomputed(chosen)
-        rows = [self._cached(i, self.scores.losses[i], self.scores.scores[i]) for i in chosen]
-        return ChosenOutcome(
-            _mean_gradient([gradient for gradient, _, _ in rows]),
-            float(np.mean([loss for _, loss, _ in rows])),
-            float(np.mean([score for _, _, score in rows])),
-        )
+        w = None if weights is None else tuple(float(x) for x in weights)
+        key = (tuple(chosen), w)
+        if key not in self.memo:
+            self.memo[key] = self._combine(chosen, w)
+        return self.memo[key]
 
-    def _cached(
-        self, index: int, loss: torch.Tensor, score: torch.Tensor
-    ) -> tuple[Gradient, float, float]:
+    def _has_graph(self, index: int) -> bool:
+        return self.graphs is not None and index < len(self.graphs)
+
+    def _combine(self, chosen: list[int], w: tuple[float, ...] | None) -> ChosenOutcome:
+        weights = np.full(len(chosen), 1.0 / len(chosen)) if w is None else np.array(w)
+        kept = [k for k, i in enumerate(chosen) if self._has_graph(i)]
+        fresh = [k for k, i in enumerate(chosen) if not self._has_graph(i)]
+        losses, scores = np.empty(len(chosen)), np.empty(len(chosen))
+        parts: list[tuple[Gradient, float]] = []
+        for k in kept:
+            gradient, losses[k], scores[k] = self._cached(chosen[k])
+            parts.append((gradient, weights[k]))
+        if fresh:
+            outcomes = self.learner.outcomes(
+                self.params, [self.candidates[chosen[k]] for k in fresh]
+            )
+            stacked = torch.stack([o.loss for o in outcomes])
+            if w is None and not kept:  # plain mean, as the meta-loss of uniform sampling
+                loss = stacked.mean()
+                scale = 1.0
+            else:
+                share = weights[fresh].sum()
+                loss = (
+                    stacked * torch.as_tensor(weights[fresh] / share, dtype=stacked.dtype)
+                ).sum()
+                scale = float(share)
+            gradient = list(
+                torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
+            )
+            parts.append((gradient, scale))
+            for k, o in zip(fresh, outcomes):
+                losses[k], scores[k] = o.loss.item(), float(o.score)
+        return ChosenOutcome(_weighted(parts, equal=w is None and not fresh), losses, scores)
+
+    def _cached(self, index: int) -> tuple[Gradient, float, float]:
         """Candidate ``index``'s gradient, loss and score; its graph is freed on first use."""
         if index not in self.cache:
+            assert self.graphs is not None and self.measured is not None
+            loss = self.graphs[index]
             gradient = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
-            self.cache[index] = (list(gradient), loss.item(), float(score))
+            self.cache[index] = (list(gradient), loss.item(), float(self.measured.scores[index]))
         return self.cache[index]
 
-    def _recomputed(self, chosen: list[int]) -> ChosenOutcome:
-        outcomes = self.learner.outcomes(self.params, [self.candidates[i] for i in chosen])
-        loss = torch.stack([o.loss for o in outcomes]).mean()
-        gradient = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
-        return ChosenOutcome(
-            list(gradient), loss.item(), float(np.mean([float(o.score) for o in outcomes]))
-        )
 
-
-def _mean_gradient(gradients: list[Gradient]) -> Gradient:
-    """The element-wise mean of several candidates' gradients. Which parameters a loss reaches
-    depends on the model and the learner, not on the task, so a None is None for all."""
+def _weighted(parts: list[tuple[Gradient, float]], equal: bool) -> Gradient:
+    """Σ weight · gradient, element-wise (a plain mean when the weights are equal). Which
+    parameters a loss reaches depends on the model and the learner, not on the task, so a
+    None is None for all."""
+    if len(parts) == 1 and (equal or parts[0][1] == 1.0):
+        return parts[0][0]
+    gradients = [g for g, _ in parts]
+    if equal:
+        return [
+            None if items[0] is None else torch.stack(items).mean(dim=0)
+            for items in zip(*gradients)
+        ]
+    scale = [w for _, w in parts]
     return [
-        None if parts[0] is None else torch.stack(parts).mean(dim=0) for parts in zip(*gradients)
+        None
+        if items[0] is None
+        else sum((w * g for w, g in zip(scale, items)), torch.zeros_like(items[0]))
+        for items in zip(*gradients)
     ]

@@ -23,8 +23,8 @@ from tqdm import tqdm
 from metasched.allocator import retain_freed_cpu_memory
 from metasched.config import Config, config_from_dict
 from metasched.errors import MetaschedError, TrainingInterrupted
-from metasched.learners.base import Params
-from metasched.schedulers import Pool
+from metasched.learners.base import Params, PoolMeasurements
+from metasched.schedulers import Feature, Pool, Trained
 from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
 from metasched.training.checkpoint import load_checkpoint, save_checkpoint
@@ -32,6 +32,7 @@ from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate
 from metasched.training.gradients import CandidateGradients, Gradient
 from metasched.training.metrics import MetricsLog
+from metasched.training.services import LoopServices
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -65,22 +66,20 @@ class TrainState:
     iteration: int = 0
     best_score: float = -math.inf
     best_iteration: int = 0
+    updates: int = 0
 
 
 class Trainer:
     """Meta-trains a learner on episodes chosen by a task scheduler.
 
     Each iteration draws ``scheduler.pool_size`` candidate episodes (the meta-batch size by
-    default), lets the scheduler choose ``train.meta_batch_size`` of them, and takes one Adam
-    step on the mean query loss after adaptation. Every ``train.val_every`` meta-updates the
-    meta-model is scored on a fixed set of validation tasks and the best one is kept.
-
-    A learning scheduler (ATS) first scores the pool (the statistics are computed once per
-    iteration), proposes B candidates, and learns from the reward of a look-ahead model
-    θ̃ = θ0 - β ∇ L(proposal) on fresh clean validation episodes; the meta-update then uses
-    candidates re-drawn from the updated scheduler. ``scheduler.warmup`` iterations come first,
-    in which only the scheduler learns and θ0 stays fixed; ``train.iterations`` counts the
-    meta-updates, so every scheduler gets the same number of them.
+    default), measures what the scheduler declares it needs (:class:`Feature`), lets it choose
+    ``train.meta_batch_size`` of them (with :class:`LoopServices` at hand), and takes one Adam
+    step on their (weighted) mean query loss after adaptation. The loop knows no scheduler: a
+    scheduler's warm-up is iterations whose selection skips the update. ``train.iterations``
+    counts meta-updates, so every scheduler gets the same number of them. Every
+    ``train.val_every`` meta-updates the meta-model is scored on a fixed set of validation
+    tasks and the best one is kept.
 
     Args:
         config: the run's settings.
@@ -96,7 +95,7 @@ class Trainer:
             retain_freed_cpu_memory()
         self.optimizer = torch.optim.Adam(self.parts.model.parameters(), lr=config.train.meta_lr)
         self.scheduler = self.parts.scheduler
-        self.warmup = config.scheduler.warmup if self.scheduler.learns else 0
+        self.warmup = self.scheduler.warmup_iterations
         self.total = self.warmup + config.train.iterations
         self.rng = np.random.default_rng([config.seed, STREAMS["train"]])
         self.state = TrainState()
@@ -161,6 +160,7 @@ class Trainer:
             "iteration": self.state.iteration,
             "best_score": self.state.best_score,
             "best_iteration": self.state.best_iteration,
+            "updates": self.state.updates,
             "model": self.parts.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -174,8 +174,12 @@ class Trainer:
         self.scheduler.load_state_dict(payload["scheduler"])
         self.rng.bit_generator.state = payload["rng"]
         torch.set_rng_state(payload["torch_rng"])
+        iteration = payload["iteration"]
         self.state = TrainState(
-            payload["iteration"], payload["best_score"], payload["best_iteration"]
+            iteration,
+            payload["best_score"],
+            payload["best_iteration"],
+            payload.get("updates", max(0, iteration - self.warmup)),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -183,59 +187,111 @@ class Trainer:
 
     @property
     def progress(self) -> float:
-        """The fraction of meta-updates done (0 throughout the warm-up)."""
-        return max(0, self.state.iteration - self.warmup) / self.config.train.iterations
+        """The fraction of meta-updates done (0 throughout a scheduler's warm-up)."""
+        return self.state.updates / self.config.train.iterations
 
     def train_step(self) -> dict[str, Any]:
-        """One iteration: score the pool, train the scheduler, update the meta-model."""
+        """One iteration: measure the pool, let the scheduler choose, update the meta-model."""
         start = time.perf_counter()
         batch = self.config.train.meta_batch_size
-        spec = self.config.scheduler
-        warming_up = self.state.iteration < self.warmup
         candidates = self._draw_candidates(batch)
         noisy = np.array([c.noisy for c in candidates])
         params = self.parts.learner.parameters()
-        scores = None
-        if self.scheduler.needs_stats:
-            bf16 = spec.pool_precision == "bf16"
-            # Grouped scoring runs the pool as one batch: backpropagating through it for two
-            # chosen tasks would cost more than recomputing them, so its graphs are not kept.
-            keep = spec.reuse_graphs and not bf16 and self.parts.learner.batching == "loop"
-            with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
-                scores = self.parts.learner.score_pool(params, candidates, keep)
-        pool = Pool(  # the scheduler network is tiny: it lives on the CPU
-            len(candidates),
-            self.progress,
-            scores.stats.to("cpu") if scores else None,
-            noisy if self.scheduler.reads_noise_flags else None,
+        measured, pool = self._measure(candidates, params)
+        gradients = CandidateGradients(self.parts.learner, params, candidates, measured)
+        services = LoopServices(
+            self.parts.learner,
+            params,
+            gradients,
+            self.parts.samplers["reward"],
+            self.rng,
+            self.parts.device,
+            pool.contexts,
         )
-        record: dict[str, Any] = {"phase": "warmup" if warming_up else "train"}
-        gradients = CandidateGradients(self.parts.learner, params, candidates, scores)
-        if self.scheduler.learns:
-            proposal = self.scheduler.propose(pool, batch, self.rng)
-            proposed = gradients.mean(proposal.indices)
-            reward = self._lookahead_reward(params, proposed.gradient)
-            record.update(self.scheduler.update(proposal, reward))
-            record.update(_probability_diagnostics(proposal.probabilities, noisy))
-        if warming_up:
-            chosen = proposal.indices
-            if spec.faithful:  # the reference steps Adam on θ0, then restores θ0
-                self._restored_step(params, proposed.gradient)
-            outcome = proposed
-        else:
-            chosen = self.scheduler.select(pool, batch, self.rng).indices
-            outcome = gradients.mean(chosen)
+        selection = self.scheduler.choose(pool, batch, self.rng, services)
+        record: dict[str, Any] = {"phase": "train" if selection.update == "step" else "warmup"}
+        record.update(selection.diagnostics)
+        if selection.policy is not None:
+            record.update(_probability_diagnostics(selection.policy, noisy))
+        chosen, weights = selection.indices, selection.weights
+        trained_noisy = list(noisy[chosen])
+        if selection.update == "step":
+            extra = self._reward_tasks_for_update()
+            if extra:
+                added = gradients.add(extra)
+                chosen = np.concatenate([chosen, added])
+                trained_noisy += [False] * len(added)
+                if weights is not None:  # the added tasks weigh as much as an average one
+                    weights = np.concatenate([weights, np.full(len(added), 1 / batch)])
+                    weights = weights / weights.sum()
+                record["reward_tasks_trained"] = len(added)
+        outcome = gradients.combine(chosen, weights)
+        if selection.update == "step":
             self._adam_step(params, outcome.gradient)
-        loss, score = outcome.loss, outcome.score
+            self.state.updates += 1
+            trained = Trained(chosen, outcome.losses, outcome.scores, self.progress)
+            record.update(self.scheduler.observe(trained))
+        elif selection.update == "step_and_restore":
+            self._restored_step(params, outcome.gradient)
+        reward_tasks = services.reward_tasks_drawn
+        if reward_tasks:
+            record["reward_tasks"] = reward_tasks
         record.update(
-            loss=loss,
-            score=score,
-            noisy=float(noisy[chosen].mean()),
+            loss=outcome.loss,
+            score=outcome.score,
+            noisy=float(np.mean(trained_noisy)),
             pool_noisy=float(noisy.mean()),
             chosen=[int(i) for i in chosen],
             seconds=time.perf_counter() - start,
         )
         return record
+
+    def _measure(
+        self, candidates: list[Episode], params: Params
+    ) -> tuple[PoolMeasurements | None, Pool]:
+        """The features the scheduler declared, and nothing else."""
+        features = self.scheduler.features
+        spec = self.config.scheduler
+        learner = self.parts.learner
+        measured = None
+        if features & (Feature.LOSSES | Feature.GRADIENTS):
+            bf16 = spec.pool_precision == "bf16"
+            # Grouped measurement runs the pool as one batch: backpropagating through it for two
+            # chosen tasks would cost more than recomputing them, so its graphs are not kept.
+            keep = spec.reuse_graphs and not bf16 and learner.batching == "loop"
+            with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
+                measured = learner.measure_pool(
+                    params, candidates, keep, gradients=bool(features & Feature.GRADIENTS)
+                )
+        pool = Pool(  # the schedulers' networks are tiny: they live on the CPU
+            size=len(candidates),
+            progress=self.progress,
+            iteration=self.state.iteration,
+            total_iterations=self.total,
+            stats=measured.stats.to("cpu") if measured else None,
+            embeddings=learner.embed(params, candidates).cpu()
+            if features & Feature.EMBEDDINGS
+            else None,
+            contexts=torch.stack([learner.two_step_parameters(params, c) for c in candidates]).cpu()
+            if features & Feature.CONTEXTS
+            else None,
+            classes=np.array([c.source for c in candidates])
+            if features & Feature.CLASSES
+            else None,
+            noisy=np.array([c.noisy for c in candidates])
+            if features & Feature.NOISE_FLAGS
+            else None,
+        )
+        return measured, pool
+
+    def _reward_tasks_for_update(self) -> list[Episode]:
+        """Clean reward-split tasks for this meta-update: ``train.reward_tasks_per_update`` on
+        average, the fractions carried over deterministically."""
+        rate = self.config.train.reward_tasks_per_update
+        done = self.state.updates
+        count = math.floor((done + 1) * rate + 1e-9) - math.floor(done * rate + 1e-9)
+        sampler = self.parts.samplers["reward"]
+        return [sampler.sample(self.rng).to(self.parts.device) for _ in range(count)]
 
     def _draw_candidates(self, batch: int) -> list[Episode]:
         """The pool; for the oracle, extended until it holds ``batch`` clean candidates."""
@@ -243,7 +299,9 @@ class Trainer:
         candidates = [
             sampler.sample(self.rng) for _ in range(self.config.scheduler.pool_size or batch)
         ]
-        while self.scheduler.reads_noise_flags and sum(not c.noisy for c in candidates) < batch:
+        while (
+            self.scheduler.needs_clean_candidates and sum(not c.noisy for c in candidates) < batch
+        ):
             candidates.append(sampler.sample(self.rng))
         return [c.to(self.parts.device) for c in candidates]
 
@@ -261,37 +319,6 @@ class Trainer:
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
-
-    def _lookahead_reward(self, params: Params, gradient: Gradient) -> float:
-        """The value on fresh clean reward tasks of θ̃ = θ0 - β ∇ (mean proposed loss),
-        minus θ0's value on the same tasks when the baseline is paired."""
-        spec = self.config.scheduler
-        learner = self.parts.learner
-        lookahead = {
-            name: (p if g is None else p - spec.lookahead_lr * g).detach()
-            for (name, p), g in zip(params.items(), gradient)
-        }
-        sampler = self.parts.samplers["reward"]
-        episodes = [
-            sampler.sample(self.rng).to(self.parts.device)
-            for _ in range(self.config.train.meta_batch_size)
-        ]
-
-        def value(weights: Params) -> float:
-            outcomes = [learner.evaluate(weights, e, learner.train_adaptation) for e in episodes]
-            if spec.reward == "loss" and not spec.faithful:
-                return -float(np.mean([o.loss.item() for o in outcomes]))
-            return float(np.mean([o.score.item() for o in outcomes]))
-
-        reward = value(lookahead)
-        if spec.paired_baseline and not spec.faithful:
-            reward -= value(params)
-        if not math.isfinite(reward) or abs(reward) > 1e6:
-            raise MetaschedError(
-                f"the look-ahead model diverged (reward {reward:.3g}); lower"
-                f" scheduler.lookahead_lr (now {spec.lookahead_lr}), e.g. to 0.01 for MSE losses"
-            )
-        return reward
 
     def evaluate_split(self, split: str, num_tasks: int, show: bool = False) -> EvalResult:
         """Scores the current meta-model on ``num_tasks`` fixed tasks of ``split``."""
@@ -320,16 +347,18 @@ class Trainer:
                 dynamic_ncols=True,
             ) as bar,
         ):
-            while self.state.iteration < self.total:
+            while self.state.updates < train.iterations:
+                before = self.state.updates
                 record = self.train_step()
                 self.state.iteration += 1
                 it = self.state.iteration
                 self.metrics.append("train", it, **record)
                 recent.append((record["loss"], record["score"]))
-                updates = it - self.warmup
-                if updates > 0 and (updates % train.val_every == 0 or it == self.total):
+                updates = self.state.updates
+                done = updates == train.iterations
+                if updates > before and (updates % train.val_every == 0 or done):
                     self._validate()
-                if it % train.checkpoint_every == 0 or it == self.total:
+                if it % train.checkpoint_every == 0 or done:
                     save_checkpoint(self.run_dir / LAST, self.checkpoint_payload())
                 bar.update(1)
                 bar.set_postfix(

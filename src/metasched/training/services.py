@@ -1,0 +1,103 @@
+"""What the training loop computes for a scheduler during one iteration (PoolServices)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from metasched.errors import MetaschedError
+from metasched.learners.base import MetaLearner, Params
+from metasched.tasks.episode import Episode, TaskSource
+from metasched.training.gradients import CandidateGradients
+
+
+class LoopServices:
+    """:class:`metasched.schedulers.PoolServices` at one iteration's θ0 and pool.
+
+    Args:
+        learner: the meta-learner.
+        params: θ0.
+        gradients: the candidates' meta-gradients (shared with the meta-update).
+        reward_tasks: the sampler of clean reward tasks.
+        rng: the run's training stream (reward tasks are drawn from it).
+        device: where episodes go.
+        contexts: (P, 2, D) the candidates' two-step parameters, if the pool carries them.
+    """
+
+    def __init__(
+        self,
+        learner: MetaLearner,
+        params: Params,
+        gradients: CandidateGradients,
+        reward_tasks: TaskSource,
+        rng: np.random.Generator,
+        device: torch.device,
+        contexts: torch.Tensor | None = None,
+    ) -> None:
+        self.learner = learner
+        self.params = params
+        self.gradients = gradients
+        self.reward_tasks = reward_tasks
+        self.rng = rng
+        self.device = device
+        self.contexts = contexts
+        self.reward_tasks_drawn = 0
+
+    def _reward_episodes(self, count: int) -> list[Episode]:
+        self.reward_tasks_drawn += count
+        return [self.reward_tasks.sample(self.rng).to(self.device) for _ in range(count)]
+
+    def lookahead_value(
+        self, indices: np.ndarray, step_size: float, metric: str, paired: bool, num_tasks: int
+    ) -> float:
+        gradient = self.gradients.mean(indices).gradient
+        lookahead = {
+            name: (p if g is None else p - step_size * g).detach()
+            for (name, p), g in zip(self.params.items(), gradient)
+        }
+        episodes = self._reward_episodes(num_tasks)
+        learner = self.learner
+
+        def value(weights: Params) -> float:
+            outcomes = [learner.evaluate(weights, e, learner.train_adaptation) for e in episodes]
+            if metric == "loss":
+                return -float(np.mean([o.loss.item() for o in outcomes]))
+            return float(np.mean([o.score.item() for o in outcomes]))
+
+        reward = value(lookahead)
+        if paired:
+            reward -= value(self.params)
+        if not math.isfinite(reward) or abs(reward) > 1e6:
+            raise MetaschedError(
+                f"the look-ahead model diverged (reward {reward:.3g}); lower the scheduler's"
+                f" look-ahead step (now {step_size}), e.g. scheduler.ats.lookahead_lr=0.01 for"
+                " MSE losses"
+            )
+        return reward
+
+    def lookahead_losses(self, indices: np.ndarray, num_tasks: int, source: str) -> np.ndarray:
+        if self.contexts is None:
+            raise ValueError("lookahead_losses needs the CONTEXTS feature")
+        pool = self.contexts.shape[0]
+        losses = np.empty(len(indices))
+        for k, index in enumerate(indices):
+            start = self.learner.unflatten(self.contexts[int(index), 1].to(self.device))
+            if source == "pool":
+                picks = self.rng.choice(pool, min(num_tasks, pool), replace=False)
+                episodes = [self.gradients.candidates[int(i)] for i in picks]
+            elif source == "reward":
+                episodes = self._reward_episodes(num_tasks)
+            else:
+                raise ValueError(f"lookahead_losses: source {source!r} is not pool or reward")
+            losses[k] = np.mean([self.learner.one_step_query_loss(start, e) for e in episodes])
+        return losses
+
+    def query_confusion(self, indices: np.ndarray) -> torch.Tensor:
+        return torch.stack(
+            [
+                self.learner.query_confusion(self.params, self.gradients.candidates[int(i)]).cpu()
+                for i in indices
+            ]
+        )
