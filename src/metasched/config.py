@@ -233,7 +233,7 @@ def check_config(config: Config) -> None:
     )
     pool = scheduler.pool_size
     _require(
-        scheduler.name in ("uniform", "oracle") or (pool or 0) > train.meta_batch_size,
+        not SCHEDULERS[scheduler.name].needs_larger_pool or (pool or 0) > train.meta_batch_size,
         f"scheduler.name={scheduler.name} chooses among more candidates than it trains on; set"
         f" scheduler.pool_size above train.meta_batch_size={train.meta_batch_size} (the paper: 10)",
     )

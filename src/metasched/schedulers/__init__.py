@@ -15,7 +15,14 @@ from metasched.schedulers.base import (
     TaskScheduler,
     Trained,
 )
+from metasched.schedulers.bass import BASSOptions, BASSScheduler
+from metasched.schedulers.daml import DAMLOptions, DAMLScheduler
+from metasched.schedulers.focal import FocalOptions, FocalScheduler
+from metasched.schedulers.gcp import GCPOptions, GCPScheduler
+from metasched.schedulers.greedy import GreedyScheduler
 from metasched.schedulers.oracle import OracleScheduler
+from metasched.schedulers.paml import PAMLOptions, PAMLScheduler
+from metasched.schedulers.spl import SPLOptions, SPLScheduler
 from metasched.schedulers.uniform import UniformScheduler
 
 #: Every scheduler by its config name (``scheduler.name``).
@@ -24,7 +31,14 @@ SCHEDULERS: dict[str, type[TaskScheduler]] = {
     for cls in (
         UniformScheduler,
         OracleScheduler,
+        GreedyScheduler,
+        SPLScheduler,
+        FocalScheduler,
+        GCPScheduler,
+        DAMLScheduler,
+        PAMLScheduler,
         ATSScheduler,
+        BASSScheduler,
     )
 }
 
@@ -33,11 +47,24 @@ __all__ = [
     "ATSNetwork",
     "ATSOptions",
     "ATSScheduler",
+    "BASSOptions",
+    "BASSScheduler",
+    "DAMLOptions",
+    "DAMLScheduler",
     "Feature",
+    "FocalOptions",
+    "FocalScheduler",
+    "GCPOptions",
+    "GCPScheduler",
+    "GreedyScheduler",
     "NoOptions",
     "OracleScheduler",
+    "PAMLOptions",
+    "PAMLScheduler",
     "Pool",
     "PoolServices",
+    "SPLOptions",
+    "SPLScheduler",
     "SchedulerSetup",
     "Selection",
     "TaskScheduler",

@@ -90,8 +90,8 @@ class Selection:
     Attributes:
         indices: the B chosen candidates (a candidate may repeat when drawn with replacement).
         probabilities: (P,) the distribution they were drawn from, if any.
-        weights: (B,) weights of the chosen tasks' losses in the meta-loss (summing to 1);
-            None means equal weights.
+        weights: (B,) coefficients of the chosen tasks' losses in the meta-loss; None means
+            equal weights 1/B (the mean).
         update: ``step``: one meta-update on them; ``skip``: θ0 stays as it is (a scheduler
             warm-up); ``step_and_restore``: a step whose parameters are then restored (only
             the optimiser's moments move, as the reference's warm-up).
@@ -177,6 +177,9 @@ class TaskScheduler(ABC):
     Options: ClassVar[type] = NoOptions
     #: Draw candidates until the pool holds ``batch_size`` clean ones (the oracle).
     needs_clean_candidates: ClassVar[bool] = False
+    #: Whether choosing needs a pool larger than the meta-batch (P > B); a scheduler whose
+    #: draw is uniform over the pool (or extends it itself) does not.
+    needs_larger_pool: ClassVar[bool] = True
 
     def __init__(self, options: Any = None, setup: SchedulerSetup | None = None) -> None:
         self.options: Any = options if options is not None else self.Options()

@@ -22,6 +22,7 @@ class OracleScheduler(TaskScheduler):
     """
 
     name = "oracle"
+    needs_larger_pool = False
     features = Feature.NOISE_FLAGS
     needs_clean_candidates = True
 

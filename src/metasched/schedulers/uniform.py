@@ -19,6 +19,7 @@ class UniformScheduler(TaskScheduler):
     this is the plain uniform task sampling of MAML and ANIL."""
 
     name = "uniform"
+    needs_larger_pool = False
 
     def choose(
         self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices

@@ -1,0 +1,98 @@
+"""PAML: probabilistic active meta-learning (Kaddour et al., NeurIPS 2020), simplified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metasched.errors import MetaschedError
+from metasched.schedulers.base import (
+    Feature,
+    Pool,
+    PoolServices,
+    Selection,
+    TaskScheduler,
+    Trained,
+    top_k,
+)
+
+
+@dataclass(frozen=True)
+class PAMLOptions:
+    """Settings of PAML (``scheduler.paml``).
+
+    Attributes:
+        memory: how many recently trained tasks' embeddings novelty is measured against.
+        neighbours: k of the k-nearest-neighbour novelty.
+    """
+
+    memory: int = 200
+    neighbours: int = 5
+
+    def __post_init__(self) -> None:
+        if self.memory < 1 or self.neighbours < 1:
+            raise MetaschedError("scheduler.paml.memory and neighbours must be at least 1")
+
+
+class PAMLScheduler(TaskScheduler):
+    """Trains on the candidates that are most novel in a task-embedding space.
+
+    PAML learns a latent embedding of each task jointly with the meta-model (amortised
+    variational inference) and picks the candidate task whose embedding has the highest
+    self-information under the embeddings of the tasks trained on so far: the least
+    explored region of task space. Simplifications: the embedding is not learned by a
+    separate inference network but read off the meta-model itself (the normalised mean
+    backbone feature of the task's images at θ0, ``Feature.EMBEDDINGS``), and the density is a
+    k-nearest-neighbour estimate over the last ``memory`` trained tasks, so the novelty of a
+    candidate is its mean distance to its k nearest remembered embeddings (monotone in the
+    estimate's -log density). The B most novel candidates are trained on; with an empty
+    memory, the first B. Remembered embeddings were computed with older θ0s, as PAML's
+    latents are inferred by an older encoder. The embedding ignores labels, so PAML is blind to
+    label noise by design: it explores, it does not filter.
+    """
+
+    name = "paml"
+    features = Feature.EMBEDDINGS
+    Options = PAMLOptions
+
+    def __init__(self, options: PAMLOptions | None = None, setup: Any = None) -> None:
+        super().__init__(options, setup)
+        self.memory: torch.Tensor | None = None
+        self.pending: torch.Tensor | None = None
+
+    def novelty(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(P,) mean distance to the k nearest remembered embeddings (zeros when none)."""
+        if self.memory is None or len(self.memory) == 0:
+            return torch.zeros(len(embeddings))
+        distances = torch.cdist(embeddings.double(), self.memory.double())
+        k = min(self.options.neighbours, distances.shape[1])
+        return distances.topk(k, dim=1, largest=False).values.mean(dim=1)
+
+    def choose(
+        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+    ) -> Selection:
+        embeddings = pool.require("embeddings")
+        novelty = self.novelty(embeddings)
+        indices = top_k(novelty, batch_size)
+        self.pending = embeddings[torch.from_numpy(indices)].detach().clone()
+        return Selection(indices, diagnostics={"novelty": float(novelty[indices].mean())})
+
+    def observe(self, trained: Trained) -> dict[str, Any]:
+        """Remembers the trained tasks' embeddings (first in, first out)."""
+        if self.pending is not None:
+            stacked = (
+                self.pending if self.memory is None else torch.cat([self.memory, self.pending])
+            )
+            self.memory = stacked[-self.options.memory :]
+            self.pending = None
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memory": None if self.memory is None else self.memory.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        memory = state["memory"]
+        self.memory = None if memory is None else memory.clone()
