@@ -89,6 +89,28 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"plot: {plot}")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from metasched.compare import run_comparison
+
+    methods = [m.strip() for m in args.schedulers.split(",") if m.strip()]
+    if args.seeds < 1 or args.workers < 1 or args.threads < 1:
+        raise MetaschedError("--seeds, --workers and --threads must be at least 1")
+    table, files = run_comparison(
+        args.config,
+        methods,
+        list(range(args.seeds)),
+        Path(args.out),
+        args.set,
+        args.pretrain,
+        args.workers,
+        args.threads,
+    )
+    print()
+    print(table)
+    for path in files:
+        print(f"wrote {path}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from metasched.report import write_report
 
@@ -159,6 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (replaced)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=cmd_demo)
+
+    compare = commands.add_parser(
+        "compare",
+        help="several schedulers over several seeds from one warm start: a results table",
+        description="Runs (or reuses) each scheduler for each seed and writes results.md,"
+        " results.csv and results.png to --out. Methods: scheduler names, or the variants"
+        " listed in metasched/compare.py (ats-loss, ats-gradients, ats-noprogress,"
+        " ats-faithful, ats-lite, ats-bf16, bass-centred, bass-val, uniform-reward,"
+        " uniform-x<k>).",
+    )
+    compare.add_argument("--config", required=True, help="preset name or YAML file")
+    compare.add_argument(
+        "--schedulers", required=True, help="comma-separated methods, e.g. uniform,greedy,ats"
+    )
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    compare.add_argument("--out", required=True, help="directory of the runs and the table")
+    compare.add_argument(
+        "--pretrain", metavar="PRESET", help="train this clean warm start first, start all from it"
+    )
+    compare.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
+    )
+    compare.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
+    compare.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    compare.set_defaults(handler=cmd_compare)
 
     report = commands.add_parser("report", help="plots and a results table from run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -32,6 +32,7 @@ from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate
 from metasched.training.gradients import CandidateGradients, Gradient
 from metasched.training.metrics import MetricsLog
+from metasched.training.provenance import record_start
 from metasched.training.services import LoopServices
 
 LAST, BEST = "last.pt", "best.pt"
@@ -67,6 +68,7 @@ class TrainState:
     best_score: float = -math.inf
     best_iteration: int = 0
     updates: int = 0
+    seconds: float = 0.0  # wall time of training and validation, across resumes
 
 
 class Trainer:
@@ -99,6 +101,7 @@ class Trainer:
         self.total = self.warmup + config.train.iterations
         self.rng = np.random.default_rng([config.seed, STREAMS["train"]])
         self.state = TrainState()
+        self._clock = time.perf_counter()  # wall time since the state's ``seconds``
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
 
     # ------------------------------------------------------------------------------------------
@@ -115,6 +118,7 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        record_start(run_dir, config)
         trainer = cls(config, run_dir)
         if config.train.init_from:
             trainer.initialise_from(Path(config.train.init_from))
@@ -149,6 +153,7 @@ class Trainer:
                 f"cannot change {', '.join(sorted(changed - {'train'}))} when resuming;"
                 " only train.* settings may change (start a new run instead)"
             )
+        record_start(run_dir, config)
         trainer = cls(config, run_dir)
         trainer.load_state(payload)
         trainer.metrics.truncate_after(trainer.state.iteration)
@@ -161,6 +166,7 @@ class Trainer:
             "best_score": self.state.best_score,
             "best_iteration": self.state.best_iteration,
             "updates": self.state.updates,
+            "seconds": self.state.seconds + time.perf_counter() - self._clock,
             "model": self.parts.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -180,7 +186,9 @@ class Trainer:
             payload["best_score"],
             payload["best_iteration"],
             payload.get("updates", max(0, iteration - self.warmup)),
+            payload.get("seconds", 0.0),
         )
+        self._clock = time.perf_counter()
 
     # ------------------------------------------------------------------------------------------
     # The loop.
@@ -337,6 +345,7 @@ class Trainer:
         """Trains to ``train.iterations``, then tests; returns the summary."""
         train = self.config.train
         recent: deque[tuple[float, float]] = deque(maxlen=50)
+        self._clock = time.perf_counter()
         with (
             deferred_interrupt() as interrupted,
             tqdm(
@@ -386,6 +395,8 @@ class Trainer:
         """Tests the final and the best-on-validation meta-models on ``train.test_tasks`` tasks
         (the same tasks for both), writes ``summary.json`` and ``test_tasks.csv``."""
         num_tasks = self.config.train.test_tasks
+        training_seconds = self.state.seconds + time.perf_counter() - self._clock
+        start = time.perf_counter()
         final = self.evaluate_split("test", num_tasks, progress)
         results = {"final": (self.state.iteration, final)}
         if self.state.best_iteration not in (0, self.state.iteration):
@@ -398,7 +409,12 @@ class Trainer:
             self.parts.model.load_state_dict(current)
         else:
             results["best"] = results["final"]
-        summary: dict[str, Any] = {"run_dir": str(self.run_dir), "test_tasks": num_tasks}
+        summary: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "test_tasks": num_tasks,
+            "train_seconds": training_seconds,
+            "test_seconds": time.perf_counter() - start,
+        }
         for name, (iteration, result) in results.items():
             summary[name] = {
                 "iteration": iteration,

@@ -1,0 +1,469 @@
+"""``metasched compare``: several schedulers, several seeds, one table.
+
+Every method starts from the same warm start (``--pretrain``: one clean run, trained first),
+sees the same data and takes the same number of meta-updates (``train.iterations``). Runs go
+to ``OUT/<method>-seed<s>``; a finished run is reused only when its stored config and code
+version match the current ones, an unfinished one with matching config and code is resumed,
+and anything else is moved to ``OUT/stale/`` (never deleted) and run again. The table (Markdown
+and CSV) and a plot go to ``OUT/results.{md,csv,png}``.
+
+Methods are scheduler names (``metasched data``-style list: :data:`SCHEDULERS`) or variants:
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from metasched.config import Config, config_from_dict, load_config, read_config_file
+from metasched.errors import MetaschedError
+from metasched.schedulers import SCHEDULERS
+
+#: Named variants: a scheduler plus overrides.
+VARIANTS: dict[str, tuple[str, list[str], str]] = {
+    "ats-loss": ("ats", ["scheduler.ats.inputs=[loss, progress]"], "ATS reading the loss only"),
+    "ats-gradients": (
+        "ats",
+        ["scheduler.ats.inputs=[gradients, progress]"],
+        "ATS reading the gradient similarity only",
+    ),
+    "ats-noprogress": ("ats", ["scheduler.ats.inputs=[loss, gradients]"], "ATS without progress"),
+    "ats-faithful": (
+        "ats",
+        [
+            "scheduler.ats.faithful=true",
+            "scheduler.ats.lookahead_lr=0.01",
+            "task.reward_split=train-16",
+        ],
+        "the reference code's ATS (network, reward, reward tasks from training classes 0..15)",
+    ),
+    "ats-lite": ("ats", ["scheduler.gradient_layers=last"], "ATS on the last layers' gradients"),
+    "ats-bf16": ("ats", ["scheduler.pool_precision=bf16"], "ATS measuring the pool in bfloat16"),
+    "bass-centred": ("bass", ["scheduler.bass.centred=true"], "BASS with centred contexts"),
+    "bass-val": (
+        "bass",
+        ["scheduler.bass.reward_source=reward"],
+        "BASS rewarded on clean reward-split tasks",
+    ),
+}
+PATTERNS = (
+    "uniform-reward: uniform sampling plus clean reward-split tasks at the rate ATS draws them",
+    "uniform-x<k>: uniform sampling with k times the meta-updates (and validation interval)",
+)
+__doc__ = (__doc__ or "") + "\n".join(
+    [f"``{name}``: {text}." for name, (_, _, text) in VARIANTS.items()]
+    + [f"``{p.split(':')[0]}``:{p.split(':', 1)[1]}." for p in PATTERNS]
+)
+PRETRAIN_SECTIONS = ("data", "model", "learner")
+PRETRAIN_TASK_KEYS = ("n_way", "k_shot", "q_query")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a comparison."""
+
+    method: str
+    seed: int
+    config: Config
+    run_dir: Path
+
+
+def method_overrides(method: str, base: Config) -> list[str]:
+    """The overrides that turn the base config into ``method``'s runs."""
+    if method in VARIANTS:
+        name, extra, _ = VARIANTS[method]
+        return [f"scheduler.name={name}", *extra]
+    if method == "uniform-reward":
+        rate = reward_task_rate(base)
+        return ["scheduler.name=uniform", f"train.reward_tasks_per_update={rate}"]
+    match = re.fullmatch(r"uniform-x(\d+)", method)
+    if match:
+        k = int(match.group(1))
+        train = base.train
+        return [
+            "scheduler.name=uniform",
+            f"train.iterations={train.iterations * k}",
+            f"train.val_every={train.val_every * k}",
+            f"train.checkpoint_every={train.checkpoint_every * k}",
+        ]
+    if method in SCHEDULERS:
+        return [f"scheduler.name={method}"]
+    known = [*SCHEDULERS, *VARIANTS, "uniform-reward", "uniform-x<k>"]
+    raise MetaschedError(f"unknown method {method!r} for compare; use one of {', '.join(known)}")
+
+
+def reward_task_rate(base: Config) -> float:
+    """Clean reward tasks ATS draws per meta-update in the base config: R (W + I) / I."""
+    ats = base.scheduler.options.get("ats") or SCHEDULERS["ats"].Options()
+    per_iteration = ats.reward_tasks or base.train.meta_batch_size
+    iterations = base.train.iterations
+    return per_iteration * (ats.warmup + iterations) / iterations
+
+
+def build_jobs(
+    preset: str, methods: list[str], seeds: list[int], out: Path, overrides: list[str]
+) -> list[Job]:
+    """The runs of a comparison, their configs checked before anything runs."""
+    base = load_config(preset, overrides)
+    jobs = []
+    for method in methods:
+        extra = method_overrides(method, base)
+        config = load_config(preset, [*overrides, *extra])
+        scheduler = SCHEDULERS[config.scheduler.name]
+        if not scheduler.needs_larger_pool:  # its draw is uniform: a bigger pool only costs
+            config = load_config(
+                preset,
+                [*overrides, *extra, f"scheduler.pool_size={config.train.meta_batch_size}"],
+            )
+        for seed in seeds:
+            seeded = config_from_dict(config.to_dict(), [f"seed={seed}"])
+            jobs.append(Job(method, seed, seeded, out / f"{method}-seed{seed}"))
+    return jobs
+
+
+def pretrain_config(preset: str, main: Config) -> Config:
+    """The warm start's config: ``preset`` with the main config's data, model, learner and
+    task shape, so its checkpoint fits every run."""
+    main_values = main.to_dict()
+    values = read_config_file(preset)
+    for section in PRETRAIN_SECTIONS:
+        values[section] = main_values[section]
+    task = dict(values.get("task") or {})
+    task.update({k: main_values["task"][k] for k in PRETRAIN_TASK_KEYS})
+    values["task"] = task
+    values["seed"] = main.seed
+    return config_from_dict(values)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running, reusing, resuming.
+
+
+def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
+    """(``done`` | ``resume`` | ``new`` | ``stale``, why) for a run directory."""
+    from metasched.training.provenance import code_version, code_versions
+
+    if not run_dir.exists():
+        return "new", ""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return "stale", "it holds no config.yaml"
+    try:
+        stored = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError:
+        return "stale", "its config.yaml is unreadable"
+    expected = config.to_dict()
+    if stored != expected:
+        keys = _differing_keys(stored, expected)
+        return "stale", f"its config differs in {', '.join(keys[:4])}"
+    versions = set(code_versions(run_dir))
+    current = code_version(config)
+    if versions != {current}:
+        return (
+            "stale",
+            f"it ran code {', '.join(sorted(versions)) or 'of unknown version'}, now {current}",
+        )
+    if (run_dir / "summary.json").is_file():
+        return "done", ""
+    if (run_dir / "last.pt").is_file():
+        return "resume", ""
+    return "stale", "it holds no checkpoint"
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = []
+        for key in sorted(set(a) | set(b), key=str):
+            keys += _differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+        return keys
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def set_aside(run_dir: Path, out: Path) -> Path:
+    """Moves a stale run into ``out/stale`` under a fresh name."""
+    stale = out / "stale"
+    stale.mkdir(parents=True, exist_ok=True)
+    target = stale / run_dir.name
+    n = 1
+    while target.exists():
+        target = stale / f"{run_dir.name}.{n}"
+        n += 1
+    shutil.move(str(run_dir), target)
+    return target
+
+
+def run_job(job: tuple[dict[str, Any], str, int]) -> tuple[str, float]:
+    """Trains one run in this process (``threads`` threads); returns (run_dir, seconds)."""
+    import torch
+
+    from metasched.training.trainer import Trainer
+
+    values, run_dir_text, threads = job
+    torch.set_num_threads(threads)
+    run_dir = Path(run_dir_text)
+    config = config_from_dict(values)
+    state, _ = stored_state(run_dir, config)
+    start = time.perf_counter()
+    trainer = Trainer.resume(run_dir) if state == "resume" else Trainer.create(config, run_dir)
+    trainer.fit(progress=False)
+    seconds = time.perf_counter() - start
+    print(f"done {run_dir} in {seconds / 60:.1f} min", flush=True)
+    return str(run_dir), seconds
+
+
+def prepare(jobs: list[Job], out: Path, say: Callable[[str], None]) -> list[Job]:
+    """The jobs still to run; stale directories are set aside with a message."""
+    todo = []
+    for job in jobs:
+        state, why = stored_state(job.run_dir, job.config)
+        if state == "stale":
+            moved = set_aside(job.run_dir, out)
+            say(f"{job.run_dir.name}: {why}; moved to {moved} and run again")
+            todo.append(job)
+        elif state == "done":
+            say(f"{job.run_dir.name}: finished with this config and code; reused")
+        else:
+            say(f"{job.run_dir.name}: {'resuming' if state == 'resume' else 'to run'}")
+            todo.append(job)
+    return todo
+
+
+def run_comparison(
+    preset: str,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    overrides: list[str] | None = None,
+    pretrain: str | None = None,
+    workers: int = 1,
+    threads: int = 1,
+    say: Callable[[str], None] = print,
+) -> tuple[str, list[Path]]:
+    """Runs (or reuses) every method for every seed and writes the table; returns the
+    Markdown table and the written files."""
+    overrides = list(overrides or [])
+    out.mkdir(parents=True, exist_ok=True)
+    if pretrain:
+        main = load_config(preset, overrides)
+        warm = Job("pretrain", main.seed, pretrain_config(pretrain, main), out / "pretrain")
+        for job in prepare([warm], out, say):
+            run_job((job.config.to_dict(), str(job.run_dir), max(threads, workers)))
+        overrides.append(f"train.init_from={out / 'pretrain' / 'best.pt'}")
+    jobs = build_jobs(preset, methods, seeds, out, overrides)
+    todo = prepare(jobs, out, say)
+    todo.sort(key=lambda j: -_expected_cost(j.config))  # long runs first: better packing
+    payload = [(j.config.to_dict(), str(j.run_dir), threads) for j in todo]
+    if workers > 1 and len(payload) > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            pool.map(run_job, payload, chunksize=1)
+    else:
+        for item in payload:
+            run_job(item)
+    table = summarise(jobs, out / "pretrain" if pretrain else None)
+    files = write_outputs(table, out, preset, methods, seeds, overrides, pretrain)
+    return render_markdown(table), files
+
+
+def _expected_cost(config: Config) -> float:
+    name = config.scheduler.name
+    per_step = {"ats": 6.0, "bass": 6.0}.get(name, 1.0 if name in ("uniform", "oracle") else 2.0)
+    warmup = config.scheduler.settings.warmup if name == "ats" else 0
+    return per_step * (config.train.iterations + warmup)
+
+
+# ----------------------------------------------------------------------------------------------
+# The table.
+
+
+@dataclass(frozen=True)
+class Row:
+    """One method's results over its seeds."""
+
+    method: str
+    seeds: list[int]
+    best: list[float]
+    best_ci: list[float]
+    final: list[float]
+    noisy_trained: list[float]
+    minutes: list[float]
+    reward_tasks: list[int]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.best))
+
+    @property
+    def half_width(self) -> float:
+        """95% Student-t interval of the mean over seeds (NaN for one seed)."""
+        from scipy import stats
+
+        n = len(self.best)
+        if n < 2:
+            return math.nan
+        return float(stats.t.ppf(0.975, n - 1) * np.std(self.best, ddof=1) / math.sqrt(n))
+
+
+@dataclass(frozen=True)
+class Table:
+    rows: list[Row]
+    warm_start: tuple[float, float] | None
+
+    def row(self, method: str) -> Row | None:
+        return next((r for r in self.rows if r.method == method), None)
+
+    def gap(self, row: Row) -> float:
+        """The fraction of the uniform-to-oracle gap recovered (NaN without both)."""
+        uniform, oracle = self.row("uniform"), self.row("oracle")
+        if uniform is None or oracle is None or oracle.mean == uniform.mean:
+            return math.nan
+        return (row.mean - uniform.mean) / (oracle.mean - uniform.mean)
+
+
+def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
+    """Reads every finished run of the comparison."""
+    from metasched.training.metrics import read_metrics
+
+    rows = []
+    for method in dict.fromkeys(j.method for j in jobs):
+        mine = [j for j in jobs if j.method == method]
+        values: dict[str, list[Any]] = {k: [] for k in Row.__dataclass_fields__ if k != "method"}
+        for job in mine:
+            summary_path = job.run_dir / "summary.json"
+            if not summary_path.is_file():
+                continue
+            summary = json.loads(summary_path.read_text())
+            records = [
+                r for r in read_metrics(job.run_dir / "metrics.jsonl") if r["kind"] == "train"
+            ]
+            train = [r for r in records if r.get("phase") == "train"]
+            values["seeds"].append(job.seed)
+            values["best"].append(100 * summary["best"]["score"])
+            values["best_ci"].append(100 * summary["best"]["ci95"])
+            values["final"].append(100 * summary["final"]["score"])
+            values["noisy_trained"].append(float(np.mean([r["noisy"] for r in train])))
+            seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
+            values["minutes"].append(seconds / 60)
+            values["reward_tasks"].append(  # clean reward-split tasks seen, scored or trained on
+                sum(r.get("reward_tasks", 0) + r.get("reward_tasks_trained", 0) for r in records)
+            )
+        if values["seeds"]:
+            rows.append(Row(method, **values))
+    warm = None
+    if pretrain_dir is not None and (pretrain_dir / "summary.json").is_file():
+        best = json.loads((pretrain_dir / "summary.json").read_text())["best"]
+        warm = (100 * best["score"], 100 * best["ci95"])
+    return Table(rows, warm)
+
+
+COLUMNS = (
+    "method",
+    "test accuracy, mean ± 95% CI over seeds",
+    "per seed (± 600-task CI)",
+    "final",
+    "gap recovered",
+    "noisy share trained",
+    "wall time per run",
+)
+
+
+def render_markdown(table: Table) -> str:
+    """The results as a Markdown table (accuracies of the best-on-validation checkpoints)."""
+    lines = []
+    if table.warm_start:
+        lines += [f"warm start: {table.warm_start[0]:.2f} ± {table.warm_start[1]:.2f}%", ""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in table.rows:
+        interval = f" ± {row.half_width:.2f}" if math.isfinite(row.half_width) else ""
+        per_seed = ", ".join(f"{b:.1f} ± {c:.1f}" for b, c in zip(row.best, row.best_ci))
+        gap = table.gap(row)
+        cells = [
+            row.method,
+            f"{row.mean:.2f}{interval}% ({len(row.best)})",
+            per_seed,
+            f"{np.mean(row.final):.2f}%",
+            f"{100 * gap:.0f}%" if math.isfinite(gap) else "",
+            f"{np.mean(row.noisy_trained):.3f}",
+            f"{np.mean(row.minutes):.1f} min",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(
+    table: Table,
+    out: Path,
+    preset: str,
+    methods: list[str],
+    seeds: list[int],
+    overrides: list[str],
+    pretrain: str | None,
+) -> list[Path]:
+    """``results.md`` (with the command), ``results.csv`` (one line per run) and a plot."""
+    command = (
+        f"metasched compare --config {preset} --schedulers {','.join(methods)}"
+        f" --seeds {len(seeds)} --out {out}"
+        + (f" --pretrain {pretrain}" if pretrain else "")
+        + "".join(f" --set {o}" for o in overrides if not o.startswith("train.init_from="))
+    )
+    markdown = out / "results.md"
+    markdown.write_text(f"```bash\n{command}\n```\n\n{render_markdown(table)}\n")
+    path = out / "results.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["method", "seed", "best", "best_ci95", "final", "gap", "noisy_trained", "minutes",
+             "reward_tasks"]
+        )  # fmt: skip
+        for row in table.rows:
+            for k, seed in enumerate(row.seeds):
+                writer.writerow(
+                    [row.method, seed, f"{row.best[k]:.4f}", f"{row.best_ci[k]:.4f}",
+                     f"{row.final[k]:.4f}", f"{table.gap(row):.4f}",
+                     f"{row.noisy_trained[k]:.4f}", f"{row.minutes[k]:.2f}", row.reward_tasks[k]]
+                )  # fmt: skip
+    return [markdown, path, plot(table, out / "results.png")]
+
+
+def plot(table: Table, path: Path) -> Path:
+    """Mean ± 95% CI per method (bars), each seed (dots), wall time per run (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table.rows
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(10, 0.45 * len(rows) + 1.5), sharey=True, width_ratios=[3, 1]
+    )
+    y = np.arange(len(rows))
+    means = [r.mean for r in rows]
+    errors = [r.half_width if math.isfinite(r.half_width) else 0 for r in rows]
+    left.barh(y, means, xerr=errors, color="#9ecae1", capsize=3)
+    for i, r in enumerate(rows):
+        left.plot(r.best, [i] * len(r.best), "o", color="#08519c", markersize=4)
+    if table.warm_start:
+        left.axvline(table.warm_start[0], color="grey", linestyle="--", label="warm start")
+        left.legend(loc="lower right")
+    low = min(min(r.best) for r in rows) if rows else 0
+    left.set_xlim(max(0, low - 5), 100)
+    left.set_yticks(y, [r.method for r in rows])
+    left.invert_yaxis()
+    left.set_xlabel("test accuracy (%), best on validation")
+    right.barh(y, [np.mean(r.minutes) for r in rows], color="#fdae6b")
+    right.set_xlabel("wall time per run (min)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,67 @@
+"""metasched compare: runs every method and seed, reuses what still matches, writes a table."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from metasched.cli import main
+from metasched.compare import method_overrides, reward_task_rate, run_comparison
+from metasched.config import load_config
+from metasched.errors import MetaschedError
+
+from .conftest import tiny_overrides
+
+TINY = tiny_overrides(
+    **{
+        "train.iterations": 6,
+        "train.val_every": 3,
+        "train.checkpoint_every": 3,
+        "train.val_tasks": 4,
+        "train.test_tasks": 6,
+        "learner.inner_steps": 1,
+        "learner.eval_inner_steps": 1,
+        "scheduler.ats.warmup": 2,
+    }
+)
+
+
+def test_compare_runs_reuses_and_reruns_what_changed(tmp_path, glyphs) -> None:
+    said: list[str] = []
+    methods = ["uniform", "greedy", "oracle"]
+    table, files = run_comparison("glyphs-noisy", methods, [0, 1], tmp_path, TINY, say=said.append)
+    for method in methods:
+        assert f"| {method} |" in table
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 6 and {r["method"] for r in rows} == set(methods)
+    assert all(float(r["minutes"]) > 0 for r in rows)
+    assert float(next(r for r in rows if r["method"] == "oracle")["noisy_trained"]) == 0.0
+    assert (tmp_path / "results.png").stat().st_size > 0
+    assert "metasched compare --config glyphs-noisy" in (tmp_path / "results.md").read_text()
+
+    said.clear()
+    run_comparison("glyphs-noisy", methods, [0, 1], tmp_path, TINY, say=said.append)
+    assert sum("reused" in line for line in said) == 6  # nothing ran again
+
+    said.clear()  # another setting for greedy only: its runs are set aside and redone
+    run_comparison(
+        "glyphs-noisy", ["greedy"], [0], tmp_path, [*TINY, "task.q_query=4"], say=said.append
+    )
+    assert any("config differs in task.q_query" in line for line in said)
+    assert (tmp_path / "stale" / "greedy-seed0" / "summary.json").is_file()  # kept, not deleted
+
+
+def test_methods_and_controls_are_what_they_say() -> None:
+    base = load_config("glyphs-noisy")
+    assert reward_task_rate(base) == pytest.approx(2 * (200 + 500) / 500)  # ATS's draws
+    assert "train.iterations=2500" in method_overrides("uniform-x5", base)
+    assert "scheduler.ats.inputs=[loss, progress]" in method_overrides("ats-loss", base)
+    with pytest.raises(MetaschedError, match="unknown method 'nope'"):
+        method_overrides("nope", base)
+
+
+def test_compare_cli_rejects_an_unknown_method(tmp_path, capsys) -> None:
+    args = ["compare", "--config", "glyphs-noisy", "--schedulers", "uniform,nope"]
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
