@@ -30,10 +30,11 @@ TINY = tiny_overrides(
 def test_compare_runs_reuses_and_reruns_what_changed(tmp_path, glyphs) -> None:
     said: list[str] = []
     methods = ["uniform", "greedy", "oracle"]
-    table, files = run_comparison("glyphs-noisy", methods, [0, 1], tmp_path, TINY, say=said.append)
+    table, _ = run_comparison("glyphs-noisy", methods, [0, 1], tmp_path, TINY, say=said.append)
     for method in methods:
         assert f"| {method} |" in table
-    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    with open(tmp_path / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
     assert len(rows) == 6 and {r["method"] for r in rows} == set(methods)
     assert all(float(r["minutes"]) > 0 for r in rows)
     assert float(next(r for r in rows if r["method"] == "oracle")["noisy_trained"]) == 0.0
