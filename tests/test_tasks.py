@@ -164,3 +164,17 @@ def test_class_budget_restricts_and_is_fixed(glyphs) -> None:
         budget_classes(10, 11)
     with pytest.raises(MetaschedError, match="distinct"):
         budget_classes(10, [1, 1])
+
+
+def test_a_skewed_distribution_draws_a_share_of_tasks_from_a_fixed_subset(glyphs) -> None:
+    sampler = FewShotSampler(glyphs.train, 5, 1, 1, skew=(0.5, 10))
+    assert len(sampler.skewed) == 10
+    rng = np.random.default_rng(0)
+    episodes = [sampler.sample(rng) for _ in range(1000)]
+    inside = [set(e.source) <= set(sampler.skewed) for e in episodes]
+    assert np.mean(inside) == pytest.approx(0.5, abs=0.05)  # (a uniform task: ~0 chance)
+    assert [e.skewed for e in episodes] == inside
+    again = FewShotSampler(glyphs.train, 5, 1, 1, skew=(0.5, 10))
+    assert np.array_equal(again.skewed, sampler.skewed)
+    with pytest.raises(MetaschedError, match="skew_classes=3"):
+        FewShotSampler(glyphs.train, 5, 1, 1, skew=(0.5, 3))

@@ -297,6 +297,7 @@ class Row:
     best_ci: list[float]
     final: list[float]
     noisy_trained: list[float]
+    skewed_trained: list[float]
     minutes: list[float]
     reward_tasks: list[int]
 
@@ -353,6 +354,8 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             values["best_ci"].append(100 * summary["best"]["ci95"])
             values["final"].append(100 * summary["final"]["score"])
             values["noisy_trained"].append(float(np.mean([r["noisy"] for r in train])))
+            skew = [r["skewed"] for r in train if "skewed" in r]
+            values["skewed_trained"].append(float(np.mean(skew)) if skew else math.nan)
             seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
             values["minutes"].append(seconds / 60)
             values["reward_tasks"].append(  # clean reward-split tasks seen, scored or trained on
@@ -373,7 +376,7 @@ COLUMNS = (
     "per seed (± 600-task CI)",
     "final",
     "gap recovered",
-    "noisy share trained",
+    "noisy (skewed) share trained",
     "wall time per run",
 )
 
@@ -388,13 +391,15 @@ def render_markdown(table: Table) -> str:
         interval = f" ± {row.half_width:.2f}" if math.isfinite(row.half_width) else ""
         per_seed = ", ".join(f"{b:.1f} ± {c:.1f}" for b, c in zip(row.best, row.best_ci))
         gap = table.gap(row)
+        skewed = float(np.mean(row.skewed_trained))
         cells = [
             row.method,
             f"{row.mean:.2f}{interval}% ({len(row.best)})",
             per_seed,
             f"{np.mean(row.final):.2f}%",
             f"{100 * gap:.0f}%" if math.isfinite(gap) else "",
-            f"{np.mean(row.noisy_trained):.3f}",
+            f"{np.mean(row.noisy_trained):.3f}"
+            + (f" (skewed {skewed:.3f})" if math.isfinite(skewed) else ""),
             f"{np.mean(row.minutes):.1f} min",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -423,15 +428,16 @@ def write_outputs(
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["method", "seed", "best", "best_ci95", "final", "gap", "noisy_trained", "minutes",
-             "reward_tasks"]
+            ["method", "seed", "best", "best_ci95", "final", "gap", "noisy_trained",
+             "skewed_trained", "minutes", "reward_tasks"]
         )  # fmt: skip
         for row in table.rows:
             for k, seed in enumerate(row.seeds):
                 writer.writerow(
                     [row.method, seed, f"{row.best[k]:.4f}", f"{row.best_ci[k]:.4f}",
                      f"{row.final[k]:.4f}", f"{table.gap(row):.4f}",
-                     f"{row.noisy_trained[k]:.4f}", f"{row.minutes[k]:.2f}", row.reward_tasks[k]]
+                     f"{row.noisy_trained[k]:.4f}", f"{row.skewed_trained[k]:.4f}",
+                     f"{row.minutes[k]:.2f}", row.reward_tasks[k]]
                 )  # fmt: skip
     return [markdown, path, plot(table, out / "results.png")]
 

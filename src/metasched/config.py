@@ -32,6 +32,8 @@ class TaskConfig:
     reward tasks come from: ``val-reward`` (half of the meta-validation classes, disjoint from
     the half that selects checkpoints), ``val`` (all of meta-validation, shared with checkpoint
     selection) or ``train-16`` (training classes 0..15, as the reference code).
+    ``skew_fraction`` of the training tasks draw their classes from a fixed subset of
+    ``skew_classes`` classes (a skewed task distribution: those tasks recur).
     """
 
     n_way: int = 5
@@ -42,6 +44,8 @@ class TaskConfig:
     flip_rate: float = 0.8
     train_classes: int | list[int] | None = None
     reward_split: str = "val-reward"
+    skew_fraction: float = 0.0
+    skew_classes: int = 10
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ def check_config(config: Config) -> None:
     _require(task.n_way >= 2, f"task.n_way must be at least 2, got {task.n_way}")
     _require(task.k_shot >= 1, f"task.k_shot must be at least 1, got {task.k_shot}")
     _require(task.q_query >= 1, f"task.q_query must be at least 1, got {task.q_query}")
-    for key in ("noise_ratio", "flip_rate"):
+    for key in ("noise_ratio", "flip_rate", "skew_fraction"):
         value = getattr(task, key)
         _require(0.0 <= value <= 1.0, f"task.{key} must lie in [0, 1], got {value}")
     _require(

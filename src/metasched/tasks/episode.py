@@ -20,6 +20,8 @@ class Episode:
             schedulers other than the oracle must never read it.
         clean_support_y: the true support labels of a noisy episode, for diagnostics.
         source: where the task came from (class indices of the pool, or an assay index).
+        skewed: whether it came from the over-represented part of a skewed task
+            distribution (diagnostics only, like ``noisy``).
     """
 
     support_x: torch.Tensor
@@ -29,6 +31,7 @@ class Episode:
     noisy: bool = False
     clean_support_y: torch.Tensor | None = None
     source: tuple[int, ...] = ()
+    skewed: bool = False
 
     def to(self, device: torch.device | str) -> Episode:
         """The same episode with its tensors on ``device``."""

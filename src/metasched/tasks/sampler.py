@@ -14,6 +14,7 @@ from metasched.tasks.noise import LabelNoise, Layout
 
 BUDGET_SEED = 0
 REWARD_SPLIT_SEED = 1
+SKEW_SEED = 2
 
 
 def budget_classes(num_classes: int, budget: int | Sequence[int] | None) -> list[int]:
@@ -62,6 +63,9 @@ class FewShotSampler:
         n_way, k_shot, q_query: classes per task, support and query images per class.
         noise: label noise applied to the support of a fraction of the tasks.
         classes: a class budget: these class indices, or a count (see :func:`budget_classes`).
+        skew: (fraction, count): that fraction of the tasks draws its classes from a fixed
+            subset of ``count`` of the allowed classes (the first of a permutation with a
+            fixed seed), so their tasks recur: a skewed task distribution.
     """
 
     def __init__(
@@ -72,12 +76,23 @@ class FewShotSampler:
         q_query: int,
         noise: LabelNoise | None = None,
         classes: int | Sequence[int] | None = None,
+        skew: tuple[float, int] | None = None,
     ) -> None:
         self.pool = pool
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
         self.noise = noise or LabelNoise()
         self.classes = np.asarray(budget_classes(pool.num_classes, classes))
         self._check()
+        self.skew_fraction, self.skewed = 0.0, self.classes
+        if skew is not None and skew[0] > 0:
+            fraction, count = skew
+            if not n_way <= count <= len(self.classes):
+                raise MetaschedError(
+                    f"task.skew_classes={count} must lie between task.n_way={n_way} and the"
+                    f" {len(self.classes)} training classes"
+                )
+            order = np.random.default_rng(SKEW_SEED).permutation(len(self.classes))
+            self.skew_fraction, self.skewed = fraction, np.sort(self.classes[order[:count]])
         self._clean = Layout.clean(n_way, k_shot, q_query)
 
     def _check(self) -> None:
@@ -102,7 +117,8 @@ class FewShotSampler:
 
     def sample(self, rng: np.random.Generator) -> Episode:
         """Draws one episode; a noisy one with probability ``noise.task_ratio``."""
-        chosen = rng.choice(self.classes, self.n_way, replace=False)
+        skewed = self.skew_fraction > 0 and bool(rng.random() < self.skew_fraction)
+        chosen = rng.choice(self.skewed if skewed else self.classes, self.n_way, replace=False)
         per_class = self.k_shot + self.q_query
         picks = np.stack(
             [
@@ -123,6 +139,7 @@ class FewShotSampler:
             noisy=noisy,
             clean_support_y=torch.from_numpy(layout.support // per_class) if noisy else None,
             source=tuple(int(c) for c in chosen),
+            skewed=skewed,
         )
 
     def _images(self, indices: np.ndarray) -> torch.Tensor:

@@ -59,7 +59,13 @@ def build_samplers(config: Config) -> dict[str, TaskSource]:
         reward = FewShotSampler(splits.train, *shape, classes=classes)
     noise = LabelNoise(task.noise_ratio, task.flip_rate, task.noise)
     return {
-        "train": FewShotSampler(splits.train, *shape, noise, task.train_classes),
+        "train": FewShotSampler(
+            splits.train,
+            *shape,
+            noise,
+            task.train_classes,
+            (task.skew_fraction, task.skew_classes),
+        ),
         "val": val,
         "test": FewShotSampler(splits.test, *shape),
         "reward": reward,

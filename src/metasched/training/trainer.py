@@ -223,12 +223,15 @@ class Trainer:
             record.update(_probability_diagnostics(selection.policy, noisy))
         chosen, weights = selection.indices, selection.weights
         trained_noisy = list(noisy[chosen])
+        skewed = np.array([c.skewed for c in candidates])
+        trained_skewed = list(skewed[chosen])
         if selection.update == "step":
             extra = self._reward_tasks_for_update()
             if extra:
                 added = gradients.add(extra)
                 chosen = np.concatenate([chosen, added])
                 trained_noisy += [False] * len(added)
+                trained_skewed += [False] * len(added)
                 if weights is not None:  # the added tasks weigh as much as an average one
                     weights = np.concatenate([weights, np.full(len(added), 1 / batch)])
                     weights = weights / weights.sum()
@@ -244,6 +247,8 @@ class Trainer:
         reward_tasks = services.reward_tasks_drawn
         if reward_tasks:
             record["reward_tasks"] = reward_tasks
+        if self.config.task.skew_fraction > 0:
+            record.update(skewed=float(np.mean(trained_skewed)), pool_skewed=float(skewed.mean()))
         record.update(
             loss=outcome.loss,
             score=outcome.score,
