@@ -2,13 +2,14 @@
 
 At a fixed θ0 (a clean pre-trained model), for many trials: build a look-ahead model from two
 clean training tasks and one from two noisy ones (random support labels), and score both on two
-fresh clean validation tasks. Per look-ahead step size β and reward kind, it reports the mean
-reward of clean and of noisy proposals, the spread of a single reward across trials (each with
-its own validation tasks, as successive REINFORCE steps are), and signal / noise = (mean clean
-- mean noisy) / that spread. "unpaired" is the reference's reward (the look-ahead model's
-accuracy); "paired" subtracts θ0's value on the same validation tasks.
+fresh clean reward tasks (the held-out half of meta-validation). Per look-ahead step size β and
+reward kind, it reports the mean reward of clean and of noisy proposals, the spread of a single
+reward across trials (each with its own reward tasks, as successive REINFORCE steps are), and
+signal / noise = (mean clean - mean noisy) / that spread. "unpaired" is the reference's reward
+(the look-ahead model's accuracy); "paired" subtracts θ0's value on the same reward tasks.
 
-    python experiments/reward_snr.py --init-from runs/noisy/pretrain/best.pt --trials 60
+    python experiments/reward_snr.py --init-from runs/main/pretrain/best.pt --trials 60
+    python experiments/reward_snr.py --init-from runs/main/pretrain/best.pt --set task.noise=flip
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def main() -> None:
     parser.add_argument("--init-from", required=True)
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--betas", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    parser.add_argument("--config", default="glyphs-noisy")
+    parser.add_argument("--set", action="append", default=[], help="config overrides")
     args = parser.parse_args()
-    config = load_config("glyphs-noisy-ats", [f"train.init_from={args.init_from}"])
+    config = load_config(args.config, [f"train.init_from={args.init_from}", *args.set])
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer.create(config, Path(run_dir))
     learner, samplers = trainer.parts.learner, trainer.parts.samplers
@@ -42,7 +45,7 @@ def main() -> None:
         while len(clean) < 2 or len(noisy) < 2:
             episode = samplers["train"].sample(rng)
             (noisy if episode.noisy else clean).append(episode)
-        validation = [samplers["val"].sample(rng) for _ in range(2)]
+        validation = [samplers["reward"].sample(rng) for _ in range(2)]
         before = [learner.evaluate(params, v, learner.train_adaptation) for v in validation]
         values: dict[tuple[str, float], dict[str, float]] = {}
         for name, group in (("clean", clean[:2]), ("noisy", noisy[:2])):

@@ -4,7 +4,7 @@ Averages, over the meta-update iterations of each run directory, the policy's (t
 mean probability of a noisy and of a clean candidate, their ratio, and the fraction of noisy
 tasks among those the meta-update trained on (against the pool's).
 
-    python experiments/scheduler_probabilities.py runs/noisy/ats-seed0 runs/noisy/ats-seed1
+    python experiments/scheduler_probabilities.py runs/main/ats-seed0 runs/main/ats-seed1
 """
 
 from __future__ import annotations

@@ -55,8 +55,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 def _series(run: RunRecords, kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(meta-updates, values): iterations shifted so that 0 ends the scheduler warm-up."""
     records = run.train if kind == "train" else run.val
-    scheduler = run.config.get("scheduler", {})
-    warmup = int(scheduler.get("warmup") or 0) if scheduler.get("name") == "ats" else 0
+    warmup = sum(r.get("phase") == "warmup" for r in run.train)  # any scheduler's warm-up
     x = np.array([r["iteration"] - warmup for r in records], dtype=float)
     y = np.array([np.nan if r.get(key) is None else r[key] for r in records], dtype=float)
     return x, y
