@@ -37,12 +37,42 @@ def test_overrides_are_typed() -> None:
         (["task.noise_ratio=1.5"], "task.noise_ratio must lie in"),
         (["scheduler.pool_size=1"], "smaller than train.meta_batch_size"),
         (["scheduler.name=ats"], "set scheduler.pool_size above train.meta_batch_size=4"),
+        (["scheduler.name=greedy"], "set scheduler.pool_size above train.meta_batch_size=4"),
+        (["scheduler.name=sgd"], "unknown scheduler.name='sgd'; use one of uniform, oracle"),
+        (
+            ["scheduler.temperature=0.5"],
+            "a setting of the ats scheduler.*scheduler.ats.temperature",
+        ),
+        (["scheduler.ats.temperatur=0.5"], "did you mean scheduler.ats.temperature"),
+        (["scheduler.ats.inputs=[loss, nope]"], "scheduler.ats.inputs=.*list distinct ones"),
+        (["scheduler.spl.start=0"], "scheduler.spl needs 0 < start"),
+        (["scheduler.bass.selection=best"], "scheduler.bass.selection must be top-k or sample"),
+        (["task.noise=shuffle"], "task.noise='shuffle'; use one of redraw, flip, permute"),
+        (["task.reward_split=test"], "task.reward_split='test'; use one of val-reward"),
         (["iterations"], "is not key=value"),
     ],
 )
 def test_bad_values_name_the_key(overrides: list[str], message: str) -> None:
     with pytest.raises(MetaschedError, match=message):
         load_config("glyphs-5w1s", overrides)
+
+
+def test_each_scheduler_has_its_own_typed_section_and_only_the_named_one_counts() -> None:
+    config = load_config(
+        "glyphs-noisy", ["scheduler.name=spl", "scheduler.spl.start=0.4", "scheduler.ats.warmup=7"]
+    )
+    assert config.scheduler.settings.start == 0.4
+    assert config.scheduler.options["ats"].warmup == 7  # kept, for a later switch back
+    values = config.to_dict()["scheduler"]
+    assert values["spl"]["start"] == 0.4 and values["ats"]["warmup"] == 7
+    assert load_config("glyphs-5w1s").to_dict()["scheduler"] == {
+        "name": "uniform",
+        "pool_size": None,
+        "gradient_layers": "all",
+        "pool_precision": "fp32",
+        "reuse_graphs": True,
+        "uniform": {},
+    }
 
 
 def _cli_error(capsys, *argv: str) -> str:
