@@ -277,10 +277,17 @@ def run_comparison(
 
 
 def _expected_cost(config: Config) -> float:
-    name = config.scheduler.name
-    per_step = {"ats": 6.0, "bass": 6.0}.get(name, 1.0 if name in ("uniform", "oracle") else 2.0)
-    warmup = config.scheduler.settings.warmup if name == "ats" else 0
-    return per_step * (config.train.iterations + warmup)
+    """A rough cost in uniform iterations, to start long runs first (only the order)."""
+    from metasched.schedulers import Feature
+
+    scheduler = SCHEDULERS[config.scheduler.name](config.scheduler.settings)
+    features = scheduler.features
+    per_step = 1.0
+    if features & (Feature.LOSSES | Feature.EMBEDDINGS):
+        per_step = 3.0
+    if features & (Feature.GRADIENTS | Feature.CONTEXTS):
+        per_step = 7.0
+    return per_step * (config.train.iterations + scheduler.warmup_iterations)
 
 
 # ----------------------------------------------------------------------------------------------
