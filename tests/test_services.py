@@ -1,0 +1,75 @@
+"""The loop's services to schedulers, against direct computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from metasched.learners import ANIL, Adaptation
+from metasched.training.gradients import CandidateGradients
+from metasched.training.services import LoopServices
+
+from .test_pool_stats import _tiny_pool
+
+
+class FixedTasks:
+    """A reward sampler that deals out given episodes in turn."""
+
+    def __init__(self, episodes) -> None:
+        self.episodes, self.drawn = episodes, 0
+
+    def sample(self, rng):
+        self.drawn += 1
+        return self.episodes[(self.drawn - 1) % len(self.episodes)]
+
+
+def _services(reward_episodes, contexts=None):
+    model, episodes = _tiny_pool(8)
+    learner = ANIL(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    params = learner.parameters()
+    gradients = CandidateGradients(learner, params, episodes, None)
+    services = LoopServices(
+        learner,
+        params,
+        gradients,
+        FixedTasks(reward_episodes),
+        np.random.default_rng(0),
+        torch.device("cpu"),
+        contexts,
+    )
+    return learner, params, episodes, services
+
+
+def test_the_paired_lookahead_value_is_the_change_in_reward_task_loss() -> None:
+    _, reward_episodes = _tiny_pool(9)
+    learner, params, episodes, services = _services(reward_episodes[:2])
+    value = services.lookahead_value(np.array([1, 3]), 0.5, "loss", True, 2)
+    loss = torch.stack([learner.query_outcome(params, episodes[i]).loss for i in (1, 3)]).mean()
+    grads = torch.autograd.grad(loss, list(params.values()))
+    lookahead = {n: (p - 0.5 * g).detach() for (n, p), g in zip(params.items(), grads)}
+
+    def mean_loss(weights):
+        outcomes = [
+            learner.evaluate(weights, e, learner.train_adaptation) for e in reward_episodes[:2]
+        ]
+        return float(np.mean([o.loss.item() for o in outcomes]))
+
+    assert value == pytest.approx(mean_loss(params) - mean_loss(lookahead), rel=1e-9)
+    assert services.reward_tasks_drawn == 2
+    accuracy = services.lookahead_value(np.array([1, 3]), 0.5, "score", False, 2)
+    assert 0.0 <= accuracy <= 1.0
+
+
+def test_lookahead_losses_start_from_each_candidates_two_step_parameters() -> None:
+    _, reward_episodes = _tiny_pool(10)
+    model, episodes = _tiny_pool(8)
+    learner = ANIL(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    contexts = torch.stack([learner.two_step_parameters(learner.parameters(), e) for e in episodes])
+    _, _, _, services = _services(reward_episodes[:3], contexts)
+    losses = services.lookahead_losses(np.array([2, 0]), 3, "reward")
+    for k, i in enumerate((2, 0)):
+        start = learner.unflatten(contexts[i, 1])
+        direct = np.mean([learner.one_step_query_loss(start, e) for e in reward_episodes[:3]])
+        assert losses[k] == pytest.approx(direct, rel=1e-9)
+    assert services.query_confusion(np.array([0, 1])).shape == (2, 3, 3)
