@@ -218,3 +218,24 @@ def test_cli_train_and_evaluate(tmp_path, glyphs, capsys) -> None:
     assert main(["evaluate", str(run_dir), "--tasks", "40"]) == 0
     out = capsys.readouterr().out
     assert f"{100 * summary['best']['score']:.2f}" in out  # same tasks, same model, same number
+
+
+def test_the_reward_data_control_adds_clean_reward_tasks_at_the_given_rate(
+    tmp_path, glyphs
+) -> None:
+    """uniform-reward: 1.5 reward-split tasks per meta-update on average, fractions carried."""
+    overrides = tiny_overrides(
+        **{
+            "train.iterations": 4,
+            "train.val_tasks": 4,
+            "train.test_tasks": 4,
+            "task.noise_ratio": 1.0,
+            "train.reward_tasks_per_update": 1.5,
+        }
+    )
+    config = load_config("glyphs-5w1s", overrides)
+    Trainer.create(config, tmp_path / "run").fit(progress=False)
+    train = _records(tmp_path / "run", ("train",))
+    assert [r["reward_tasks_trained"] for r in train if "reward_tasks_trained" in r] == [1, 2, 1, 2]
+    assert [len(r["chosen"]) for r in train] == [3, 4, 3, 4]
+    assert [r["noisy"] for r in train] == [2 / 3, 2 / 4, 2 / 3, 2 / 4]  # the added ones are clean
