@@ -427,7 +427,11 @@ def write_outputs(
         f"metasched compare --config {preset} --schedulers {','.join(methods)}"
         f" --seeds {len(seeds)} --out {out}"
         + (f" --pretrain {pretrain}" if pretrain else "")
-        + "".join(f" --set {o}" for o in overrides if not o.startswith("train.init_from="))
+        + "".join(
+            f" --set {o}"
+            for o in overrides
+            if not (pretrain and o.startswith("train.init_from="))  # added by --pretrain
+        )
     )
     markdown = out / "results.md"
     markdown.write_text(f"```bash\n{command}\n```\n\n{render_markdown(table)}\n")
