@@ -8,6 +8,8 @@ import torch
 
 from metasched.schedulers import (
     SCHEDULERS,
+    AgreementOptions,
+    AgreementScheduler,
     ATSNetwork,
     BASSOptions,
     BASSScheduler,
@@ -192,3 +194,17 @@ def test_bass_learns_which_contexts_pay_and_trains_on_them() -> None:
         scheduler.observe(_trained(selection.indices, [1.0, 1.0]))
     assert np.mean(picked_good[-20:]) > 0.8 > np.mean(picked_good[:5]) - 0.3
     assert scheduler.fit["exploit_mse"] < 10.0
+
+
+def test_agreement_takes_the_tasks_whose_gradients_agree_ignoring_dead_layers() -> None:
+    g = torch.Generator().manual_seed(3)
+    norms = torch.rand(6, 4, generator=g) + 0.5
+    cosine = torch.tensor([0.9, -0.5, 0.2, 0.8, -0.9, 0.1]).unsqueeze(1).repeat(1, 4)
+    cosine[:, 0] = torch.tensor([-1.0, 1.0, 1.0, -1.0, 1.0, 1.0])  # a dead layer: ignored
+    norms[:, 0] = 0.0
+    stats = PoolStats(torch.rand(6, generator=g), norms, norms, cosine * norms * norms)
+    chosen = AgreementScheduler().choose(Pool(6, 0.0, stats), 2, None, None).indices
+    assert sorted(chosen.tolist()) == [0, 3]
+    soft = AgreementScheduler(AgreementOptions(temperature=1.0))
+    counts = _counts(soft, Pool(6, 0.0, stats))
+    assert counts[0] > counts[2] > counts[4]

@@ -52,6 +52,11 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "ats-lite": ("ats", ["scheduler.gradient_layers=last"], "ATS on the last layers' gradients"),
     "ats-bf16": ("ats", ["scheduler.pool_precision=bf16"], "ATS measuring the pool in bfloat16"),
     "bass-centred": ("bass", ["scheduler.bass.centred=true"], "BASS with centred contexts"),
+    "agreement-last": (
+        "agreement",
+        ["scheduler.gradient_layers=last"],
+        "gradient agreement of the last backbone layer and the head only",
+    ),
     "bass-val": (
         "bass",
         ["scheduler.bass.reward_source=reward"],

@@ -4,6 +4,7 @@ Adding a scheduler means one new file with a :class:`TaskScheduler` subclass and
 :data:`SCHEDULERS`; the training loop and the config need no edit.
 """
 
+from metasched.schedulers.agreement import AgreementOptions, AgreementScheduler
 from metasched.schedulers.ats import ATSNetwork, ATSOptions, ATSScheduler
 from metasched.schedulers.base import (
     Feature,
@@ -39,6 +40,7 @@ SCHEDULERS: dict[str, type[TaskScheduler]] = {
         PAMLScheduler,
         ATSScheduler,
         BASSScheduler,
+        AgreementScheduler,
     )
 }
 
@@ -47,6 +49,8 @@ __all__ = [
     "ATSNetwork",
     "ATSOptions",
     "ATSScheduler",
+    "AgreementOptions",
+    "AgreementScheduler",
     "BASSOptions",
     "BASSScheduler",
     "DAMLOptions",
