@@ -41,7 +41,7 @@ def test_overrides_are_typed() -> None:
         (["scheduler.name=sgd"], "unknown scheduler.name='sgd'; use one of uniform, oracle"),
         (
             ["scheduler.temperature=0.5"],
-            "a setting of the ats scheduler.*scheduler.ats.temperature",
+            "a setting of the ats, agreement scheduler.*scheduler.ats.temperature",
         ),
         (["scheduler.ats.temperatur=0.5"], "did you mean scheduler.ats.temperature"),
         (["scheduler.ats.inputs=[loss, nope]"], "scheduler.ats.inputs=.*list distinct ones"),
