@@ -66,3 +66,45 @@ def test_compare_cli_rejects_an_unknown_method(tmp_path, capsys) -> None:
     args = ["compare", "--config", "glyphs-noisy", "--schedulers", "uniform,nope"]
     assert main([*args, "--out", str(tmp_path)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_a_terminated_compare_stops_its_workers(tmp_path, glyphs) -> None:
+    """`kill` on compare must not leave its worker processes training on, orphaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long = [*TINY, "train.iterations=100000", "train.checkpoint_every=100000"]
+    command = [sys.executable, "-m", "metasched.cli", "compare", "--config", "glyphs-noisy"]
+    command += ["--schedulers", "uniform", "--seeds", "2", "--workers", "2", "--out", str(tmp_path)]
+    command += [f"--set={o}" for o in long]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"uniform-seed{s}" / "config.yaml").is_file() for s in (0, 1)):
+        assert process.poll() is None and time.monotonic() < deadline, "the runs did not start"
+        time.sleep(0.5)
+    children = subprocess.run(
+        ["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True
+    )
+    workers = children.stdout.split()
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    deadline = time.monotonic() + 30
+    alive = [int(pid) for pid in workers]
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _running(pid)]
+        time.sleep(0.2)
+    for pid in alive:  # do not leave them running beside the other tests
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {alive} survived their comparison"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

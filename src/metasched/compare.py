@@ -17,8 +17,10 @@ import json
 import math
 import re
 import shutil
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -271,14 +273,29 @@ def run_comparison(
     todo.sort(key=lambda j: -_expected_cost(j.config))  # long runs first: better packing
     payload = [(j.config.to_dict(), str(j.run_dir), threads) for j in todo]
     if workers > 1 and len(payload) > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            pool.map(run_job, payload, chunksize=1)
+        with _exit_on_sigterm(), get_context("spawn").Pool(workers) as pool:
+            pool.map(run_job, payload, chunksize=1)  # leaving the block terminates the workers
     else:
         for item in payload:
             run_job(item)
     table = summarise(jobs, out / "pretrain" if pretrain else None)
     files = write_outputs(table, out, preset, methods, seeds, overrides, pretrain)
     return render_markdown(table), files
+
+
+@contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM (``kill``) exits through the ``with`` blocks, so the pool's workers are
+    terminated instead of running on, orphaned, beside the next comparison."""
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _expected_cost(config: Config) -> float:
