@@ -68,8 +68,9 @@ def test_compare_cli_rejects_an_unknown_method(tmp_path, capsys) -> None:
     assert "unknown method 'nope'" in capsys.readouterr().err
 
 
-def test_a_terminated_compare_stops_its_workers(tmp_path, glyphs) -> None:
-    """`kill` on compare must not leave its worker processes training on, orphaned."""
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_killed_compare_stops_its_workers(tmp_path, glyphs, signal_name) -> None:
+    """`kill` (or `kill -9`) on compare must not leave its workers training on, orphaned."""
     import os
     import signal
     import subprocess
@@ -90,7 +91,7 @@ def test_a_terminated_compare_stops_its_workers(tmp_path, glyphs) -> None:
     )
     workers = children.stdout.split()
     assert len(workers) == 2
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(getattr(signal, signal_name))
     assert process.wait(timeout=60) != 0
     deadline = time.monotonic() + 30
     alive = [int(pid) for pid in workers]
