@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -71,12 +76,6 @@ def test_compare_cli_rejects_an_unknown_method(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
 def test_a_killed_compare_stops_its_workers(tmp_path, glyphs, signal_name) -> None:
     """`kill` (or `kill -9`) on compare must not leave its workers training on, orphaned."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     long = [*TINY, "train.iterations=100000", "train.checkpoint_every=100000"]
     command = [sys.executable, "-m", "metasched.cli", "compare", "--config", "glyphs-noisy"]
     command += ["--schedulers", "uniform", "--seeds", "2", "--workers", "2", "--out", str(tmp_path)]
