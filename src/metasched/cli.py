@@ -123,17 +123,34 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
+    from metasched.config import apply_overrides, build
     from metasched.data.registry import DATASETS, DataSpec, load_dataset
 
     if args.action == "list":
         for name, entry in DATASETS.items():
-            print(f"{name:10s} {entry.description}")
+            print(f"{name:12s} {entry.domain:7s} {entry.description}")
+            expected = entry.expected()
+            if not entry.needs_root:
+                print(f"{'':20s} embedded: nothing to get")
+            elif expected is None:
+                print(f"{'':20s} set data.root; {entry.how_to_get}")
+            else:
+                state = "present" if expected.exists() else "absent"
+                print(f"{'':20s} {state} at {expected} (or data.root); get: {entry.how_to_get}")
         return
-    spec = DataSpec(
-        name=args.name, root=args.root, image_size=args.image_size, channels=args.channels
-    )
+    values = {"name": args.name, "root": args.root}
+    if args.image_size is not None:
+        values["image_size"] = args.image_size
+    if args.channels is not None:
+        values["channels"] = args.channels
+    sections = apply_overrides({"data": values}, args.overrides)
+    spec: DataSpec = build(DataSpec, sections["data"], "data.")
     splits = load_dataset(spec)
-    print(f"{args.name} at {args.image_size}x{args.image_size}:")
+    if DATASETS[spec.name].domain == "images":
+        print(f"{spec.name} at {spec.image_size}x{spec.image_size}:")
+    else:
+        bits = spec.fingerprint
+        print(f"{spec.name}, Morgan fingerprints radius {bits.radius}, {bits.bits} bits:")
     print(splits.describe())
 
 
@@ -217,9 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.add_parser("list", help="the data sets metasched can load")
     prepare = data_commands.add_parser("prepare", help="build or read a data set into the cache")
     prepare.add_argument("name")
-    prepare.add_argument("--root", help="where the data set's files are (omniglot, folder)")
-    prepare.add_argument("--image-size", type=int, default=28)
-    prepare.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    prepare.add_argument("--root", help="where the data set's files are (default: data list)")
+    prepare.add_argument("--image-size", type=int, help="images: side in pixels (28)")
+    prepare.add_argument("--channels", type=int, choices=[1, 3], help="images: 1 or 3")
+    prepare.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a data setting, e.g. data.fingerprint.bits=2048 or data.csv.value=pIC50",
+    )
     data.set_defaults(handler=cmd_data)
     return parser
 

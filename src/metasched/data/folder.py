@@ -141,11 +141,10 @@ def load_image_folder(
         }
     else:
         keys = split_classes(list(classes))
-    splits = DataSplits(
-        **{
-            s: read_pool(classes, keys[s], reader, image_size, channels, invert, f"reading {s}")
-            for s in ("train", "val", "test")
-        }
-    )
+    pools = {
+        s: read_pool(classes, keys[s], reader, image_size, channels, invert, f"reading {s}")
+        for s in ("train", "val", "test")
+    }
+    splits = DataSplits(pools["train"], pools["val"], pools["test"])
     save_splits(path, splits)
     return splits

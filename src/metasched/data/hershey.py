@@ -176,9 +176,8 @@ def build_glyphs(image_size: int = 28, instances: int = 20, seed: int = 0) -> Da
         arrays.append(images[:, None])
         names.append(f"{font}/U+{ord(char):04X}")
         groups.append(font)
-    return DataSplits(
-        **{s: ClassPool.from_class_arrays(*per_split[s]) for s in ("train", "val", "test")}
-    )
+    pools = {s: ClassPool.from_class_arrays(*per_split[s]) for s in ("train", "val", "test")}
+    return DataSplits(pools["train"], pools["val"], pools["test"])
 
 
 def load_glyphs(image_size: int = 28, instances: int = 20, seed: int = 0) -> DataSplits:

@@ -58,11 +58,10 @@ def load_omniglot(root: str | Path, image_size: int = 28) -> DataSplits:
         def read(name: str) -> bytes:
             return readers[str(PurePosixPath(name).parent)](name)
 
-        splits = DataSplits(
-            **{
-                s: read_pool(classes, keys[s], read, image_size, 1, True, f"reading Omniglot {s}")
-                for s in keys
-            }
-        )
+        pools = {
+            s: read_pool(classes, keys[s], read, image_size, 1, True, f"reading Omniglot {s}")
+            for s in keys
+        }
+        splits = DataSplits(pools["train"], pools["val"], pools["test"])
     save_splits(path, splits)
     return splits

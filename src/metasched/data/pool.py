@@ -1,8 +1,10 @@
-"""Class pools: images grouped by class, stored compactly as uint8."""
+"""Pools of examples grouped by task unit: images by class (uint8), compounds by assay
+(bit-packed fingerprints), and the meta-train/val/test splits of one data set."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -60,28 +62,109 @@ class ClassPool:
         """All images of class ``label``."""
         return self.images[self.starts[label] : self.starts[label + 1]]
 
+    def describe(self) -> str:
+        """Classes, images and groups, in one line."""
+        return (
+            f"{self.num_classes:5d} classes, {len(self.images):6d} images,"
+            f" groups: {', '.join(sorted(set(self.groups)))}"
+        )
+
 
 @dataclass(frozen=True)
-class DataSplits:
-    """The meta-train, meta-validation and meta-test class pools of one data set."""
+class AssayPool:
+    """Measured compounds of several assays, sorted by assay.
 
-    train: ClassPool
-    val: ClassPool
-    test: ClassPool
+    One row is one (assay, compound) measurement. Fingerprints are stored once per distinct
+    compound, bit-packed, and unpacked to float32 only for the rows an episode draws.
 
-    def __getitem__(self, split: str) -> ClassPool:
+    Attributes:
+        fingerprints: uint8 array (num_compounds, bits / 8), ``np.packbits`` of each compound's
+            fingerprint bits.
+        compounds: int64 array (num_rows,): the compound (fingerprint row) of each measurement.
+        targets: float32 array (num_rows,): the measured values (e.g. pIC50).
+        roles: int8 array (num_rows,): the source's own support/query flag of each row: 0 for
+            its training (support) rows, 1 for its test (query) rows, -1 where it has none.
+        starts: int64 array (num_assays + 1,); assay ``a`` owns rows ``starts[a]:starts[a+1]``.
+        assay_ids: one id per assay, e.g. ``"CHEMBL1006005"``.
+        assay_types: one type per assay (FS-Mol's B, F, A, ...; ``""`` when unknown).
+        bits: the fingerprint length.
+    """
+
+    fingerprints: np.ndarray
+    compounds: np.ndarray
+    targets: np.ndarray
+    roles: np.ndarray
+    starts: np.ndarray
+    assay_ids: tuple[str, ...]
+    assay_types: tuple[str, ...]
+    bits: int
+
+    def __post_init__(self) -> None:
+        rows = len(self.targets)
+        if self.fingerprints.dtype != np.uint8 or self.fingerprints.ndim != 2:
+            raise ValueError("AssayPool.fingerprints must be a packed uint8 array (M, bits / 8)")
+        if self.fingerprints.shape[1] * 8 != self.bits:
+            raise ValueError("AssayPool.fingerprints do not hold `bits` bits per compound")
+        if len(self.compounds) != rows or len(self.roles) != rows:
+            raise ValueError("AssayPool.compounds, targets and roles disagree in length")
+        if len(self.starts) != len(self.assay_ids) + 1 or len(self.assay_types) != len(
+            self.assay_ids
+        ):
+            raise ValueError("AssayPool.starts, assay_ids and assay_types disagree in length")
+
+    @property
+    def num_assays(self) -> int:
+        return len(self.assay_ids)
+
+    @property
+    def num_compounds(self) -> int:
+        return len(self.fingerprints)
+
+    def counts(self) -> np.ndarray:
+        """Number of measurements of each assay."""
+        return np.diff(self.starts)
+
+    def rows(self, assay: int) -> np.ndarray:
+        """The row indices of assay ``assay``."""
+        return np.arange(self.starts[assay], self.starts[assay + 1])
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), bits): the fingerprints of those rows, unpacked."""
+        packed = self.fingerprints[self.compounds[rows]]
+        return np.unpackbits(packed, axis=1, count=self.bits).astype(np.float32)
+
+    def describe(self) -> str:
+        """Assays, measurements and compounds, in one line."""
+        counts = self.counts()
+        sizes = f", sizes {counts.min()}..{counts.max()} (median {int(np.median(counts))})"
+        return (
+            f"{self.num_assays:5d} assays, {len(self.targets):7d} measurements,"
+            f" {self.num_compounds:7d} compounds{sizes if len(counts) else ''}"
+        )
+
+
+Pool = TypeVar("Pool", ClassPool, AssayPool)
+
+
+@dataclass(frozen=True)
+class DataSplits(Generic[Pool]):
+    """The meta-train, meta-validation and meta-test pools of one data set.
+
+    ``notes`` say what loading dropped or changed, and why (e.g. unparsable SMILES).
+    """
+
+    train: Pool
+    val: Pool
+    test: Pool
+    notes: tuple[str, ...] = ()
+
+    def __getitem__(self, split: str) -> Pool:
         if split not in ("train", "val", "test"):
             raise MetaschedError(f"unknown split {split!r}; use train, val or test")
-        pool: ClassPool = getattr(self, split)
+        pool: Pool = getattr(self, split)
         return pool
 
     def describe(self) -> str:
-        """One line per split: classes, images and groups."""
-        lines = []
-        for split in ("train", "val", "test"):
-            pool = self[split]
-            lines.append(
-                f"{split:>5}: {pool.num_classes:5d} classes, {len(pool.images):6d} images,"
-                f" groups: {', '.join(sorted(set(pool.groups)))}"
-            )
-        return "\n".join(lines)
+        """One line per split, then the notes."""
+        lines = [f"{split:>5}: {self[split].describe()}" for split in ("train", "val", "test")]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])

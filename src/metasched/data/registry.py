@@ -1,20 +1,36 @@
-"""Data sets by name: what ``data.name`` in a config may say."""
+"""Data sets by name: what ``data.name`` in a config may say, in which domain, and where each
+one's files are expected."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from metasched.data.assay_csv import CsvColumns, load_assay_csv
+from metasched.data.fingerprints import FingerprintSpec
 from metasched.data.folder import load_image_folder
+from metasched.data.fsmol import load_fsmol
 from metasched.data.hershey import load_glyphs
+from metasched.data.moleculeace import load_moleculeace
 from metasched.data.omniglot import load_omniglot
 from metasched.data.pool import DataSplits
 from metasched.errors import MetaschedError
 
+IMAGES, ASSAYS = "images", "assays"
+
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data set to load and how: the ``data`` section of a config."""
+    """Which data set to load and how: the ``data`` section of a config.
+
+    ``image_size``, ``channels`` and ``invert`` serve image data sets; ``fingerprint`` (Morgan
+    radius and bits) serves molecular ones, and ``csv`` names the columns of a generic assay
+    file. ``root`` is where a data set's files are (default: its expected location, see
+    :func:`data_home`).
+    """
 
     name: str = "glyphs"
     root: str | None = None
@@ -22,43 +38,111 @@ class DataSpec:
     channels: int = 1
     invert: bool = False
     seed: int = 0
+    fingerprint: FingerprintSpec = field(default_factory=FingerprintSpec)
+    csv: CsvColumns = field(default_factory=CsvColumns)
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """A data set metasched can load.
+
+    Attributes:
+        description: one line.
+        domain: ``images`` (classes of images) or ``assays`` (molecules' measured activities).
+        load: builds the splits from a spec and the resolved root (``None`` when embedded).
+        location: the expected file or folder under :func:`data_home` (``None``: embedded, or
+            no default place such as a user's own folder).
+        how_to_get: where the files come from, for users who lack them.
+    """
+
     description: str
-    needs_root: bool
-    load: Callable[[DataSpec], DataSplits]
+    domain: str
+    load: Callable[[DataSpec, Path | None], DataSplits[Any]]
+    location: str | None = None
+    how_to_get: str = ""
+    needs_root: bool = False
+
+    def expected(self) -> Path | None:
+        """Where the files are looked for when ``data.root`` is not given."""
+        return data_home() / self.location if self.location else None
+
+
+def data_home() -> Path:
+    """``$METASCHED_DATA``, else ``~/metasched-data``: where data sets are expected."""
+    return Path(os.environ.get("METASCHED_DATA") or Path.home() / "metasched-data").expanduser()
 
 
 DATASETS: dict[str, DatasetEntry] = {
     "glyphs": DatasetEntry(
         "handwritten characters drawn from Hershey stroke fonts (embedded, built on first use)",
-        False,
-        lambda spec: load_glyphs(spec.image_size, seed=spec.seed),
+        IMAGES,
+        lambda spec, root: load_glyphs(spec.image_size, seed=spec.seed),
     ),
     "omniglot": DatasetEntry(
-        "Omniglot from its zip files in data.root (e.g. ../shared/data/omniglot)",
-        True,
-        lambda spec: load_omniglot(str(spec.root), spec.image_size),
+        "Omniglot from its zip files (images_background*.zip, images_evaluation*.zip)",
+        IMAGES,
+        lambda spec, root: load_omniglot(str(root), spec.image_size),
+        location="omniglot",
+        how_to_get="the zips of github.com/brendenlake/omniglot (python/*.zip)",
+        needs_root=True,
     ),
     "folder": DatasetEntry(
         "any image folder data.root/<class>/<images> (or data.root/{train,val,test}/<class>/...)",
-        True,
-        lambda spec: load_image_folder(str(spec.root), spec.image_size, spec.channels, spec.invert),
+        IMAGES,
+        lambda spec, root: load_image_folder(
+            str(root), spec.image_size, spec.channels, spec.invert
+        ),
+        how_to_get="your own images, one sub-folder per class",
+        needs_root=True,
+    ),
+    "moleculeace": DatasetEntry(
+        "30 ChEMBL target sets of MoleculeACE, pKi/pEC50 (embedded; van Tilborg et al. 2022)",
+        ASSAYS,
+        lambda spec, root: load_moleculeace(spec.fingerprint),
+    ),
+    "fsmol": DatasetEntry(
+        "FS-Mol ChEMBL assays, log activity: {train,valid,test}/<assay>.jsonl.gz or the"
+        " compact fsmol_train_valid.csv.gz",
+        ASSAYS,
+        lambda spec, root: load_fsmol(Path(str(root)), spec.fingerprint),
+        location="fsmol",
+        how_to_get="FS-Mol's data release (github.com/microsoft/FS-Mol, fsmol.tar)",
+        needs_root=True,
+    ),
+    "csv": DatasetEntry(
+        "any CSV/TSV of assay id, SMILES and value per row (columns: data.csv.*)",
+        ASSAYS,
+        lambda spec, root: load_assay_csv(Path(str(root)), spec.csv, spec.fingerprint),
+        how_to_get="your own measurements; set data.root=FILE",
+        needs_root=True,
     ),
 }
 
 
-def load_dataset(spec: DataSpec) -> DataSplits:
+def resolve_root(name: str, spec: DataSpec) -> Path | None:
+    """The data set's files: ``data.root`` if given, else its expected location."""
+    entry = DATASETS[name]
+    if spec.root:
+        return Path(spec.root).expanduser()
+    if not entry.needs_root:
+        return None
+    expected = entry.expected()
+    if expected is not None and expected.exists():
+        return expected
+    where = f" (looked in {expected})" if expected else ""
+    raise MetaschedError(
+        f"data set {name!r} needs its files{where}; set data.root=PATH. Get them: "
+        f"{entry.how_to_get}"
+    )
+
+
+def load_dataset(spec: DataSpec) -> DataSplits[Any]:
     """Loads (building or reading the cache as needed) the data set a spec names."""
     entry = DATASETS.get(spec.name)
     if entry is None:
         raise MetaschedError(f"unknown data set {spec.name!r}; choose one of {', '.join(DATASETS)}")
-    if entry.needs_root and not spec.root:
-        raise MetaschedError(f"data set {spec.name!r} needs a location; set data.root=PATH")
-    splits = entry.load(spec)
-    if splits.train.image_shape[0] != spec.channels:
+    splits = entry.load(spec, resolve_root(spec.name, spec))
+    if entry.domain == IMAGES and splits.train.image_shape[0] != spec.channels:
         raise MetaschedError(
             f"data set {spec.name!r} has {splits.train.image_shape[0]} channel(s) but"
             f" data.channels={spec.channels}; set data.channels={splits.train.image_shape[0]}"
