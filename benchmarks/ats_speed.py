@@ -33,22 +33,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_ats import ReferenceStructure
 
 from metasched.config import load_config
 from metasched.data.pool import ClassPool
-from metasched.learners import ANIL, Adaptation
-from metasched.models import FingerprintMLP
+from metasched.learners import ANIL, Adaptation, Regression
+from metasched.models import Conv4, FingerprintMLP
 from metasched.models.layout import keep_nchw
 from metasched.schedulers import ATSScheduler
 from metasched.tasks import Episode, FewShotSampler, TaskSource
 from metasched.training.components import (
     Components,
     build_learner,
-    build_model,
     build_scheduler,
     resolve_device,
 )
@@ -72,7 +70,7 @@ VARIANTS = {
 class RegressionTasks:
     """Random fingerprint regression tasks shaped like ChEMBL assays (50 + 100 compounds)."""
 
-    def sample(self, rng: np.random.Generator) -> Episode:
+    def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:
         x = torch.from_numpy((rng.random((150, 1024)) < 0.05).astype(np.float32))
         y = torch.from_numpy(rng.normal(6.0, 1.0, 150).astype(np.float32))
         return Episode(x[:50], y[:50], x[50:], y[50:])
@@ -114,7 +112,7 @@ def make_trainer(
     samplers: dict[str, TaskSource]
     if config_name == "mini84":
         samplers = dict(image_samplers(84))
-        model = build_model(config, (3, 84, 84)).to(target)
+        model = Conv4(config.task.n_way, 3, config.model.filters, 84).to(target)
         learner = build_learner(config, model, target)
     else:  # raw pIC50 targets give MSEs near 30: the look-ahead step must be small
         config = load_config("glyphs-noisy-ats", [*overrides, "scheduler.ats.lookahead_lr=0.01"])
@@ -122,7 +120,7 @@ def make_trainer(
         model = FingerprintMLP(1024).to(target)
         learner = ANIL(
             model,
-            "mse",
+            Regression(),
             Adaptation(0.01, 5),
             Adaptation(0.01, 5),
             scored="last" if "lite" in variant else "all",
@@ -260,11 +258,7 @@ def pool_child(
     pool, _, _ = sample_tasks(trainer)
     images = torch.cat([torch.cat([e.support_x, e.query_x]) for e in pool])
     targets = torch.cat([torch.cat([e.support_y, e.query_y]) for e in pool])
-    loss_of = (
-        F.cross_entropy
-        if learner.loss_kind == "cross_entropy"
-        else (lambda out, y: F.mse_loss(out.squeeze(-1), y))
-    )
+    loss_of = learner.objective.loss
 
     def raw() -> None:
         loss = loss_of(model(images), targets)

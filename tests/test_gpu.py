@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metasched.config import load_config
-from metasched.learners import ANIL, MAML, Adaptation
+from metasched.learners import ANIL, MAML, Adaptation, Classification
 from metasched.models import Conv4
 from metasched.tasks import Episode
 from metasched.training.trainer import Trainer
@@ -41,7 +41,7 @@ def test_grouped_scoring_on_cuda_matches_the_cpu_loop(kind) -> None:
     for device, batching in (("cpu", "loop"), ("cuda", "grouped")):
         model, episodes = _pool(device)
         learner = kind(
-            model, "cross_entropy", Adaptation(0.1, 3), Adaptation(0.1, 3), batching=batching
+            model, Classification(), Adaptation(0.1, 3), Adaptation(0.1, 3), batching=batching
         )
         stats = learner.measure_pool(learner.parameters(), episodes, keep_graph=False).stats
         outcomes = learner.outcomes(learner.parameters(), episodes)

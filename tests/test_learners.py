@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metasched.learners import ANIL, MAML, Adaptation
+from metasched.learners import ANIL, MAML, Adaptation, Classification
 from metasched.models import Conv4
 from metasched.tasks import Episode
 
@@ -44,7 +44,7 @@ def _higher_gradient(model, episode: Episode, inner_params, lr: float, steps: in
 
 def test_maml_second_order_gradient_matches_higher() -> None:
     model, episode = _tiny_task()
-    learner = MAML(model, "cross_entropy", Adaptation(0.3, 3), Adaptation(0.3, 3))
+    learner = MAML(model, Classification(), Adaptation(0.3, 3), Adaptation(0.3, 3))
     ours = _meta_gradient(learner, episode)
     theirs = _higher_gradient(model, episode, model.parameters(), 0.3, 3)
     for a, b in zip(ours, theirs):
@@ -53,7 +53,7 @@ def test_maml_second_order_gradient_matches_higher() -> None:
 
 def test_anil_gradient_matches_higher_with_a_head_only_inner_loop() -> None:
     model, episode = _tiny_task(1)
-    learner = ANIL(model, "cross_entropy", Adaptation(0.5, 4), Adaptation(0.5, 4))
+    learner = ANIL(model, Classification(), Adaptation(0.5, 4), Adaptation(0.5, 4))
     ours = _meta_gradient(learner, episode)
     theirs = _higher_gradient(model, episode, model.head.parameters(), 0.5, 4)
     for a, b in zip(ours, theirs):
@@ -63,7 +63,7 @@ def test_anil_gradient_matches_higher_with_a_head_only_inner_loop() -> None:
 @pytest.mark.parametrize("kind", [MAML, ANIL])
 def test_second_order_gradient_matches_finite_differences(kind) -> None:
     model, episode = _tiny_task(2)
-    learner = kind(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    learner = kind(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
     gradient = _meta_gradient(learner, episode)
     direction = [torch.randn_like(p) for p in params.values()]
@@ -81,7 +81,9 @@ def test_second_order_gradient_matches_finite_differences(kind) -> None:
 
 def test_first_order_maml_is_the_query_gradient_at_the_adapted_weights() -> None:
     model, episode = _tiny_task(3)
-    learner = MAML(model, "cross_entropy", Adaptation(0.3, 2), Adaptation(0.3, 2), first_order=True)
+    learner = MAML(
+        model, Classification(), Adaptation(0.3, 2), Adaptation(0.3, 2), first_order=True
+    )
     ours = _meta_gradient(learner, episode)
     adapted = copy.deepcopy(model)
     optimiser = torch.optim.SGD(adapted.parameters(), lr=0.3)
@@ -94,18 +96,18 @@ def test_first_order_maml_is_the_query_gradient_at_the_adapted_weights() -> None
     for a, p in zip(ours, adapted.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-7, atol=1e-10)
     second = _meta_gradient(
-        MAML(model, "cross_entropy", Adaptation(0.3, 2), Adaptation(0.3, 2)), episode
+        MAML(model, Classification(), Adaptation(0.3, 2), Adaptation(0.3, 2)), episode
     )
     assert any(not torch.allclose(a, b) for a, b in zip(ours, second))
 
 
 def test_evaluation_adapts_without_a_meta_graph() -> None:
     model, episode = _tiny_task(4)
-    learner = MAML(model, "cross_entropy", Adaptation(0.3, 1), Adaptation(0.5, 5))
+    learner = MAML(model, Classification(), Adaptation(0.3, 1), Adaptation(0.5, 5))
     before = learner.evaluate(learner.parameters(), episode)
     assert not before.loss.requires_grad and all(p.grad is None for p in model.parameters())
     # More inner steps on the support lower the support loss: evaluation really adapts.
-    no_steps = MAML(model, "cross_entropy", Adaptation(0.3, 1), Adaptation(0.5, 0))
+    no_steps = MAML(model, Classification(), Adaptation(0.3, 1), Adaptation(0.5, 0))
     support_only = Episode(
         episode.support_x, episode.support_y, episode.support_x, episode.support_y
     )

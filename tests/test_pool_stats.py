@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metasched.learners import ANIL, MAML, Adaptation
+from metasched.learners import ANIL, MAML, Adaptation, Classification
 from metasched.models import Conv4
 from metasched.tasks import Episode
 from metasched.training.gradients import CandidateGradients
@@ -63,7 +63,7 @@ def _direct_stats(model: Conv4, episode: Episode, head_only: bool, lr: float, st
 @pytest.mark.parametrize("keep_graph", [False, True])
 def test_pool_stats_match_a_direct_computation(kind, keep_graph: bool) -> None:
     model, episodes = _tiny_pool()
-    learner = kind(model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3))
+    learner = kind(model, Classification(), Adaptation(0.4, 3), Adaptation(0.4, 3))
     layers = learner.scored_layers()
     assert len(layers) == 10  # 4 convs and the head, weight and bias each
     # Batch norm subtracts a conv's bias again: its gradient is zero up to round-off.
@@ -91,7 +91,7 @@ def test_pool_stats_match_a_direct_computation(kind, keep_graph: bool) -> None:
 @pytest.mark.parametrize("kind", [ANIL, MAML])
 def test_losses_only_measurement_equals_the_full_one(kind) -> None:
     model, episodes = _tiny_pool(5)
-    learner = kind(model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3))
+    learner = kind(model, Classification(), Adaptation(0.4, 3), Adaptation(0.4, 3))
     params = learner.parameters()
     full = learner.measure_pool(params, episodes, keep_graph=False)
     for keep_graph in (False, True):
@@ -104,7 +104,7 @@ def test_losses_only_measurement_equals_the_full_one(kind) -> None:
 
 def test_two_step_parameters_and_one_step_loss_match_torch_optim() -> None:
     model, episodes = _tiny_pool(6)
-    learner = ANIL(model, "cross_entropy", Adaptation(0.3, 5), Adaptation(0.3, 5))
+    learner = ANIL(model, Classification(), Adaptation(0.3, 5), Adaptation(0.3, 5))
     episode = episodes[0]
     two = learner.two_step_parameters(learner.parameters(), episode)
     net = copy.deepcopy(model)
@@ -128,7 +128,7 @@ def test_two_step_parameters_and_one_step_loss_match_torch_optim() -> None:
 
 def test_query_confusion_rows_are_class_distributions() -> None:
     model, episodes = _tiny_pool(7)
-    learner = ANIL(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    learner = ANIL(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     confusion = learner.query_confusion(learner.parameters(), episodes[0])
     assert confusion.shape == (3, 3)
     torch.testing.assert_close(confusion.sum(1), torch.ones(3, dtype=confusion.dtype))
@@ -140,7 +140,7 @@ def test_query_confusion_rows_are_class_distributions() -> None:
 @pytest.mark.parametrize("kind", [ANIL, MAML])
 def test_kept_graphs_give_the_training_meta_gradient(kind) -> None:
     model, episodes = _tiny_pool(1)
-    learner = kind(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    learner = kind(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
     measured = learner.measure_pool(params, episodes, keep_graph=True)
     reused = torch.autograd.grad(measured.losses[2], list(params.values()))
@@ -161,9 +161,9 @@ def _same_shape_pool(seed: int = 2) -> tuple[Conv4, list[Episode]]:
 @pytest.mark.parametrize("kind", [ANIL, MAML])
 def test_grouped_pool_stats_equal_the_loop_to_1e_5(kind) -> None:
     model, episodes = _same_shape_pool()
-    loop = kind(model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3), batching="loop")
+    loop = kind(model, Classification(), Adaptation(0.4, 3), Adaptation(0.4, 3), batching="loop")
     grouped = kind(
-        model, "cross_entropy", Adaptation(0.4, 3), Adaptation(0.4, 3), batching="grouped"
+        model, Classification(), Adaptation(0.4, 3), Adaptation(0.4, 3), batching="grouped"
     )
     a = loop.measure_pool(loop.parameters(), episodes, keep_graph=False)
     b = grouped.measure_pool(grouped.parameters(), episodes, keep_graph=False)
@@ -182,7 +182,7 @@ def test_grouped_meta_gradient_equals_the_loop(kind, first_order: bool) -> None:
     for batching in ("loop", "grouped"):
         learner = kind(
             model,
-            "cross_entropy",
+            Classification(),
             Adaptation(0.4, 2),
             Adaptation(0.4, 2),
             first_order,
@@ -201,7 +201,7 @@ def test_candidate_gradients_are_computed_once_and_equal_recomputation(kind) -> 
     """The look-ahead and the meta-update share candidates' gradients from the kept graphs;
     their means equal recomputing the chosen candidates from scratch, repeats included."""
     model, episodes = _tiny_pool(4)
-    learner = kind(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    learner = kind(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
     kept = CandidateGradients(
         learner, params, episodes, learner.measure_pool(params, episodes, keep_graph=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metasched.learners import ANIL, Adaptation
+from metasched.learners import ANIL, Adaptation, Classification
 from metasched.training.gradients import CandidateGradients
 from metasched.training.services import LoopServices
 
@@ -26,7 +26,7 @@ class FixedTasks:
 
 def _services(reward_episodes, contexts=None):
     model, episodes = _tiny_pool(8)
-    learner = ANIL(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    learner = ANIL(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
     gradients = CandidateGradients(learner, params, episodes, None)
     services = LoopServices(
@@ -64,7 +64,7 @@ def test_the_paired_lookahead_value_is_the_change_in_reward_task_loss() -> None:
 def test_lookahead_losses_start_from_each_candidates_two_step_parameters() -> None:
     _, reward_episodes = _tiny_pool(10)
     model, episodes = _tiny_pool(8)
-    learner = ANIL(model, "cross_entropy", Adaptation(0.4, 2), Adaptation(0.4, 2))
+    learner = ANIL(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     contexts = torch.stack([learner.two_step_parameters(learner.parameters(), e) for e in episodes])
     _, _, _, services = _services(reward_episodes[:3], contexts)
     losses = services.lookahead_losses(np.array([2, 0]), 3, "reward")

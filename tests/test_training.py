@@ -40,6 +40,44 @@ def test_tiny_run_learns_well_above_chance(tmp_path, glyphs) -> None:
         assert (tmp_path / "run" / name).exists()
 
 
+def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs) -> None:
+    from PIL import Image
+
+    from metasched.cli import main
+    from metasched.tasks import Episode
+    from metasched.training.checkpoint import load_checkpoint
+
+    config = load_config("glyphs-5w1s", tiny_overrides(**{"train.iterations": 10}))
+    run = tmp_path / "run"
+    Trainer.create(config, run).fit(progress=False)
+    pool = glyphs.test
+    support, query = tmp_path / "support", tmp_path / "query"
+    for c in range(5):  # 5 classes, 2 support images each; the query: the third of each
+        (support / f"glyph{c}").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(pool.class_images(c)[i, 0]).save(support / f"glyph{c}" / f"{i}.png")
+        query.mkdir(exist_ok=True)
+        Image.fromarray(pool.class_images(c)[2, 0]).save(query / f"q{c}.png")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run), "--support", str(support), "--query", str(query),
+                 "--out", str(out)]) == 0  # fmt: skip
+    rows = [line.split(",") for line in out.read_text().splitlines()]
+    assert rows[0] == ["image", "predicted_class", "probability"] and len(rows) == 6
+    trainer = Trainer.resume(run)
+    trainer.parts.model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    learner = trainer.parts.learner
+    images = [pool.class_images(c)[:3] for c in range(5)]
+    as_float = [torch.from_numpy(x).float() / 255 for x in images]
+    episode = Episode(
+        torch.cat([x[:2] for x in as_float]),
+        torch.arange(5).repeat_interleave(2),
+        torch.stack([x[2] for x in as_float]),
+        torch.arange(5),
+    )
+    expected = learner.predict(learner.parameters(), episode).argmax(-1)
+    assert [row[1] for row in rows[1:]] == [f"glyph{int(c)}" for c in expected]
+
+
 # Settings that make each scheduler's own machinery run within a few tiny iterations.
 SCHEDULER_EXTRAS = {
     "ats": {"scheduler.ats.warmup": 6},

@@ -1,4 +1,4 @@
-"""The ``metasched`` command: train, evaluate, data."""
+"""The ``metasched`` command: train, evaluate, baseline, demo, compare, report, data."""
 
 from __future__ import annotations
 
@@ -17,16 +17,46 @@ def _run_dir(preset: str, given: str | None) -> Path:
     return Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _print_summary(summary: dict, metric: str = "accuracy") -> None:
-    for name in ("best", "final"):
-        entry = summary[name]
-        label = "best on validation" if name == "best" else "final"
+def _print_summary(summary: dict) -> None:
+    from metasched.training.evaluation import format_score
+
+    name, percent = summary.get("score_name", "accuracy"), summary.get("score_percent", True)
+    for checkpoint in ("best", "final"):
+        entry = summary[checkpoint]
+        label = "best on validation" if checkpoint == "best" else "final"
         print(
-            f"test {metric} ({label}, iteration {entry['iteration']}):"
-            f" {100 * entry['score']:.2f} ± {100 * entry['ci95']:.2f}%"
+            f"test {_score_label(name)} ({label}, iteration {entry['iteration']}):"
+            f" {format_score(entry['score'], entry['ci95'], percent)}"
             f" (95% CI over {summary['test_tasks']} tasks)"
         )
+        if "metrics" in entry:
+            print(f"  {_metrics_line(entry['metrics'])}")
     print(f"run directory: {summary['run_dir']}")
+
+
+def _score_label(name: str) -> str:
+    """How a score is named in print: ``accuracy``, ``pearson R²``."""
+    return {"pearson_r2": "pearson R²"}.get(name, name)
+
+
+def _metrics_line(metrics: dict) -> str:
+    """Regression metrics in one line: medians, the R² > 0.3 counts, out-of-sample R², RMSE."""
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    parts = []
+    r2 = metrics.get("pearson_r2")
+    if r2:
+        parts.append(
+            f"pearson R² median {number(r2['median'])}, > 0.3 in {r2['tasks_above_0.3']} tasks"
+            f" ({r2['assays_above_0.3']} of {r2['assays']} assays by their mean)"
+        )
+    for key, label in (("oos_r2", "out-of-sample R²"), ("rmse", "RMSE")):
+        if key in metrics:
+            entry = metrics[key]
+            parts.append(f"{label} {number(entry['mean'])} (median {number(entry['median'])})")
+    return "; ".join(parts)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -52,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from metasched.config import config_from_dict
     from metasched.training.checkpoint import load_checkpoint
     from metasched.training.components import STREAMS, build_components
-    from metasched.training.evaluation import evaluate
+    from metasched.training.evaluation import evaluate, format_score
 
     target = Path(args.target)
     path = target / "best.pt" if target.is_dir() else target
@@ -73,9 +103,41 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         parts.device,
         f"{args.split} tasks",
     )
+    objective = parts.learner.objective
     print(
-        f"{args.split} accuracy of {path} (iteration {payload['iteration']}):"
-        f" {result.percent()} (95% CI over {num_tasks} tasks)"
+        f"{args.split} {_score_label(objective.score_name)} of {path} (iteration"
+        f" {payload['iteration']}): {format_score(result.mean, result.ci95, objective.percent)}"
+        f" (95% CI over {num_tasks} tasks)"
+    )
+    if result.metrics:
+        print(f"  {_metrics_line(result.metric_summary())}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import csv
+
+    from metasched.config import config_from_dict
+    from metasched.training.checkpoint import load_checkpoint
+    from metasched.training.components import build_learner
+    from metasched.training.domains import domain_of
+
+    target = Path(args.run)
+    path = target / "best.pt" if target.is_dir() else target
+    payload = load_checkpoint(path)
+    config = config_from_dict(payload["config"], args.set)
+    domain = domain_of(config)
+    model = domain.model(config)
+    model.load_state_dict(payload["model"])
+    learner = build_learner(config, model, model_device := next(model.parameters()).device)
+    task = domain.new_task(config, Path(args.support), Path(args.query))
+    predictions = learner.predict(learner.parameters(), task.episode.to(model_device))
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        csv.writer(handle).writerows(domain.prediction_rows(predictions.cpu(), task))
+    tmp.replace(out)
+    print(
+        f"{len(task.query_names)} predictions from {path} (iteration {payload['iteration']}): {out}"
     )
 
 
@@ -109,6 +171,40 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(table)
     for path in files:
         print(f"wrote {path}")
+
+
+def cmd_baseline(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+    import yaml
+
+    from metasched.config import load_config
+    from metasched.data.registry import ASSAYS, DATASETS, load_dataset
+    from metasched.learners.forest import RandomForestBaseline
+    from metasched.training.components import STREAMS
+    from metasched.training.domains import domain_of
+    from metasched.training.evaluation import evaluate, write_test_results
+
+    config = load_config(args.config, args.set)
+    if DATASETS[config.data.name].domain != ASSAYS:
+        raise MetaschedError(
+            f"the random forest baseline fits assay data; data.name={config.data.name} is images"
+        )
+    domain = domain_of(config)
+    tests = domain.samplers(config, load_dataset(config.data))["test"]
+    forest = RandomForestBaseline(domain.objective, args.trees, seed=config.seed)
+    run_dir = _run_dir(f"forest-{Path(args.config).stem}", args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    start = time.perf_counter()
+    rng = np.random.default_rng([config.seed, STREAMS["test"]])
+    num_tasks = config.train.test_tasks
+    result = evaluate(forest, {}, tests, num_tasks, rng, torch.device("cpu"), "test tasks")
+    timing = {"train_seconds": 0.0, "test_seconds": time.perf_counter() - start}
+    extra = {**timing, "baseline": f"random forest, {args.trees} trees, per task"}
+    results = {"final": (0, result), "best": (0, result)}
+    summary = write_test_results(run_dir, results, domain.objective, extra)
+    _print_summary(summary)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -194,6 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    predict = commands.add_parser(
+        "predict", help="adapt a trained run to your own task and predict its query"
+    )
+    predict.add_argument("run", metavar="RUN_DIR_OR_CHECKPOINT")
+    predict.add_argument(
+        "--support",
+        required=True,
+        help="assays: CSV of measured compounds (smiles, value); images: a folder of class folders",
+    )
+    predict.add_argument(
+        "--query", required=True, help="assays: CSV with a smiles column; images: image folder"
+    )
+    predict.add_argument("--out", required=True, help="the predictions CSV to write")
+    predict.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.csv.value=pIC50"
+    )
+    predict.set_defaults(handler=cmd_predict)
+
     demo = commands.add_parser("demo", help="uniform vs ATS on noisy glyphs, in a few minutes")
     demo.add_argument("--out", default="runs/demo", help="output directory (replaced)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -223,6 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     compare.add_argument("--threads", type=int, default=1, help="torch threads per run")
     compare.set_defaults(handler=cmd_compare)
+
+    baseline = commands.add_parser(
+        "baseline", help="a non-meta baseline on a config's test tasks (assays: random forest)"
+    )
+    baseline.add_argument("kind", choices=["forest"], help="forest: one random forest per task")
+    baseline.add_argument("--config", required=True, help="preset name or YAML file")
+    baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    baseline.add_argument(
+        "--run-dir", help="output directory (default: runs/forest-<preset>-<time>)"
+    )
+    baseline.add_argument("--trees", type=int, default=100, help="trees per forest (100)")
+    baseline.set_defaults(handler=cmd_baseline)
 
     report = commands.add_parser("report", help="plots and a results table from run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

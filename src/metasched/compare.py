@@ -347,6 +347,7 @@ class Row:
     skewed_trained: list[float]
     minutes: list[float]
     reward_tasks: list[int]
+    oos_r2: list[float]
 
     @property
     def mean(self) -> float:
@@ -365,8 +366,20 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
+    """Every method's row; scores are in percent when ``percent`` (accuracy), else plain."""
+
     rows: list[Row]
     warm_start: tuple[float, float] | None
+    score_name: str = "accuracy"
+    percent: bool = True
+
+    @property
+    def label(self) -> str:
+        return {"pearson_r2": "pearson R²"}.get(self.score_name, self.score_name)
+
+    def number(self, value: float) -> str:
+        """A score as the table prints it: ``95.12%`` or ``0.312``."""
+        return f"{value:.2f}%" if self.percent else f"{value:.3f}"
 
     def row(self, method: str) -> Row | None:
         return next((r for r in self.rows if r.method == method), None)
@@ -384,6 +397,16 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
     from metasched.training.metrics import read_metrics
 
     rows = []
+    names = {
+        (s.get("score_name", "accuracy"), s.get("score_percent", True))
+        for j in jobs
+        if (j.run_dir / "summary.json").is_file()
+        for s in [json.loads((j.run_dir / "summary.json").read_text())]
+    }
+    if len(names) > 1:
+        raise MetaschedError(f"the runs mix scores {sorted(names)}; compare one domain at a time")
+    score_name, percent = names.pop() if names else ("accuracy", True)
+    scale = 100.0 if percent else 1.0
     for method in dict.fromkeys(j.method for j in jobs):
         mine = [j for j in jobs if j.method == method]
         values: dict[str, list[Any]] = {k: [] for k in Row.__dataclass_fields__ if k != "method"}
@@ -397,9 +420,11 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             ]
             train = [r for r in records if r.get("phase") == "train"]
             values["seeds"].append(job.seed)
-            values["best"].append(100 * summary["best"]["score"])
-            values["best_ci"].append(100 * summary["best"]["ci95"])
-            values["final"].append(100 * summary["final"]["score"])
+            values["best"].append(scale * summary["best"]["score"])
+            values["best_ci"].append(scale * summary["best"]["ci95"])
+            values["final"].append(scale * summary["final"]["score"])
+            oos = summary["best"].get("metrics", {}).get("oos_r2", {}).get("mean")
+            values["oos_r2"].append(math.nan if oos is None else oos)
             values["noisy_trained"].append(float(np.mean([r["noisy"] for r in train])))
             skew = [r["skewed"] for r in train if "skewed" in r]
             values["skewed_trained"].append(float(np.mean(skew)) if skew else math.nan)
@@ -413,37 +438,43 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
     warm = None
     if pretrain_dir is not None and (pretrain_dir / "summary.json").is_file():
         best = json.loads((pretrain_dir / "summary.json").read_text())["best"]
-        warm = (100 * best["score"], 100 * best["ci95"])
-    return Table(rows, warm)
-
-
-COLUMNS = (
-    "method",
-    "test accuracy, mean ± 95% CI over seeds",
-    "per seed (± 600-task CI)",
-    "final",
-    "gap recovered",
-    "noisy (skewed) share trained",
-    "wall time per run",
-)
+        warm = (scale * best["score"], scale * best["ci95"])
+    return Table(rows, warm, score_name, percent)
 
 
 def render_markdown(table: Table) -> str:
-    """The results as a Markdown table (accuracies of the best-on-validation checkpoints)."""
+    """The results as a Markdown table (scores of the best-on-validation checkpoints)."""
     lines = []
+    digits, unit = (2, "%") if table.percent else (3, "")
     if table.warm_start:
-        lines += [f"warm start: {table.warm_start[0]:.2f} ± {table.warm_start[1]:.2f}%", ""]
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        start, interval = table.warm_start
+        lines += [f"warm start: {start:.{digits}f} ± {interval:.{digits}f}{unit}", ""]
+    regression = any(math.isfinite(v) for r in table.rows for v in r.oos_r2)
+    columns = [
+        "method",
+        f"test {table.label}, mean ± 95% CI over seeds",
+        "per seed (± task CI)",
+        "final",
+        *(["out-of-sample R²"] if regression else []),
+        "gap recovered",
+        "noisy (skewed) share trained",
+        "wall time per run",
+    ]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in table.rows:
-        interval = f" ± {row.half_width:.2f}" if math.isfinite(row.half_width) else ""
-        per_seed = ", ".join(f"{b:.1f} ± {c:.1f}" for b, c in zip(row.best, row.best_ci))
+        width = f" ± {row.half_width:.{digits}f}" if math.isfinite(row.half_width) else ""
+        short = digits - 1
+        per_seed = ", ".join(
+            f"{b:.{short}f} ± {c:.{short}f}" for b, c in zip(row.best, row.best_ci)
+        )
         gap = table.gap(row)
         skewed = float(np.mean(row.skewed_trained))
         cells = [
             row.method,
-            f"{row.mean:.2f}{interval}% ({len(row.best)})",
+            f"{row.mean:.{digits}f}{width}{unit} ({len(row.best)})",
             per_seed,
-            f"{np.mean(row.final):.2f}%",
+            table.number(float(np.mean(row.final))),
+            *([f"{np.nanmean(row.oos_r2):.3f}"] if regression else []),
             f"{100 * gap:.0f}%" if math.isfinite(gap) else "",
             f"{np.mean(row.noisy_trained):.3f}"
             + (f" (skewed {skewed:.3f})" if math.isfinite(skewed) else ""),
@@ -513,11 +544,13 @@ def plot(table: Table, path: Path) -> Path:
     if table.warm_start:
         left.axvline(table.warm_start[0], color="grey", linestyle="--", label="warm start")
         left.legend(loc="lower right")
-    low = min(min(r.best) for r in rows) if rows else 0
-    left.set_xlim(max(0, low - 5), 100)
+    if table.percent:
+        low = min(min(r.best) for r in rows) if rows else 0
+        left.set_xlim(max(0, low - 5), 100)
     left.set_yticks(y, [r.method for r in rows])
     left.invert_yaxis()
-    left.set_xlabel("test accuracy (%), best on validation")
+    unit = " (%)" if table.percent else ""
+    left.set_xlabel(f"test {table.label}{unit}, best on validation")
     right.barh(y, [np.mean(r.minutes) for r in rows], color="#fdae6b")
     right.set_xlabel("wall time per run (min)")
     fig.tight_layout()

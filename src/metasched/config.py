@@ -22,6 +22,31 @@ REWARD_SPLITS = ("val-reward", "val", "train-16")
 
 
 @dataclass(frozen=True)
+class AssayTaskConfig:
+    """Regression episodes from assays (molecular data sets): one assay is one task.
+
+    ``support`` compounds form the support set and up to ``query_cap`` of the assay's other
+    compounds the query; assays with fewer than ``support + min_query`` are left out.
+    ``source_split: flags`` takes the support from the source's own training rows and the
+    query from its test rows (pQSAR's TRN/TST) instead of random draws. ``standardise``
+    shifts and scales targets by the support's mean and standard deviation (metrics are
+    reported on the original scale). A fraction ``task.noise_ratio`` of the training tasks
+    get N(0, ``noise_std``²) noise on their support targets. ``train_assays`` limits the
+    training assays (a count, or a list of assay ids) and ``assay_types`` keeps only assays of
+    those types (FS-Mol: B binding, F functional, A ADME, ...).
+    """
+
+    support: int = 16
+    query_cap: int = 256
+    min_query: int = 16
+    source_split: str = "random"
+    standardise: bool = False
+    noise_std: float = 0.0
+    train_assays: int | list[str] | None = None
+    assay_types: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     """Episodes: N-way K-shot with Q query images per class; training-task label noise.
 
@@ -33,7 +58,9 @@ class TaskConfig:
     the half that selects checkpoints), ``val`` (all of meta-validation, shared with checkpoint
     selection) or ``train-16`` (training classes 0..15, as the reference code).
     ``skew_fraction`` of the training tasks draw their classes from a fixed subset of
-    ``skew_classes`` classes (a skewed task distribution: those tasks recur).
+    ``skew_classes`` classes (a skewed task distribution: those tasks recur). ``assays``
+    configures regression episodes on molecular data sets (:class:`AssayTaskConfig`);
+    ``noise_ratio`` and ``reward_split`` serve both domains.
     """
 
     n_way: int = 5
@@ -46,6 +73,7 @@ class TaskConfig:
     reward_split: str = "val-reward"
     skew_fraction: float = 0.0
     skew_classes: int = 10
+    assays: AssayTaskConfig = field(default_factory=AssayTaskConfig)
 
 
 @dataclass(frozen=True)
@@ -190,6 +218,7 @@ def check_config(config: Config) -> None:
         config.model.name in ("conv4", "mlp"),
         f"unknown model.name={config.model.name!r}; use conv4 or mlp",
     )
+    check_domain(config)
     _require(config.model.filters >= 1, "model.filters must be positive")
     _require(
         learner.algorithm in ("maml", "anil"),
@@ -246,6 +275,35 @@ def check_config(config: Config) -> None:
         f"scheduler.pool_size={pool} is"
         f" smaller than train.meta_batch_size={train.meta_batch_size}; raise it",
     )
+
+
+def check_domain(config: Config) -> None:
+    """Settings that must fit the data set's domain (images or assays)."""
+    domain = DATASETS[config.data.name].domain
+    model = {"images": "conv4", "assays": "mlp"}[domain]
+    _require(
+        config.model.name == model,
+        f"model.name={config.model.name} does not fit {domain} (data.name={config.data.name});"
+        f" use model.name={model}",
+    )
+    if domain != "assays":
+        return
+    assays = config.task.assays
+    _require(
+        config.task.reward_split != "train-16",
+        "task.reward_split=train-16 copies the image reference; for assays use val-reward or val",
+    )
+    for key in ("support", "min_query", "query_cap"):
+        _require(getattr(assays, key) >= 1, f"task.assays.{key} must be at least 1")
+    _require(
+        assays.query_cap >= assays.min_query,
+        "task.assays.query_cap must be at least task.assays.min_query",
+    )
+    _require(
+        assays.source_split in ("random", "flags"),
+        f"task.assays.source_split={assays.source_split!r}; use random or flags",
+    )
+    _require(assays.noise_std >= 0, f"task.assays.noise_std must be >= 0, got {assays.noise_std}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from metasched.data.registry import ASSAYS, DATASETS
 from metasched.errors import MetaschedError
+from metasched.training.evaluation import format_score
 from metasched.training.metrics import read_metrics
 
 
@@ -61,7 +63,20 @@ def _series(run: RunRecords, kind: str, key: str) -> tuple[np.ndarray, np.ndarra
     return x, y
 
 
-def plot_accuracy(runs: list[RunRecords], path: Path) -> None:
+def score_of(runs: list[RunRecords]) -> tuple[str, bool]:
+    """The runs' score, as printed (``accuracy``, ``pearson R²``), and whether in percent."""
+    for run in runs:
+        if run.summary is not None:
+            name = run.summary.get("score_name", "accuracy")
+            return {"pearson_r2": "pearson R²"}.get(name, name), run.summary.get(
+                "score_percent", True
+            )
+    name = runs[0].config.get("data", {}).get("name") if runs else None
+    entry = DATASETS.get(str(name))
+    return ("pearson R²", False) if entry and entry.domain == ASSAYS else ("accuracy", True)
+
+
+def plot_scores(runs: list[RunRecords], path: Path, label: str) -> None:
     """Training query score (smoothed) and validation score against iterations."""
     import matplotlib
 
@@ -74,8 +89,8 @@ def plot_accuracy(runs: list[RunRecords], path: Path) -> None:
         left.plot(x, smooth(y, 25), label=run.name)
         x, y = _series(run, "val", "score")
         right.plot(x, y, marker="o", markersize=3, label=run.name)
-    left.set(title="training tasks: query accuracy after adaptation", xlabel="meta-updates")
-    right.set(title="validation tasks: accuracy", xlabel="meta-updates")
+    left.set(title=f"training tasks: query {label} after adaptation", xlabel="meta-updates")
+    right.set(title=f"validation tasks: {label}", xlabel="meta-updates")
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -118,9 +133,10 @@ def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
 
 
 def results_table(runs: list[RunRecords]) -> str:
-    """A Markdown table of each run's test accuracy (best on validation, and final)."""
+    """A Markdown table of each run's test score (best on validation, and final)."""
+    label, percent = score_of(runs)
     lines = [
-        "| run | scheduler | test accuracy (best on val) | test accuracy (final) |",
+        f"| run | scheduler | test {label} (best on val) | test {label} (final) |",
         "|---|---|---|---|",
     ]
     for run in runs:
@@ -129,7 +145,7 @@ def results_table(runs: list[RunRecords]) -> str:
             lines.append(f"| {run.name} | {scheduler} | (not finished) | |")
             continue
         cells = [
-            f"{100 * run.summary[k]['score']:.2f} ± {100 * run.summary[k]['ci95']:.2f}%"
+            format_score(run.summary[k]["score"], run.summary[k]["ci95"], percent)
             for k in ("best", "final")
         ]
         lines.append(f"| {run.name} | {scheduler} | {cells[0]} | {cells[1]} |")
@@ -140,8 +156,9 @@ def write_report(run_dirs: list[Path], out: Path) -> tuple[str, list[Path]]:
     """Draws the plots into ``out``; returns the results table and the plot paths."""
     runs = [load_run(d) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
-    plots = [out / "accuracy.png"]
-    plot_accuracy(runs, plots[0])
+    label, percent = score_of(runs)
+    plots = [out / ("accuracy.png" if percent else "score.png")]
+    plot_scores(runs, plots[0], label)
     scheduled = [r for r in runs if any(t.get("p_clean") is not None for t in r.train)]
     if scheduled:
         plots.append(out / "scheduler.png")

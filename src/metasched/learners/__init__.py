@@ -3,5 +3,18 @@
 from metasched.learners.anil import ANIL
 from metasched.learners.base import Adaptation, MetaLearner, Params, TaskOutcome, sgd_steps
 from metasched.learners.maml import MAML
+from metasched.learners.objectives import OBJECTIVES, Classification, Objective, Regression
 
-__all__ = ["ANIL", "MAML", "Adaptation", "MetaLearner", "Params", "TaskOutcome", "sgd_steps"]
+__all__ = [
+    "ANIL",
+    "MAML",
+    "OBJECTIVES",
+    "Adaptation",
+    "Classification",
+    "MetaLearner",
+    "Objective",
+    "Params",
+    "Regression",
+    "TaskOutcome",
+    "sgd_steps",
+]

@@ -84,7 +84,7 @@ class ANIL(MetaLearner):
         )
         logits = F.linear(query_features, adapted["weight"], adapted["bias"])
         loss = self.loss_fn(logits, episode.query_y)
-        score = self.score(logits.detach(), episode.query_y)
+        score = self.objective.score(logits.detach(), episode.query_y)
         return TaskMeasurement(loss if keep_graph else loss.detach(), score, *norms)
 
     def grouped_adapt(
@@ -104,7 +104,7 @@ class ANIL(MetaLearner):
             logits = torch.baddbmm(
                 fast["bias"].unsqueeze(1), features, fast["weight"].transpose(1, 2)
             )
-            return self.per_task_loss(logits, support_y).sum()
+            return self.objective.losses(logits, support_y).sum()
 
         head = sgd_steps(support_loss, head, adaptation, create_graph)
         return lambda x: torch.baddbmm(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metasched.errors import MetaschedError
+from metasched.learners.objectives import Objective
 from metasched.models.layout import keep_nchw
 from metasched.models.norm import TaskBatchNorm, cancelled_parameters
 from metasched.stats import PoolStats
@@ -50,7 +51,7 @@ class PoolMeasurements:
     ``losses[i]`` is candidate i's query loss after adaptation, still differentiable w.r.t.
     θ0, so a look-ahead step or the meta-update on chosen candidates can reuse the pool's
     forward passes instead of recomputing them. ``scores`` are the candidates' adapted query
-    scores (accuracy, or -MSE).
+    scores (the objective's score: accuracy, or squared Pearson correlation).
     """
 
     stats: PoolStats
@@ -71,19 +72,12 @@ class TaskMeasurement:
 
 @dataclass(frozen=True)
 class TaskOutcome:
-    """A task's query loss after adaptation and its score (accuracy, or -MSE for regression)."""
+    """A task's query loss after adaptation, its score (the objective's: accuracy, or squared
+    Pearson correlation) and, from :meth:`MetaLearner.evaluate`, the objective's metrics."""
 
     loss: torch.Tensor
     score: torch.Tensor
-
-
-def task_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy for classification, mean squared error for regression."""
-    if kind == "cross_entropy":
-        return F.cross_entropy
-    if kind == "mse":
-        return lambda predictions, targets: F.mse_loss(predictions.squeeze(-1), targets.float())
-    raise MetaschedError(f"unknown loss {kind!r}; use cross_entropy or mse")
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class MetaLearner(ABC):
@@ -95,7 +89,7 @@ class MetaLearner(ABC):
 
     Args:
         model: the network whose parameters are meta-learned.
-        loss: ``"cross_entropy"`` or ``"mse"``.
+        objective: the loss, score and metrics (:mod:`metasched.learners.objectives`).
         train: inner-loop settings during meta-training.
         eval: inner-loop settings at validation and test time.
         first_order: drop second-order terms from the meta-gradient.
@@ -110,7 +104,7 @@ class MetaLearner(ABC):
     def __init__(
         self,
         model: nn.Module,
-        loss: str,
+        objective: Objective,
         train: Adaptation,
         eval: Adaptation,
         first_order: bool = False,
@@ -124,8 +118,8 @@ class MetaLearner(ABC):
         self.model = model
         self.scored = scored
         self.batching = batching
-        self.loss_kind = loss
-        self.loss_fn = task_loss(loss)
+        self.objective = objective
+        self.loss_fn = objective.loss
         self.train_adaptation = train
         self.eval_adaptation = eval
         self.first_order = first_order
@@ -225,8 +219,8 @@ class MetaLearner(ABC):
             shared, batch.support_x, batch.support_y, self.train_adaptation, not self.first_order
         )
         predictions = predict(batch.query_x)
-        losses = self.per_task_loss(predictions, batch.query_y)
-        scores = self.per_task_score(predictions.detach(), batch.query_y)
+        losses = self.objective.losses(predictions, batch.query_y)
+        scores = self.objective.scores(predictions.detach(), batch.query_y)
         return [TaskOutcome(loss, score) for loss, score in zip(losses, scores)]
 
     def measure_pool_grouped(self, params: Params, batch: EpisodeBatch) -> PoolMeasurements:
@@ -242,10 +236,10 @@ class MetaLearner(ABC):
             }
             for _ in range(2)
         ]
-        support_loss = self.per_task_loss(
+        support_loss = self.objective.losses(
             self.grouped_forward(copies[0], batch.support_x), batch.support_y
         )
-        query_loss = self.per_task_loss(
+        query_loss = self.objective.losses(
             self.grouped_forward(copies[1], batch.query_x), batch.query_y
         )
         grads = torch.autograd.grad(
@@ -262,12 +256,12 @@ class MetaLearner(ABC):
         with torch.no_grad():
             predictions = predict(batch.query_x)
         stats = PoolStats(
-            self.per_task_loss(predictions, batch.query_y),
+            self.objective.losses(predictions, batch.query_y),
             torch.stack([g.norm(dim=1) for g in support], dim=1),
             torch.stack([g.norm(dim=1) for g in query], dim=1),
             torch.stack([(a * b).sum(dim=1) for a, b in zip(support, query)], dim=1),
         )
-        return PoolMeasurements(stats, None, self.per_task_score(predictions, batch.query_y))
+        return PoolMeasurements(stats, None, self.objective.scores(predictions, batch.query_y))
 
     def grouped_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """The model on T tasks at once with per-task parameters (leading dimension T)."""
@@ -294,19 +288,6 @@ class MetaLearner(ABC):
         create_graph: bool,
     ) -> Predictor:
         """:meth:`adapt` for T tasks at once; ``params`` carry a leading task dimension."""
-
-    def per_task_loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(T,) losses from (T, N, K) predictions and (T, N) targets."""
-        if self.loss_kind == "cross_entropy":
-            losses = F.cross_entropy(predictions.flatten(0, 1), targets.flatten(), reduction="none")
-            return losses.view(targets.shape).mean(dim=1)
-        return (predictions.squeeze(-1) - targets.float()).pow(2).mean(dim=1)
-
-    def per_task_score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(T,) accuracies, or negative MSEs."""
-        if self.loss_kind == "cross_entropy":
-            return (predictions.argmax(-1) == targets).float().mean(dim=1)
-        return -self.per_task_loss(predictions, targets)
 
     def _grouped(self, episodes: list[Episode]) -> bool:
         return (
@@ -419,10 +400,6 @@ class MetaLearner(ABC):
             counts = one_hot.sum(0).clamp_min(1).unsqueeze(1)
             return one_hot.T @ probabilities / counts
 
-    def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Accuracy for classification, negative mean squared error for regression."""
-        return self.per_task_score(predictions.unsqueeze(0), targets.unsqueeze(0))[0]
-
     def query_outcome(self, params: Params, episode: Episode) -> TaskOutcome:
         """Training: the query loss after adaptation, differentiable w.r.t. ``params``."""
         predict = self.adapt(
@@ -434,12 +411,13 @@ class MetaLearner(ABC):
         )
         predictions = predict(episode.query_x)
         loss = self.loss_fn(predictions, episode.query_y)
-        return TaskOutcome(loss, self.score(predictions.detach(), episode.query_y))
+        return TaskOutcome(loss, self.objective.score(predictions.detach(), episode.query_y))
 
-    def evaluate(
+    def predict(
         self, params: Params, episode: Episode, adaptation: Adaptation | None = None
-    ) -> TaskOutcome:
-        """Evaluation: adapts (with the eval settings unless given) without a meta-graph."""
+    ) -> torch.Tensor:
+        """The query predictions after adapting to the support (the eval settings unless
+        given), without a meta-graph: what a user's new task gets, and what evaluation scores."""
         detached = {name: p.detach() for name, p in params.items()}
         with torch.enable_grad():
             predict = self.adapt(
@@ -450,10 +428,18 @@ class MetaLearner(ABC):
                 create_graph=False,
             )
         with torch.no_grad():
-            predictions = predict(episode.query_x)
-            return TaskOutcome(
-                self.loss_fn(predictions, episode.query_y), self.score(predictions, episode.query_y)
-            )
+            return predict(episode.query_x)
+
+    def evaluate(
+        self, params: Params, episode: Episode, adaptation: Adaptation | None = None
+    ) -> TaskOutcome:
+        """Evaluation: the loss, score and metrics of :meth:`predict`'s query predictions."""
+        predictions = self.predict(params, episode, adaptation)
+        return TaskOutcome(
+            self.loss_fn(predictions, episode.query_y),
+            self.objective.score(predictions, episode.query_y),
+            self.objective.metrics(predictions, episode),
+        )
 
 
 def sgd_steps(

@@ -58,7 +58,7 @@ class MAML(MetaLearner):
             tuple(by_name[n] for n in layers), query_grads, [params[n] for n in layers]
         )
         if steps == 0:
-            score = self.score(initial_predictions.detach(), episode.query_y)
+            score = self.objective.score(initial_predictions.detach(), episode.query_y)
             return TaskMeasurement(query_loss if keep_graph else query_loss.detach(), score, *norms)
         base = params if keep_graph else {n: p.detach() for n, p in params.items()}
         grads = support_grads if second_order else [g.detach() for g in support_grads]
@@ -73,7 +73,9 @@ class MAML(MetaLearner):
         with torch.set_grad_enabled(keep_graph):
             predictions = functional_call(self.model, fast, (episode.query_x,))
             loss = self.loss_fn(predictions, episode.query_y)
-        return TaskMeasurement(loss, self.score(predictions.detach(), episode.query_y), *norms)
+        return TaskMeasurement(
+            loss, self.objective.score(predictions.detach(), episode.query_y), *norms
+        )
 
     def grouped_adapt(
         self,
@@ -84,7 +86,7 @@ class MAML(MetaLearner):
         create_graph: bool,
     ) -> Predictor:
         def support_loss(fast: Params) -> torch.Tensor:
-            return self.per_task_loss(self.grouped_forward(fast, support_x), support_y).sum()
+            return self.objective.losses(self.grouped_forward(fast, support_x), support_y).sum()
 
         fast = sgd_steps(support_loss, params, adaptation, create_graph)
         return lambda x: self.grouped_forward(fast, x)

@@ -22,6 +22,8 @@ class Episode:
         source: where the task came from (class indices of the pool, or an assay index).
         skewed: whether it came from the over-represented part of a skewed task
             distribution (diagnostics only, like ``noisy``).
+        target_shift, target_scale: regression targets were standardised as
+            (y - shift) / scale; predictions * scale + shift are on the original scale.
     """
 
     support_x: torch.Tensor
@@ -32,6 +34,8 @@ class Episode:
     clean_support_y: torch.Tensor | None = None
     source: tuple[int, ...] = ()
     skewed: bool = False
+    target_shift: float = 0.0
+    target_scale: float = 1.0
 
     def to(self, device: torch.device | str) -> Episode:
         """The same episode with its tensors on ``device``."""
@@ -42,7 +46,7 @@ class Episode:
         return replace(self, **move)
 
     @property
-    def num_images(self) -> int:
+    def num_examples(self) -> int:
         return len(self.support_x) + len(self.query_x)
 
 
@@ -77,6 +81,7 @@ class EpisodeBatch:
 class TaskSource(Protocol):
     """Anything that draws episodes from a random generator."""
 
-    def sample(self, rng: np.random.Generator) -> Episode:
-        """Draws one episode."""
+    def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:
+        """Draws one episode; ``index`` is the episode's place in an evaluation, which a source
+        may use to cover its units evenly (each assay in turn)."""
         ...

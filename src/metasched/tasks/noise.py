@@ -1,4 +1,7 @@
-"""Label noise for few-shot tasks: a fraction of the training tasks get corrupted supports.
+"""Noise for few-shot tasks: a fraction of the training tasks get corrupted supports.
+
+Regression tasks (:class:`TargetNoise`) get additive Gaussian noise on their support targets.
+Classification tasks (:class:`LabelNoise`) get wrong support labels:
 
 A noisy task keeps a clean query set; its support is corrupted in one of three ways (``mode``),
 each at ``flip_rate``, the expected fraction of support examples whose label is wrong:
@@ -130,3 +133,25 @@ class LabelNoise:
                 support[label] = np.concatenate([support[label], extra])
                 labels[label] = np.full(k_shot, label)
         return Layout(np.concatenate(support), np.concatenate(labels), np.flatnonzero(~taken))
+
+
+@dataclass(frozen=True)
+class TargetNoise:
+    """Each training task is noisy with probability ``task_ratio``; a noisy task's support
+    targets get independent N(0, ``std``²) noise (the drug reference: every task, std 4 on
+    pIC50). Query targets stay clean."""
+
+    task_ratio: float = 0.0
+    std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.task_ratio <= 1.0:
+            raise MetaschedError(f"task.noise_ratio must lie in [0, 1], got {self.task_ratio}")
+        if not self.std >= 0.0:
+            raise MetaschedError(f"task.assays.noise_std must be >= 0, got {self.std}")
+
+    def draw(self, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """Noisy targets for a noisy task, ``None`` for a clean one (draws from ``rng``)."""
+        if self.task_ratio == 0 or self.std == 0 or not rng.random() < self.task_ratio:
+            return None
+        return targets + rng.normal(0.0, self.std, len(targets)).astype(targets.dtype)

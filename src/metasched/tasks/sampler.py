@@ -115,8 +115,9 @@ class FewShotSampler:
                 f" k_shot + q_query = {need}; lower task.k_shot or task.q_query"
             )
 
-    def sample(self, rng: np.random.Generator) -> Episode:
-        """Draws one episode; a noisy one with probability ``noise.task_ratio``."""
+    def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:
+        """Draws one episode; a noisy one with probability ``noise.task_ratio`` (``index`` is
+        not needed: classes are drawn afresh)."""
         skewed = self.skew_fraction > 0 and bool(rng.random() < self.skew_fraction)
         chosen = rng.choice(self.skewed if skewed else self.classes, self.n_way, replace=False)
         per_class = self.k_shot + self.q_query

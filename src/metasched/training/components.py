@@ -11,14 +11,12 @@ from metasched.config import Config
 from metasched.data.registry import load_dataset
 from metasched.errors import MetaschedError
 from metasched.learners import ANIL, MAML, Adaptation, MetaLearner
-from metasched.models import Conv4
 from metasched.schedulers import SCHEDULERS, SchedulerSetup, TaskScheduler
-from metasched.tasks import FewShotSampler, LabelNoise, TaskSource, split_reward_classes
+from metasched.tasks import TaskSource
+from metasched.training.domains import domain_of
 
 # Independent random streams of a run: training draws never shift validation or test tasks.
 STREAMS = {"train": 0, "val": 1, "test": 2}
-# The reference code draws its "validation" reward tasks from training classes 0..15.
-FAITHFUL_REWARD_CLASSES = 16
 
 
 @dataclass
@@ -42,46 +40,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_samplers(config: Config) -> dict[str, TaskSource]:
-    """Train (noisy, budgeted), val and test (clean) episode samplers, and the sampler of the
-    schedulers' clean reward tasks (``task.reward_split``): by default half of the
-    meta-validation classes, the other half selecting checkpoints."""
-    splits = load_dataset(config.data)
-    task = config.task
-    shape = (task.n_way, task.k_shot, task.q_query)
-    val = reward = FewShotSampler(splits.val, *shape)
-    if task.reward_split == "val-reward":
-        selection, held_out = split_reward_classes(splits.val.num_classes)
-        val = FewShotSampler(splits.val, *shape, classes=selection)
-        reward = FewShotSampler(splits.val, *shape, classes=held_out)
-    elif task.reward_split == "train-16":
-        classes = list(range(min(FAITHFUL_REWARD_CLASSES, splits.train.num_classes)))
-        reward = FewShotSampler(splits.train, *shape, classes=classes)
-    noise = LabelNoise(task.noise_ratio, task.flip_rate, task.noise)
-    return {
-        "train": FewShotSampler(
-            splits.train,
-            *shape,
-            noise,
-            task.train_classes,
-            (task.skew_fraction, task.skew_classes),
-        ),
-        "val": val,
-        "test": FewShotSampler(splits.test, *shape),
-        "reward": reward,
-    }
-
-
-def build_model(config: Config, in_shape: tuple[int, ...]) -> nn.Module:
-    """The network named by ``model.name`` with ``task.n_way`` outputs."""
-    if config.model.name == "conv4":
-        channels, height, _ = in_shape
-        return Conv4(config.task.n_way, channels, config.model.filters, height)
-    raise MetaschedError(
-        f"model.name={config.model.name!r} does not fit image data; use model.name=conv4"
-    )
-
-
 def build_learner(config: Config, model: nn.Module, device: torch.device) -> MetaLearner:
     """MAML or ANIL with the configured inner loops."""
     spec = config.learner
@@ -92,7 +50,8 @@ def build_learner(config: Config, model: nn.Module, device: torch.device) -> Met
     evaluation = Adaptation(spec.eval_inner_lr or spec.inner_lr, spec.eval_inner_steps)
     kind = MAML if spec.algorithm == "maml" else ANIL
     scored = config.scheduler.gradient_layers
-    return kind(model, "cross_entropy", train, evaluation, spec.first_order, scored, batching)
+    objective = domain_of(config).objective
+    return kind(model, objective, train, evaluation, spec.first_order, scored, batching)
 
 
 def build_scheduler(config: Config, setup: SchedulerSetup) -> TaskScheduler:
@@ -103,15 +62,22 @@ def build_scheduler(config: Config, setup: SchedulerSetup) -> TaskScheduler:
 def build_components(config: Config) -> Components:
     """Data, samplers, model (seeded with ``config.seed``), learner and scheduler."""
     device = resolve_device(config.train.device)
-    samplers = build_samplers(config)
+    domain = domain_of(config)
+    scheduler_class = SCHEDULERS[config.scheduler.name]
+    missing = scheduler_class.features & ~domain.provides
+    if missing:
+        raise MetaschedError(
+            f"scheduler {config.scheduler.name} needs the {str(missing.name).lower()} of each"
+            f" task, which {domain.name} tasks do not have; choose another scheduler"
+        )
+    splits = load_dataset(config.data)
+    samplers = domain.samplers(config, splits)
     torch.manual_seed(config.seed)
-    train = samplers["train"]
-    assert isinstance(train, FewShotSampler)
-    model = build_model(config, train.pool.image_shape).to(device)
+    model = domain.model(config).to(device)
     learner = build_learner(config, model, device)
     setup = SchedulerSetup(
         num_layers=len(learner.scored_layers()),
-        num_classes=train.pool.num_classes,
+        num_classes=domain.num_units(splits),
         n_way=config.task.n_way,
         batch_size=config.train.meta_batch_size,
         iterations=config.train.iterations,

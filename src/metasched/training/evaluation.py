@@ -1,24 +1,56 @@
-"""Meta-test evaluation: mean score over many tasks with a 95% confidence interval."""
+"""Meta-test evaluation: mean score over many tasks with a 95% confidence interval, and the
+objective's named metrics per task."""
 
 from __future__ import annotations
 
+import csv
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from metasched.learners.base import MetaLearner, Params
-from metasched.tasks.episode import TaskSource
+from metasched.learners.base import Params, TaskOutcome
+from metasched.learners.objectives import Objective
+from metasched.tasks.episode import Episode, TaskSource
+
+R2_SUCCESS = 0.3  # pQSAR's threshold for a useful assay model (squared Pearson correlation)
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the normal 95% interval of the mean: 1.96 s / sqrt(n) (NaNs left out)."""
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan")
+    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+class TaskEvaluator(Protocol):
+    """A meta-learner, or a per-task baseline with the same evaluation call."""
+
+    def evaluate(self, params: Params, episode: Episode) -> TaskOutcome: ...
+
+
+def format_score(value: float, interval: float, percent: bool) -> str:
+    """``"95.12 ± 0.41%"`` for a percentage score, ``"0.312 ± 0.041"`` for a plain one."""
+    if percent:
+        return f"{100 * value:.2f} ± {100 * interval:.2f}%"
+    return f"{value:.3f} ± {interval:.3f}"
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Per-task scores (accuracy, or -MSE) and query losses after adaptation."""
+    """Per-task scores and query losses after adaptation, the objective's per-task metrics
+    (NaN where undefined) and each task's source (class indices, or the assay)."""
 
     scores: np.ndarray
     losses: np.ndarray
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    sources: list[tuple[int, ...]] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -26,10 +58,7 @@ class EvalResult:
 
     @property
     def ci95(self) -> float:
-        """Half-width of the normal 95% interval of the mean: 1.96 s / sqrt(n)."""
-        if len(self.scores) < 2:
-            return float("nan")
-        return float(1.96 * self.scores.std(ddof=1) / math.sqrt(len(self.scores)))
+        return ci95(self.scores)
 
     @property
     def loss(self) -> float:
@@ -37,11 +66,36 @@ class EvalResult:
 
     def percent(self) -> str:
         """``"95.12 ± 0.41%"``."""
-        return f"{100 * self.mean:.2f} ± {100 * self.ci95:.2f}%"
+        return format_score(self.mean, self.ci95, True)
+
+    def metric_summary(self) -> dict[str, Any]:
+        """Each metric's mean, median, 95% interval and undefined count over the tasks; for
+        ``pearson_r2`` also how many tasks, and how many sources (assays) on average, exceed
+        :data:`R2_SUCCESS`."""
+        summary: dict[str, Any] = {}
+        for name, values in self.metrics.items():
+            finite = values[np.isfinite(values)]
+            summary[name] = {
+                "mean": float(finite.mean()) if len(finite) else None,
+                "median": float(np.median(finite)) if len(finite) else None,
+                "ci95": ci95(values) if len(finite) > 1 else None,
+                "undefined": int(len(values) - len(finite)),
+            }
+        if "pearson_r2" in self.metrics:
+            r2 = self.metrics["pearson_r2"]
+            by_source: dict[tuple[int, ...], list[float]] = {}
+            for source, value in zip(self.sources, r2):
+                if np.isfinite(value):
+                    by_source.setdefault(source, []).append(float(value))
+            means = [float(np.mean(v)) for v in by_source.values()]
+            summary["pearson_r2"]["tasks_above_0.3"] = int((r2 > R2_SUCCESS).sum())
+            summary["pearson_r2"]["assays"] = len(means)
+            summary["pearson_r2"]["assays_above_0.3"] = int(sum(m > R2_SUCCESS for m in means))
+        return summary
 
 
 def evaluate(
-    learner: MetaLearner,
+    learner: TaskEvaluator,
     params: Params,
     tasks: TaskSource,
     num_tasks: int,
@@ -49,9 +103,67 @@ def evaluate(
     device: torch.device,
     description: str | None = None,
 ) -> EvalResult:
-    """Adapts to ``num_tasks`` fresh episodes (eval inner loop) and scores each query set."""
+    """Adapts to ``num_tasks`` episodes (eval inner loop) and scores each query set.
+
+    ``learner`` is a :class:`MetaLearner` or anything with the same ``evaluate(params,
+    episode)`` (a per-task baseline such as the random forest). Episode ``i`` is drawn with
+    index ``i``, so a source may cover its assays in turn.
+    """
     scores, losses = np.empty(num_tasks), np.empty(num_tasks)
+    metrics: dict[str, np.ndarray] = {}
+    sources = []
     for i in tqdm(range(num_tasks), desc=description, disable=description is None, leave=False):
-        outcome = learner.evaluate(params, tasks.sample(rng).to(device))
+        episode = tasks.sample(rng, i)
+        outcome = learner.evaluate(params, episode.to(device))
         scores[i], losses[i] = outcome.score.item(), outcome.loss.item()
-    return EvalResult(scores, losses)
+        for name, value in outcome.metrics.items():
+            metrics.setdefault(name, np.full(num_tasks, np.nan))[i] = value
+        sources.append(episode.source)
+    return EvalResult(scores, losses, metrics, sources)
+
+
+def write_test_results(
+    run_dir: Path,
+    results: dict[str, tuple[int, EvalResult]],
+    objective: Objective,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Writes ``summary.json`` and the per-task ``test_tasks.csv`` of a run's final test.
+
+    Args:
+        run_dir: where to write.
+        results: ``"best"`` and ``"final"``: (iteration, result) on the same test tasks.
+        objective: names the score.
+        extra: more top-level summary entries (wall times).
+
+    Returns:
+        The summary.
+    """
+    best, last = results["best"][1], results["final"][1]
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "test_tasks": len(best.scores),
+        **extra,
+        "score_name": objective.score_name,
+        "score_percent": objective.percent,
+    }
+    for name, (iteration, result) in results.items():
+        summary[name] = {
+            "iteration": iteration,
+            "score": result.mean,
+            "ci95": result.ci95,
+            "loss": result.loss,
+        }
+        if result.metrics:
+            summary[name]["metrics"] = result.metric_summary()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    names = list(best.metrics)
+    with open(run_dir / "test_tasks.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        columns = ["task", "source", "score_best", "loss_best", "score_final", "loss_final"]
+        writer.writerow(columns + [f"{m}_{c}" for c in ("best", "final") for m in names])
+        for i in range(len(best.scores)):
+            source = " ".join(str(s) for s in best.sources[i]) if best.sources else ""
+            row = [i, source, best.scores[i], best.losses[i], last.scores[i], last.losses[i]]
+            writer.writerow(row + [r.metrics[m][i] for r in (best, last) for m in names])
+    return summary

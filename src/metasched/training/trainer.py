@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import signal
 import threading
@@ -29,7 +27,7 @@ from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
 from metasched.training.checkpoint import load_checkpoint, save_checkpoint
 from metasched.training.components import STREAMS, Components, build_components
-from metasched.training.evaluation import EvalResult, evaluate
+from metasched.training.evaluation import EvalResult, evaluate, write_test_results
 from metasched.training.gradients import CandidateGradients, Gradient
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import record_start
@@ -377,7 +375,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{np.mean([r[0] for r in recent]):.3f}",
-                    acc=f"{np.mean([r[1] for r in recent]):.3f}",
+                    score=f"{np.mean([r[1] for r in recent]):.3f}",
                     best_val=f"{self.state.best_score:.3f}",
                 )
                 if interrupted():
@@ -414,32 +412,19 @@ class Trainer:
             self.parts.model.load_state_dict(current)
         else:
             results["best"] = results["final"]
-        summary: dict[str, Any] = {
-            "run_dir": str(self.run_dir),
-            "test_tasks": num_tasks,
-            "train_seconds": training_seconds,
-            "test_seconds": time.perf_counter() - start,
-        }
-        for name, (iteration, result) in results.items():
-            summary[name] = {
-                "iteration": iteration,
-                "score": result.mean,
-                "ci95": result.ci95,
-                "loss": result.loss,
-            }
+        summary = write_test_results(
+            self.run_dir,
+            results,
+            self.parts.learner.objective,
+            {"train_seconds": training_seconds, "test_seconds": time.perf_counter() - start},
+        )
+        for name, (iteration, _) in results.items():
             self.metrics.append(
                 "test",
                 iteration,
                 checkpoint=name,
-                **{k: v for k, v in summary[name].items() if k != "iteration"},
+                **{k: summary[name][k] for k in ("score", "ci95", "loss")},
             )
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        with open(self.run_dir / "test_tasks.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["task", "score_best", "loss_best", "score_final", "loss_final"])
-            best, last = results["best"][1], results["final"][1]
-            for i in range(num_tasks):
-                writer.writerow([i, best.scores[i], best.losses[i], last.scores[i], last.losses[i]])
         return summary
 
 

@@ -1,0 +1,107 @@
+"""What a task's predictions are judged by: the training loss, the one higher-is-better score
+(checkpoint selection, rewards) and named metrics, for classification and for regression."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+
+from metasched.tasks.episode import Episode
+
+
+class Objective(ABC):
+    """A loss, a score and metrics for predictions of one task or of T tasks at once.
+
+    ``score_name`` names the score wherever it is printed; ``percent`` says whether it reads
+    as a percentage (accuracy) or as a plain number (R²).
+    """
+
+    name: str
+    score_name: str
+    percent: bool
+
+    @abstractmethod
+    def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean loss of one task: (N, outputs) predictions, (N,) targets."""
+
+    @abstractmethod
+    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(T,) mean losses from (T, N, outputs) predictions and (T, N) targets."""
+
+    @abstractmethod
+    def scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(T,) scores, higher is better, from (T, N, outputs) and (T, N)."""
+
+    def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The score of one task."""
+        return self.scores(predictions.unsqueeze(0), targets.unsqueeze(0))[0]
+
+    def metrics(self, predictions: torch.Tensor, episode: Episode) -> dict[str, float]:
+        """Named per-task metrics beyond the score, on the data's original scale."""
+        return {}
+
+
+class Classification(Objective):
+    """Cross-entropy; the score is accuracy."""
+
+    name, score_name, percent = "classification", "accuracy", True
+
+    def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(predictions, targets)
+
+    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = F.cross_entropy(predictions.flatten(0, 1), targets.flatten(), reduction="none")
+        return losses.view(targets.shape).mean(dim=1)
+
+    def scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (predictions.argmax(-1) == targets).float().mean(dim=1)
+
+
+class Regression(Objective):
+    """Mean squared error on the episode's (possibly standardised) targets.
+
+    The score is the squared Pearson correlation of predictions and targets (the ATS paper's
+    R²; unchanged by the standardisation, and 0 where undefined: constant predictions or
+    targets). The metrics, after undoing the standardisation: ``pearson_r2``; ``oos_r2``, the
+    out-of-sample R² 1 - SSE / Σ(y - ȳ_support)², which FS-Mol's regression work reports and
+    which is negative when the model does worse than predicting the support mean; ``rmse``.
+    """
+
+    name, score_name, percent = "regression", "pearson_r2", False
+
+    def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(predictions.squeeze(-1), targets.float())
+
+    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (predictions.squeeze(-1) - targets.float()).pow(2).mean(dim=1)
+
+    def scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return pearson_r2(predictions.squeeze(-1), targets.float()).nan_to_num(0.0)
+
+    def metrics(self, predictions: torch.Tensor, episode: Episode) -> dict[str, float]:
+        scale, shift = episode.target_scale, episode.target_shift
+        predicted = predictions.squeeze(-1).double() * scale + shift
+        measured = episode.query_y.double() * scale + shift
+        support_mean = episode.support_y.double().mean() * scale + shift
+        errors = (predicted - measured).pow(2).sum()
+        spread = (measured - support_mean).pow(2).sum()
+        return {
+            "pearson_r2": float(pearson_r2(predicted.unsqueeze(0), measured.unsqueeze(0))[0]),
+            "oos_r2": float(1.0 - errors / spread) if spread > 0 else float("nan"),
+            "rmse": float(errors.div(len(measured)).sqrt()),
+        }
+
+
+def pearson_r2(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(T,) squared Pearson correlations of (T, N) predictions and targets; NaN where either
+    is constant."""
+    p = predictions - predictions.mean(dim=1, keepdim=True)
+    t = targets - targets.mean(dim=1, keepdim=True)
+    covariance = (p * t).sum(dim=1)
+    variances = p.pow(2).sum(dim=1) * t.pow(2).sum(dim=1)
+    return torch.where(variances > 0, covariance.pow(2) / variances, torch.nan)
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (Classification(), Regression())}

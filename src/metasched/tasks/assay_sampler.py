@@ -1,0 +1,154 @@
+"""Regression episodes from an assay pool: one assay is one task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from metasched.data.pool import AssayPool
+from metasched.errors import MetaschedError
+from metasched.tasks.episode import Episode
+from metasched.tasks.noise import TargetNoise
+from metasched.tasks.sampler import budget_classes
+
+SOURCE_SPLITS = ("random", "flags")
+MIN_SCALE = 1e-3  # a support this flat has no scale to divide by (constant assays exist)
+
+
+def budget_assays(
+    pool: AssayPool,
+    budget: int | Sequence[str] | None = None,
+    types: Sequence[str] | None = None,
+) -> list[int]:
+    """The assays a limited budget allows: those of the given ``types`` (e.g. FS-Mol's
+    ``B``), then all of them, a count (the first of a seeded permutation, as class budgets)
+    or a list of assay ids."""
+    allowed = list(range(pool.num_assays))
+    if types is not None:
+        allowed = [a for a in allowed if pool.assay_types[a] in set(types)]
+        if not allowed:
+            present = ", ".join(sorted(set(pool.assay_types))) or "none"
+            raise MetaschedError(
+                f"task.assays.assay_types={list(types)} matches no assay; types here: {present}"
+            )
+    if budget is None:
+        return allowed
+    if isinstance(budget, int):
+        if not 0 < budget <= len(allowed):
+            raise MetaschedError(
+                f"task.assays.train_assays={budget} but {len(allowed)} assays are allowed; use a"
+                f" count between 1 and {len(allowed)}"
+            )
+        return sorted(allowed[i] for i in budget_classes(len(allowed), budget))
+    index = {pool.assay_ids[a]: a for a in allowed}
+    unknown = [name for name in budget if name not in index]
+    if unknown:
+        raise MetaschedError(
+            f"task.assays.train_assays names {unknown[0]!r}, which is not an allowed assay of"
+            " the training split"
+        )
+    return sorted({index[name] for name in budget})
+
+
+class AssaySampler:
+    """Draws regression episodes: an assay, K of its compounds as the support and (up to
+    ``query_cap`` of) the rest as the query.
+
+    Args:
+        pool: the assays to draw from.
+        support: K, the support size (FS-Mol's common choices: 16, 32, 64, 128).
+        query_cap: the most query compounds an episode keeps (a random subset beyond it).
+        min_query: assays with fewer than ``support + min_query`` usable rows are left out.
+        noise: Gaussian noise on the support targets of a fraction of the episodes.
+        standardise: shift and scale the targets by the (noisy) support's mean and standard
+            deviation; the episode keeps both so that metrics return to the original scale.
+        source_split: ``random`` draws the support from all of an assay's rows; ``flags``
+            draws it from the rows the source marks as its training rows and takes the query
+            from those it marks as test rows (pQSAR's TRN/TST, MoleculeACE's split).
+        assays: the allowed assay indices (a budget, :func:`budget_assays`).
+    """
+
+    def __init__(
+        self,
+        pool: AssayPool,
+        support: int,
+        query_cap: int,
+        min_query: int = 1,
+        noise: TargetNoise | None = None,
+        standardise: bool = False,
+        source_split: str = "random",
+        assays: Sequence[int] | None = None,
+    ) -> None:
+        if support < 1 or min_query < 1 or query_cap < min_query:
+            raise MetaschedError(
+                f"task.assays: support={support} and min_query={min_query} must be >= 1 and"
+                f" query_cap={query_cap} >= min_query"
+            )
+        if source_split not in SOURCE_SPLITS:
+            raise MetaschedError(
+                f"task.assays.source_split={source_split!r}; use {' or '.join(SOURCE_SPLITS)}"
+            )
+        self.pool, self.support, self.query_cap = pool, support, query_cap
+        self.noise = noise or TargetNoise()
+        self.standardise, self.source_split = standardise, source_split
+        allowed = list(range(pool.num_assays)) if assays is None else list(assays)
+        self.assays = np.asarray([a for a in allowed if self._usable(a, min_query)], np.int64)
+        self.excluded = len(allowed) - len(self.assays)
+        if not len(self.assays):
+            raise MetaschedError(
+                f"no assay of {len(allowed)} has support + min_query = {support + min_query}"
+                f" usable compounds; lower task.assays.support or task.assays.min_query"
+            )
+
+    def _split_rows(self, assay: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows a support may come from, and those a query may come from (``None`` role:
+        the same rows, disjoint draws)."""
+        rows = self.pool.rows(assay)
+        if self.source_split == "random":
+            return rows, rows
+        roles = self.pool.roles[rows]
+        return rows[roles == 0], rows[roles == 1]
+
+    def _usable(self, assay: int, min_query: int) -> bool:
+        support_rows, query_rows = self._split_rows(assay)
+        if self.source_split == "random":
+            return len(support_rows) >= self.support + min_query
+        return len(support_rows) >= self.support and len(query_rows) >= min_query
+
+    def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:
+        """Draws one episode: from assay ``index`` mod the allowed count when given (so an
+        evaluation covers every assay in turn), else from a uniformly drawn assay."""
+        position = index % len(self.assays) if index is not None else rng.integers(len(self.assays))
+        assay = int(self.assays[position])
+        support_rows, query_rows = self._split_rows(assay)
+        if self.source_split == "random":
+            order = rng.permutation(support_rows)
+            support, query = order[: self.support], order[self.support :]
+        else:
+            support = rng.choice(support_rows, self.support, replace=False)
+            query = rng.permutation(query_rows)
+        query = np.sort(query[: self.query_cap])
+        clean = self.pool.targets[support]
+        noisy = self.noise.draw(clean, rng)
+        support_y = clean if noisy is None else noisy
+        shift, scale = 0.0, 1.0
+        if self.standardise:
+            shift, scale = float(support_y.mean()), float(support_y.std())
+            scale = scale if scale >= MIN_SCALE else 1.0
+        return Episode(
+            support_x=torch.from_numpy(self.pool.inputs(support)),
+            support_y=self._scaled(support_y, shift, scale),
+            query_x=torch.from_numpy(self.pool.inputs(query)),
+            query_y=self._scaled(self.pool.targets[query], shift, scale),
+            noisy=noisy is not None,
+            clean_support_y=self._scaled(clean, shift, scale) if noisy is not None else None,
+            source=(assay,),
+            target_shift=shift,
+            target_scale=scale,
+        )
+
+    @staticmethod
+    def _scaled(targets: np.ndarray, shift: float, scale: float) -> torch.Tensor:
+        return torch.from_numpy(((targets - shift) / scale).astype(np.float32))

@@ -1,0 +1,180 @@
+"""The regression domain end to end: config checks, a learning run, its words and files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metasched.cli import main
+from metasched.config import config_from_dict, load_config
+from metasched.data.fingerprints import FingerprintSpec, morgan_fingerprints
+from metasched.errors import MetaschedError
+from metasched.training.checkpoint import load_checkpoint
+from metasched.training.components import build_components
+from metasched.training.evaluation import evaluate
+
+from .molecules import SMILES, write_csv
+
+pytest.importorskip("rdkit", reason="molecules need RDKit: metasched[chem]")
+
+
+def learnable_csv(tmp_path: Path) -> Path:
+    """12 assays of 16 compounds whose value is a fixed function of the fingerprint (the
+    count of set bits among the first 256) plus an offset per assay: learnable across assays."""
+    prints = morgan_fingerprints(list(SMILES), FingerprintSpec(bits=1024))
+    bits = np.unpackbits(prints.packed, axis=1)[:, :256].sum(axis=1).astype(float)
+    rng = np.random.default_rng(0)
+    rows = []
+    for a in range(12):
+        offset = rng.normal(0, 1)
+        for i in rng.choice(len(SMILES), 16, replace=False):
+            rows.append([f"T{a}", SMILES[i], round(0.3 * bits[i] + offset, 4)])
+    return write_csv(tmp_path / "learnable.csv", ["assay", "smiles", "value"], rows)
+
+
+def overrides(path: Path, **extra: object) -> list[str]:
+    values = {
+        "data.name": "csv",
+        "data.root": str(path),
+        "model.hidden": 32,
+        "task.assays.support": 6,
+        "task.assays.min_query": 4,
+        "task.assays.query_cap": 10,
+        "task.reward_split": "val",
+        "learner.inner_lr": 0.1,
+        "train.iterations": 60,
+        "train.meta_batch_size": 4,
+        "train.meta_lr": 0.003,
+        "train.val_every": 20,
+        "train.val_tasks": 10,
+        "train.test_tasks": 20,
+        "train.checkpoint_every": 20,
+        "train.device": "cpu",
+    }
+    values.update(extra)
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def test_domain_mismatches_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(MetaschedError, match=r"use model\.name=mlp"):
+        load_config("drug-demo", ["model.name=conv4"])
+    with pytest.raises(MetaschedError, match=r"use model\.name=conv4"):
+        load_config("glyphs-5w1s", ["model.name=mlp"])
+    with pytest.raises(MetaschedError, match="train-16"):
+        load_config("drug-demo", ["task.reward_split=train-16"])
+    path = learnable_csv(tmp_path)
+    config = load_config(
+        "drug-demo", overrides(path, **{"scheduler.name": "gcp", "scheduler.pool_size": 8})
+    )
+    with pytest.raises(MetaschedError, match="scheduler gcp needs the classes"):
+        build_components(config)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A tiny regression run on learnable assays: (data file, run directory, printed text)."""
+    tmp_path = tmp_path_factory.mktemp("regression")
+    path = learnable_csv(tmp_path)
+    run = tmp_path / "run"
+    sets = [a for o in overrides(path) for a in ("--set", o)]
+    with pytest.MonkeyPatch.context() as patch:
+        printed: list[str] = []
+        patch.setattr("builtins.print", lambda *a, **k: printed.append(" ".join(map(str, a))))
+        assert (
+            main(["train", "--config", "drug-demo", "--run-dir", str(run), "--quiet", *sets]) == 0
+        )
+    return path, run, "\n".join(printed)
+
+
+def test_regression_run_learns_and_speaks_regression(trained: tuple[Path, Path, str]) -> None:
+    path, run, printed = trained
+    config = load_config("drug-demo", overrides(path))
+    parts = build_components(config)
+    rng = np.random.default_rng([config.seed, 2])
+    untrained = evaluate(
+        parts.learner, parts.learner.parameters(), parts.samplers["test"], 20, rng, parts.device
+    )
+    assert "pearson R²" in printed and "accuracy" not in printed
+    assert not re.search(r"\d ± [\d.]+%", printed)  # R² is not a percentage
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["score_name"] == "pearson_r2" and summary["score_percent"] is False
+    assert summary["final"]["score"] > untrained.mean + 0.1  # learning happened
+    metrics = summary["best"]["metrics"]
+    assert set(metrics) == {"pearson_r2", "oos_r2", "rmse"}
+    assert metrics["pearson_r2"]["assays"] >= 1
+    header = (run / "test_tasks.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["task", "source"] and "oos_r2_best" in header
+
+
+def test_predict_equals_the_evaluation_path(
+    trained: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    _, run, _ = trained
+    payload = load_checkpoint(run / "best.pt")
+    config = config_from_dict(payload["config"])
+    parts = build_components(config)
+    parts.model.load_state_dict(payload["model"])
+    episode = parts.samplers["test"].sample(np.random.default_rng(5), 0)
+    expected = parts.learner.predict(parts.learner.parameters(), episode).squeeze(-1)
+    expected = expected * episode.target_scale + episode.target_shift
+    # Back from fingerprints to SMILES (the small set's fingerprints are distinct).
+    prints = morgan_fingerprints(list(SMILES), FingerprintSpec(bits=1024))
+    table = np.unpackbits(prints.packed, axis=1).astype(np.float32)
+
+    def smiles_of(x: torch.Tensor) -> list[str]:
+        return [SMILES[int(np.flatnonzero((table == row).all(axis=1))[0])] for row in x.numpy()]
+
+    values = episode.support_y * episode.target_scale + episode.target_shift
+    support = write_csv(
+        tmp_path / "measured.csv",
+        ["smiles", "value"],
+        [[s, float(v)] for s, v in zip(smiles_of(episode.support_x), values)],
+    )
+    query = write_csv(tmp_path / "candidates.csv", ["smiles"],
+                      [[s] for s in smiles_of(episode.query_x)])  # fmt: skip
+    out = tmp_path / "predictions.csv"
+    command = ["predict", str(run), "--support", str(support), "--query", str(query)]
+    assert main([*command, "--out", str(out)]) == 0
+    rows = [line.split(",") for line in out.read_text().splitlines()]
+    assert rows[0] == ["smiles", "prediction"] and len(rows) == len(expected) + 1
+    got = torch.tensor([float(r[1]) for r in rows[1:]])
+    assert torch.allclose(got, expected.float(), atol=1e-3)
+
+
+def test_predict_rejects_unparsable_smiles(
+    trained: tuple[Path, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, run, _ = trained
+    support = write_csv(tmp_path / "s.csv", ["smiles", "value"], [["CCO", 5.0], ["CCN", 6.0]])
+    query = write_csv(tmp_path / "q.csv", ["smiles"], [["CCC"], ["C1CC"]])
+    out = tmp_path / "p.csv"
+    command = ["predict", str(run), "--support", str(support), "--query", str(query)]
+    assert main([*command, "--out", str(out)]) == 2
+    assert "line 3: RDKit cannot parse SMILES 'C1CC'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_forest_baseline_runs_on_the_learners_test_tasks(tmp_path: Path) -> None:
+    path = learnable_csv(tmp_path)
+    sets = [a for o in overrides(path) for a in ("--set", o)]
+    assert main(["baseline", "forest", "--config", "drug-demo", "--run-dir",
+                 str(tmp_path / "forest"), "--trees", "20", *sets]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "forest" / "summary.json").read_text())
+    # The forest learns the shared function from 6 compounds: better than the support mean.
+    assert summary["best"]["metrics"]["oos_r2"]["mean"] > 0.05
+    config = load_config("drug-demo", overrides(path))
+    parts = build_components(config)
+    rng = np.random.default_rng([config.seed, 2])  # the test stream of every run
+    episodes = [parts.samplers["test"].sample(rng, i) for i in range(20)]
+    rows = (tmp_path / "forest" / "test_tasks.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[1] for row in rows] == [str(e.source[0]) for e in episodes]
+
+
+def test_forest_needs_assay_data(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["baseline", "forest", "--config", "glyphs-5w1s"]) == 2
+    assert "random forest baseline fits assay data" in capsys.readouterr().err
