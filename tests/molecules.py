@@ -64,3 +64,33 @@ def write_fsmol_folders(root: Path, per_split: dict[str, int], rows: int = 12) -
                     }
                     handle.write(json.dumps(record) + "\n")
     return root
+
+
+def write_pqsar(root: Path, assays: int = 6, rows: int = 10) -> Path:
+    """The three pQSAR supporting files in their exact formats: measurements (one with a
+    Unicode minus), assay metadata, and PDF-extracted SMILES with page furniture and a SMILES
+    wrapped onto a second line."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    lines = ["Compound_ID Assay_ID pIC50_exp pIC50_pred Set"]
+    for a in range(assays):
+        for k, i in enumerate(rng.choice(len(SMILES), rows, replace=False)):
+            value = f"{rng.normal(6, 1):.2f}"
+            flag = "TRN" if k % 2 == 0 else "TST"
+            lines.append(f"CHEMBL{1000 + i} {700 + a} {value} {rng.normal(6, 1):.2f} {flag}")
+    lines[1] = lines[1].replace(lines[1].split()[2], "\u22121.25")  # a negative pIC50, PDF style
+    (root / "ci9b00375_si_002.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    meta = ["assay_id\tname\tsize\tfamily"] + [
+        f"{700 + a}\tassay {a}\t{rows}\tKinase" for a in range(assays)
+    ]
+    (root / "ci9b00375_si_001.txt").write_text("\n".join(meta) + "\n")
+    text = ["Table S3. Compound SMILES", "SMILES"]
+    for i, smiles in enumerate(SMILES):
+        if i == 23:  # CC(=O)Oc1ccccc1C(=O)O, wrapped as in the PDF
+            text += [f"CHEMBL{1000 + i},{smiles[:8]}", smiles[8:]]
+        else:
+            text.append(f"CHEMBL{1000 + i},{smiles}")
+        if i == 10:
+            text.append("Page 3 of 120")
+    (root / "ci9b00375_si_003.txt").write_text("\n".join(text) + "\n")
+    return root

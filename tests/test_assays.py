@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,18 @@ from metasched.data.assay_csv import CsvColumns, load_assay_csv
 from metasched.data.fingerprints import FingerprintSpec, morgan_fingerprints
 from metasched.data.fsmol import load_fsmol
 from metasched.data.moleculeace import load_moleculeace
+from metasched.data.pqsar import PqsarOptions, load_pqsar
 from metasched.errors import MetaschedError
 
 from .conftest import SHARED_DATA
-from .molecules import SMILES, UNPARSABLE, measurements, write_csv, write_fsmol_folders
+from .molecules import (
+    SMILES,
+    UNPARSABLE,
+    measurements,
+    write_csv,
+    write_fsmol_folders,
+    write_pqsar,
+)
 
 Chem = pytest.importorskip("rdkit.Chem", reason="molecules need RDKit: metasched[chem]")
 fingerprint_generators = pytest.importorskip("rdkit.Chem.rdFingerprintGenerator")
@@ -203,3 +213,41 @@ def test_real_fsmol_slice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert splits.val.num_assays >= 2 and splits.test.num_assays >= 1
     total = sum(len(splits[s].targets) for s in ("train", "val", "test"))
     assert 3500 < total <= 4000  # a few rows lack log_regression; their count is in the notes
+
+
+def test_pqsar_files_flags_and_seeded_split(tmp_path: Path) -> None:
+    root = write_pqsar(tmp_path / "pqsar")
+    splits = load_pqsar(root, PqsarOptions(), False, FingerprintSpec())
+    pools = [splits[s] for s in ("train", "val", "test")]
+    assert [p.num_assays for p in pools] == [4, 1, 1] and sum(len(p.targets) for p in pools) == 60
+    assert pools[0].assay_types[0] == "Kinase"
+    roles = np.concatenate([p.roles for p in pools])
+    assert (roles == 0).sum() == (roles == 1).sum() == 30  # TRN and TST
+    assert np.isclose(np.concatenate([p.targets for p in pools]), -1.25).sum() == 1  # U+2212
+    assert not any(
+        "SMILES" in note and "parsed" in note for note in splits.notes
+    )  # wrapped one joined
+
+
+def test_pqsar_split_pickle_needs_trust_and_admits_only_data(tmp_path: Path) -> None:
+    root = write_pqsar(tmp_path / "pqsar")
+    ids = [str(700 + a) for a in range(6)]
+    with open(root / "drug_split_id_group17.pickle", "wb") as handle:
+        pickle.dump({"train": ids[:3], "val": np.array(ids[3:5]), "test": [ids[5]]}, handle)
+    options = PqsarOptions(split_group=17)
+    with pytest.raises(MetaschedError, match=r"data\.trust_pickles=true"):
+        load_pqsar(root, options, False, FingerprintSpec())
+    splits = load_pqsar(root, options, True, FingerprintSpec())
+    assert splits.val.assay_ids == ("703", "704") and splits.test.assay_ids == ("705",)
+    with pytest.raises(MetaschedError, match=r"data\.trust_pickles=true"):  # cached: still asked
+        load_pqsar(root, options, False, FingerprintSpec())
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    with open(root / "drug_split_id_group9.pickle", "wb") as handle:
+        pickle.dump({"train": Exploit(), "val": [], "test": []}, handle)
+    with pytest.raises(MetaschedError, match=r"refers to (posix|nt)\.system"):
+        load_pqsar(root, PqsarOptions(split_group=9), True, FingerprintSpec())
+    assert not (tmp_path / "pwned").exists()

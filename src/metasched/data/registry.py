@@ -17,6 +17,7 @@ from metasched.data.hershey import load_glyphs
 from metasched.data.moleculeace import load_moleculeace
 from metasched.data.omniglot import load_omniglot
 from metasched.data.pool import DataSplits
+from metasched.data.pqsar import PqsarOptions, load_pqsar
 from metasched.errors import MetaschedError
 
 IMAGES, ASSAYS = "images", "assays"
@@ -27,9 +28,10 @@ class DataSpec:
     """Which data set to load and how: the ``data`` section of a config.
 
     ``image_size``, ``channels`` and ``invert`` serve image data sets; ``fingerprint`` (Morgan
-    radius and bits) serves molecular ones, and ``csv`` names the columns of a generic assay
-    file. ``root`` is where a data set's files are (default: its expected location, see
-    :func:`data_home`).
+    radius and bits) serves molecular ones, ``csv`` names the columns of a generic assay file
+    and ``pqsar`` picks pQSAR's split file. ``trust_pickles`` allows reading pickle files (which
+    can run code): off unless you trust the file. ``root`` is where a data set's files are
+    (default: its expected location, see :func:`data_home`).
     """
 
     name: str = "glyphs"
@@ -40,6 +42,8 @@ class DataSpec:
     seed: int = 0
     fingerprint: FingerprintSpec = field(default_factory=FingerprintSpec)
     csv: CsvColumns = field(default_factory=CsvColumns)
+    pqsar: PqsarOptions = field(default_factory=PqsarOptions)
+    trust_pickles: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,17 @@ DATASETS: dict[str, DatasetEntry] = {
         lambda spec, root: load_fsmol(Path(str(root)), spec.fingerprint),
         location="fsmol",
         how_to_get="FS-Mol's data release (github.com/microsoft/FS-Mol, fsmol.tar)",
+        needs_root=True,
+    ),
+    "pqsar": DatasetEntry(
+        "pQSAR All-Assay-Max2 ChEMBL assays, pIC50 with TRN/TST flags (the ATS paper's drug data)",
+        ASSAYS,
+        lambda spec, root: load_pqsar(
+            Path(str(root)), spec.pqsar, spec.trust_pickles, spec.fingerprint
+        ),
+        location="pqsar",
+        how_to_get="the supporting files ci9b00375_si_001/002/003.txt of Martin et al. 2019"
+        " (J. Chem. Inf. Model., 10.1021/acs.jcim.9b00375)",
         needs_root=True,
     ),
     "csv": DatasetEntry(
