@@ -142,3 +142,12 @@ def test_regression_metrics_match_direct_formulas() -> None:
     constant = Regression().metrics(torch.ones(30, 1), episode)
     assert np.isnan(constant["pearson_r2"])  # undefined, never a silent 0 in the metrics
     assert float(Regression().score(torch.ones(30, 1), query_y)) == 0.0  # but a safe score
+
+
+def test_support_zero_takes_every_flagged_training_row() -> None:
+    pool = synthetic_pool([21, 30])
+    sampler = AssaySampler(pool, support=0, query_cap=100, source_split="flags")
+    episode = sampler.sample(np.random.default_rng(0), 0)
+    assert len(episode.support_y) == 11 and len(episode.query_y) == 10  # rows 0, 2, ... of 21
+    with pytest.raises(MetaschedError, match="support 0 only with source_split=flags"):
+        AssaySampler(pool, support=0, query_cap=100)

@@ -178,3 +178,22 @@ def test_forest_baseline_runs_on_the_learners_test_tasks(tmp_path: Path) -> None
 def test_forest_needs_assay_data(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["baseline", "forest", "--config", "glyphs-5w1s"]) == 2
     assert "random forest baseline fits assay data" in capsys.readouterr().err
+
+
+def test_paper_pqsar_preset_runs_on_the_supporting_file_formats(tmp_path: Path) -> None:
+    from metasched.training.trainer import Trainer
+
+    from .molecules import write_pqsar
+
+    root = write_pqsar(tmp_path / "pqsar", assays=8, rows=12)
+    settings = {
+        "data.root": str(root), "model.hidden": 16, "scheduler.pool_size": 4,
+        "train.meta_batch_size": 2, "train.iterations": 4, "train.val_every": 2,
+        "train.val_tasks": 2, "train.test_tasks": 3, "train.checkpoint_every": 2,
+        "train.device": "cpu",
+    }  # fmt: skip
+    config = load_config("paper/pqsar-noisy", [f"{k}={v}" for k, v in settings.items()])
+    summary = Trainer.create(config, tmp_path / "run").fit(progress=False)
+    assert summary["score_name"] == "pearson_r2" and summary["final"]["iteration"] == 4
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().count('"kind": "train"')
+    assert rows == 4 and np.isfinite(summary["final"]["loss"])

@@ -293,8 +293,12 @@ def check_domain(config: Config) -> None:
         config.task.reward_split != "train-16",
         "task.reward_split=train-16 copies the image reference; for assays use val-reward or val",
     )
-    for key in ("support", "min_query", "query_cap"):
+    for key in ("min_query", "query_cap"):
         _require(getattr(assays, key) >= 1, f"task.assays.{key} must be at least 1")
+    _require(
+        assays.support >= 1 or (assays.support == 0 and assays.source_split == "flags"),
+        "task.assays.support must be at least 1 (0, all flagged rows, needs source_split=flags)",
+    )
     _require(
         assays.query_cap >= assays.min_query,
         "task.assays.query_cap must be at least task.assays.min_query",
@@ -415,11 +419,14 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
 
 
 def preset_names() -> list[str]:
-    """The presets shipped in ``metasched/configs``."""
+    """The presets shipped in ``metasched/configs``; those of its ``paper/`` folder (the
+    paper's settings) are named ``paper/<name>``."""
     folder = resources.files("metasched") / "configs"
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    names = [p.name for p in folder.iterdir() if p.name.endswith(".yaml")]
+    paper = folder / "paper"
+    if paper.is_dir():
+        names += [f"paper/{p.name}" for p in paper.iterdir() if p.name.endswith(".yaml")]
+    return sorted(name.removesuffix(".yaml") for name in names)
 
 
 def read_config_file(name_or_path: str) -> dict[str, Any]:

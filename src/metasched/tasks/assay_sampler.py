@@ -58,7 +58,8 @@ class AssaySampler:
 
     Args:
         pool: the assays to draw from.
-        support: K, the support size (FS-Mol's common choices: 16, 32, 64, 128).
+        support: K, the support size (FS-Mol's common choices: 16, 32, 64, 128); with
+            ``source_split="flags"``, 0 takes every flagged training row (the reference).
         query_cap: the most query compounds an episode keeps (a random subset beyond it).
         min_query: assays with fewer than ``support + min_query`` usable rows are left out.
         noise: Gaussian noise on the support targets of a fraction of the episodes.
@@ -81,10 +82,10 @@ class AssaySampler:
         source_split: str = "random",
         assays: Sequence[int] | None = None,
     ) -> None:
-        if support < 1 or min_query < 1 or query_cap < min_query:
+        if support < (0 if source_split == "flags" else 1) or min_query < 1 or query_cap < min_query:
             raise MetaschedError(
-                f"task.assays: support={support} and min_query={min_query} must be >= 1 and"
-                f" query_cap={query_cap} >= min_query"
+                f"task.assays: support={support} and min_query={min_query} must be >= 1 (support"
+                f" 0 only with source_split=flags) and query_cap={query_cap} >= min_query"
             )
         if source_split not in SOURCE_SPLITS:
             raise MetaschedError(
@@ -115,7 +116,7 @@ class AssaySampler:
         support_rows, query_rows = self._split_rows(assay)
         if self.source_split == "random":
             return len(support_rows) >= self.support + min_query
-        return len(support_rows) >= self.support and len(query_rows) >= min_query
+        return len(support_rows) >= max(self.support, 1) and len(query_rows) >= min_query
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:
         """Draws one episode: from assay ``index`` mod the allowed count when given (so an
@@ -127,7 +128,8 @@ class AssaySampler:
             order = rng.permutation(support_rows)
             support, query = order[: self.support], order[self.support :]
         else:
-            support = rng.choice(support_rows, self.support, replace=False)
+            count = self.support or len(support_rows)
+            support = rng.choice(support_rows, count, replace=False)
             query = rng.permutation(query_rows)
         query = np.sort(query[: self.query_cap])
         clean = self.pool.targets[support]
