@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from metasched.errors import MetaschedError, TrainingInterrupted
 
@@ -76,18 +77,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     _print_summary(summary)
 
 
+def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:
+    """A run's checkpoint (``best.pt`` of a run directory, or a file): path, payload, config."""
+    from metasched.config import config_from_dict
+    from metasched.training.checkpoint import load_checkpoint
+
+    path = Path(target) / "best.pt" if Path(target).is_dir() else Path(target)
+    payload = load_checkpoint(path)
+    return path, payload, config_from_dict(payload["config"], overrides)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from metasched.config import config_from_dict
-    from metasched.training.checkpoint import load_checkpoint
     from metasched.training.components import STREAMS, build_components
     from metasched.training.evaluation import evaluate, format_score
 
-    target = Path(args.target)
-    path = target / "best.pt" if target.is_dir() else target
-    payload = load_checkpoint(path)
-    config = config_from_dict(payload["config"], args.set)
+    path, payload, config = _load_run(args.target, args.set)
     parts = build_components(config)
     parts.model.load_state_dict(payload["model"])
     num_tasks = args.tasks or config.train.test_tasks
@@ -116,15 +122,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import csv
 
-    from metasched.config import config_from_dict
-    from metasched.training.checkpoint import load_checkpoint
     from metasched.training.components import build_learner
     from metasched.training.domains import domain_of
 
-    target = Path(args.run)
-    path = target / "best.pt" if target.is_dir() else target
-    payload = load_checkpoint(path)
-    config = config_from_dict(payload["config"], args.set)
+    path, payload, config = _load_run(args.run, args.set)
     domain = domain_of(config)
     model = domain.model(config)
     model.load_state_dict(payload["model"])

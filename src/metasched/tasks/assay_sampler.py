@@ -82,7 +82,8 @@ class AssaySampler:
         source_split: str = "random",
         assays: Sequence[int] | None = None,
     ) -> None:
-        if support < (0 if source_split == "flags" else 1) or min_query < 1 or query_cap < min_query:
+        least = 0 if source_split == "flags" else 1
+        if support < least or min_query < 1 or query_cap < min_query:
             raise MetaschedError(
                 f"task.assays: support={support} and min_query={min_query} must be >= 1 (support"
                 f" 0 only with source_split=flags) and query_cap={query_cap} >= min_query"
