@@ -8,8 +8,9 @@ Two layouts give the same table:
 * The compact CSV (``split, assay_id, assay_type, smiles, ..., log_regression, ...``), which
   holds FS-Mol's train and valid splits only. Meta-test is then a held-out part of train:
   :data:`HELD_OUT_ASSAYS` train assays with at least :data:`HELD_OUT_MIN_COMPOUNDS` distinct
-  SMILES (enough for a support of 64 and a query of 32), drawn with a fixed seed; FS-Mol's
-  valid split is meta-validation.
+  SMILES that have a value (96 are needed for a support of 64 and a query of 32; the margin
+  covers unparsable SMILES and two spellings of one compound), drawn with a fixed seed;
+  FS-Mol's valid split is meta-validation.
 
 The target is ``log_regression``; censored measurements (relation ``<``, ``>``) are kept as
 FS-Mol's regression work does.
@@ -38,7 +39,7 @@ from metasched.errors import MetaschedError
 
 FOLDERS = {"train": "train", "valid": "val", "test": "test"}
 HELD_OUT_ASSAYS = 200
-HELD_OUT_MIN_COMPOUNDS = 96
+HELD_OUT_MIN_COMPOUNDS = 100
 HELD_OUT_SEED = 0
 CSV_COLUMNS = ("split", "assay_id", "assay_type", "smiles", "log_regression")
 
@@ -61,21 +62,23 @@ def read_fsmol_csv(path: Path) -> AssayTable:
         values.append(parse_value(row["log_regression"], str(path), line, "log_regression"))
         splits.append("train" if row["split"] == "train" else "val")
         types.append(row["assay_type"])
-    held_out = set(held_out_assays(ids, smiles, splits))
+    held_out = set(held_out_assays(ids, smiles, splits, values))
     splits = ["test" if a in held_out else s for a, s in zip(ids, splits)]
     note = (
         f"meta-test: {len(held_out)} FS-Mol train assays with >= {HELD_OUT_MIN_COMPOUNDS}"
-        f" distinct SMILES, held out (seed {HELD_OUT_SEED})"
+        f" distinct SMILES with a value, held out (seed {HELD_OUT_SEED})"
     )
     roles = np.full(len(ids), NO_ROLE, np.int8)
     return AssayTable(str(path), ids, smiles, np.asarray(values), splits, roles, types, [note])
 
 
-def held_out_assays(ids: list[str], smiles: list[str], splits: list[str]) -> list[str]:
+def held_out_assays(
+    ids: list[str], smiles: list[str], splits: list[str], values: list[float]
+) -> list[str]:
     """The train assays held out as meta-test: a seeded draw among the large enough ones."""
     distinct: dict[str, set[str]] = {}
-    for assay, text, split in zip(ids, smiles, splits):
-        if split == "train":
+    for assay, text, split, value in zip(ids, smiles, splits, values):
+        if split == "train" and value == value:  # NaN: no value
             distinct.setdefault(assay, set()).add(text)
     large = sorted(a for a, s in distinct.items() if len(s) >= HELD_OUT_MIN_COMPOUNDS)
     if len(large) < 2:
@@ -147,9 +150,10 @@ def _records(path: Path) -> list[tuple[int, dict[str, object]]]:
 def load_fsmol(root: Path, spec: FingerprintSpec) -> DataSplits[AssayPool]:
     """FS-Mol from the compact CSV (a file) or FS-Mol's own folders (a directory), cached."""
     if root.is_file():
+        held_out = f"{HELD_OUT_ASSAYS}|{HELD_OUT_MIN_COMPOUNDS}|{HELD_OUT_SEED}|with-values"
         return cached_assays(
             "fsmol",
-            file_identity(root),
+            f"{file_identity(root)}|{held_out}",
             spec,
             lambda: build_assay_splits(read_fsmol_csv(root), spec),
         )
