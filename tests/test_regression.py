@@ -197,3 +197,18 @@ def test_paper_pqsar_preset_runs_on_the_supporting_file_formats(tmp_path: Path) 
     assert summary["score_name"] == "pearson_r2" and summary["final"]["iteration"] == 4
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().count('"kind": "train"')
     assert rows == 4 and np.isfinite(summary["final"]["loss"])
+
+
+def test_compare_on_assays_speaks_regression(tmp_path: Path) -> None:
+    from metasched.compare import run_comparison
+
+    path = learnable_csv(tmp_path)
+    short = {"train.iterations": 6, "train.val_every": 3, "train.checkpoint_every": 3}
+    settings = overrides(path, **short, **{"scheduler.pool_size": 8})
+    table, _ = run_comparison(
+        "drug-demo", ["uniform", "greedy"], [0], tmp_path / "cmp", settings, say=lambda _: None
+    )
+    assert "test pearson R², mean ± 95% CI over seeds" in table and "out-of-sample R²" in table
+    assert "accuracy" not in table and not re.search(r"\d%", table.split("\n", 2)[-1])
+    rows = (tmp_path / "cmp" / "results.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(-1 <= float(r.split(",")[2]) <= 1 for r in rows[1:])
