@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metasched.learners import ANIL, MAML, Adaptation, Classification
-from metasched.models import Conv4
+from metasched.learners import ANIL, MAML, Adaptation, Classification, Regression
+from metasched.models import Conv4, FingerprintMLP
 from metasched.tasks import Episode
 
 
@@ -115,3 +115,36 @@ def test_evaluation_adapts_without_a_meta_graph() -> None:
         learner.evaluate(learner.parameters(), support_only).loss
         < no_steps.evaluate(no_steps.parameters(), support_only).loss
     )
+
+
+def _regression_task(seed: int = 3) -> tuple[FingerprintMLP, Episode]:
+    torch.manual_seed(seed)
+    model = FingerprintMLP(12, hidden=8).double()
+    x = (torch.rand(14, 12, dtype=torch.float64) < 0.4).double()
+    y = x[:, :4].sum(1) + 0.1 * torch.randn(14, dtype=torch.float64)
+    return model, Episode(support_x=x[:5], support_y=y[:5], query_x=x[5:], query_y=y[5:])
+
+
+@pytest.mark.parametrize(("kind", "first_order"), [(MAML, False), (MAML, True), (ANIL, False)])
+def test_mse_meta_gradients_match_higher(kind, first_order: bool) -> None:
+    """MAML, first-order MAML and ANIL with the regression objective: the meta-gradient of
+    the query MSE equals higher's (first order: the query gradient at the adapted weights)."""
+    model, episode = _regression_task()
+    learner = kind(model, Regression(), Adaptation(0.05, 3), Adaptation(0.05, 3), first_order)
+    ours = _meta_gradient(learner, episode)
+    inner = model.head.parameters() if kind is ANIL else model.parameters()
+    optimiser = torch.optim.SGD(inner, lr=0.05)
+    mse = Regression().loss
+    with higher.innerloop_ctx(
+        model, optimiser, copy_initial_weights=False, track_higher_grads=not first_order
+    ) as (fmodel, diffopt):
+        for _ in range(3):
+            diffopt.step(mse(fmodel(episode.support_x), episode.support_y))
+        loss = mse(fmodel(episode.query_x), episode.query_y)
+        if first_order:  # the gradient at the adapted weights, carried back unchanged
+            adapted = list(fmodel.parameters())
+            theirs = list(torch.autograd.grad(loss, adapted))
+        else:
+            theirs = list(torch.autograd.grad(loss, list(model.parameters())))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
