@@ -205,10 +205,17 @@ def test_compare_on_assays_speaks_regression(tmp_path: Path) -> None:
     path = learnable_csv(tmp_path)
     short = {"train.iterations": 6, "train.val_every": 3, "train.checkpoint_every": 3}
     settings = overrides(path, **short, **{"scheduler.pool_size": 8})
-    table, _ = run_comparison(
-        "drug-demo", ["uniform", "greedy"], [0], tmp_path / "cmp", settings, say=lambda _: None
-    )
+    methods = ["uniform", "greedy", "forest"]
+    table, _ = run_comparison("drug-demo", methods, [0], tmp_path / "cmp", settings, say=print)
     assert "test pearson R², mean ± 95% CI over seeds" in table and "out-of-sample R²" in table
     assert "accuracy" not in table and not re.search(r"\d%", table.split("\n", 2)[-1])
+    assert "| forest |" in table and "(trains nothing)" in table
     rows = (tmp_path / "cmp" / "results.csv").read_text().splitlines()
-    assert len(rows) == 3 and all(-1 <= float(r.split(",")[2]) <= 1 for r in rows[1:])
+    assert len(rows) == 4 and all(-1 <= float(r.split(",")[2]) <= 1 for r in rows[1:])
+    forest = json.loads((tmp_path / "cmp" / "forest-seed0" / "summary.json").read_text())
+    alone = tmp_path / "alone"  # the same forest as `metasched baseline forest` gives
+    sets = [a for o in settings for a in ("--set", o)]
+    assert (
+        main(["baseline", "forest", "--config", "drug-demo", "--run-dir", str(alone), *sets]) == 0
+    )
+    assert json.loads((alone / "summary.json").read_text())["best"] == forest["best"]

@@ -175,37 +175,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
-    import yaml
-
     from metasched.config import load_config
-    from metasched.data.registry import ASSAYS, DATASETS, load_dataset
-    from metasched.learners.forest import RandomForestBaseline
-    from metasched.training.components import STREAMS
-    from metasched.training.domains import domain_of
-    from metasched.training.evaluation import evaluate, write_test_results
+    from metasched.training.baselines import run_forest
 
     config = load_config(args.config, args.set)
-    if DATASETS[config.data.name].domain != ASSAYS:
-        raise MetaschedError(
-            f"the random forest baseline fits assay data; data.name={config.data.name} is images"
-        )
-    domain = domain_of(config)
-    tests = domain.samplers(config, load_dataset(config.data))["test"]
-    forest = RandomForestBaseline(domain.objective, args.trees, seed=config.seed)
     run_dir = _run_dir(f"forest-{Path(args.config).stem}", args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    start = time.perf_counter()
-    rng = np.random.default_rng([config.seed, STREAMS["test"]])
-    num_tasks = config.train.test_tasks
-    result = evaluate(forest, {}, tests, num_tasks, rng, torch.device("cpu"), "test tasks")
-    timing = {"train_seconds": 0.0, "test_seconds": time.perf_counter() - start}
-    extra = {**timing, "baseline": f"random forest, {args.trees} trees, per task"}
-    results = {"final": (0, result), "best": (0, result)}
-    summary = write_test_results(run_dir, results, domain.objective, extra)
-    _print_summary(summary)
+    _print_summary(run_forest(config, run_dir, args.trees, progress=True))
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -68,6 +68,7 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     ),
 }
 PATTERNS = (
+    "forest: a random forest fitted on each test task's support alone (assay data only)",
     "uniform-reward: uniform sampling plus clean reward-split tasks at the rate ATS draws them",
     "uniform-x<k>: uniform sampling with k times the meta-updates (and validation interval)",
 )
@@ -76,6 +77,7 @@ __doc__ = (__doc__ or "") + "\n".join(
     + [f"``{p.split(':')[0]}``:{p.split(':', 1)[1]}." for p in PATTERNS]
 )
 PRETRAIN_SECTIONS = ("data", "model", "learner")
+FOREST = "forest"
 PRETRAIN_TASK_KEYS = ("n_way", "k_shot", "q_query")
 
 
@@ -94,6 +96,8 @@ def method_overrides(method: str, base: Config) -> list[str]:
     if method in VARIANTS:
         name, extra, _ = VARIANTS[method]
         return [f"scheduler.name={name}", *extra]
+    if method == FOREST:
+        return ["scheduler.name=uniform"]  # no meta-training: only the test tasks matter
     if method == "uniform-reward":
         rate = reward_task_rate(base)
         return ["scheduler.name=uniform", f"train.reward_tasks_per_update={rate}"]
@@ -109,7 +113,7 @@ def method_overrides(method: str, base: Config) -> list[str]:
         ]
     if method in SCHEDULERS:
         return [f"scheduler.name={method}"]
-    known = [*SCHEDULERS, *VARIANTS, "uniform-reward", "uniform-x<k>"]
+    known = [*SCHEDULERS, *VARIANTS, FOREST, "uniform-reward", "uniform-x<k>"]
     raise MetaschedError(f"unknown method {method!r} for compare; use one of {', '.join(known)}")
 
 
@@ -186,9 +190,16 @@ def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
         )
     if (run_dir / "summary.json").is_file():
         return "done", ""
+    if _is_forest(run_dir):
+        return "stale", "it did not finish"
     if (run_dir / "last.pt").is_file():
         return "resume", ""
     return "stale", "it holds no checkpoint"
+
+
+def _is_forest(run_dir: Path) -> bool:
+    """Whether a run directory (named ``<method>-seed<s>``) holds the forest baseline."""
+    return run_dir.name.startswith(f"{FOREST}-seed")
 
 
 def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -217,6 +228,7 @@ def run_job(job: tuple[dict[str, Any], str, int]) -> tuple[str, float]:
     """Trains one run in this process (``threads`` threads); returns (run_dir, seconds)."""
     import torch
 
+    from metasched.training.baselines import run_forest
     from metasched.training.trainer import Trainer
 
     values, run_dir_text, threads = job
@@ -225,8 +237,11 @@ def run_job(job: tuple[dict[str, Any], str, int]) -> tuple[str, float]:
     config = config_from_dict(values)
     state, _ = stored_state(run_dir, config)
     start = time.perf_counter()
-    trainer = Trainer.resume(run_dir) if state == "resume" else Trainer.create(config, run_dir)
-    trainer.fit(progress=False)
+    if _is_forest(run_dir):
+        run_forest(config, run_dir)
+    else:
+        trainer = Trainer.resume(run_dir) if state == "resume" else Trainer.create(config, run_dir)
+        trainer.fit(progress=False)
     seconds = time.perf_counter() - start
     print(f"done {run_dir} in {seconds / 60:.1f} min", flush=True)
     return str(run_dir), seconds
@@ -415,9 +430,12 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             if not summary_path.is_file():
                 continue
             summary = json.loads(summary_path.read_text())
-            records = [
-                r for r in read_metrics(job.run_dir / "metrics.jsonl") if r["kind"] == "train"
-            ]
+            metrics = job.run_dir / "metrics.jsonl"  # a forest trains nothing: it has none
+            records = (
+                [r for r in read_metrics(metrics) if r["kind"] == "train"]
+                if metrics.is_file()
+                else []
+            )
             train = [r for r in records if r.get("phase") == "train"]
             values["seeds"].append(job.seed)
             values["best"].append(scale * summary["best"]["score"])
@@ -425,7 +443,8 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             values["final"].append(scale * summary["final"]["score"])
             oos = summary["best"].get("metrics", {}).get("oos_r2", {}).get("mean")
             values["oos_r2"].append(math.nan if oos is None else oos)
-            values["noisy_trained"].append(float(np.mean([r["noisy"] for r in train])))
+            noisy = [r["noisy"] for r in train]
+            values["noisy_trained"].append(float(np.mean(noisy)) if noisy else math.nan)
             skew = [r["skewed"] for r in train if "skewed" in r]
             values["skewed_trained"].append(float(np.mean(skew)) if skew else math.nan)
             seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
@@ -469,6 +488,7 @@ def render_markdown(table: Table) -> str:
         )
         gap = table.gap(row)
         skewed = float(np.mean(row.skewed_trained))
+        noisy = float(np.mean(row.noisy_trained))
         cells = [
             row.method,
             f"{row.mean:.{digits}f}{width}{unit} ({len(row.best)})",
@@ -476,7 +496,7 @@ def render_markdown(table: Table) -> str:
             table.number(float(np.mean(row.final))),
             *([f"{np.nanmean(row.oos_r2):.3f}"] if regression else []),
             f"{100 * gap:.0f}%" if math.isfinite(gap) else "",
-            f"{np.mean(row.noisy_trained):.3f}"
+            (f"{noisy:.3f}" if math.isfinite(noisy) else "(trains nothing)")
             + (f" (skewed {skewed:.3f})" if math.isfinite(skewed) else ""),
             f"{np.mean(row.minutes):.1f} min",
         ]
