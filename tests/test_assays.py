@@ -251,3 +251,25 @@ def test_pqsar_split_pickle_needs_trust_and_admits_only_data(tmp_path: Path) -> 
     with pytest.raises(MetaschedError, match=r"refers to (posix|nt)\.system"):
         load_pqsar(root, PqsarOptions(split_group=9), True, FingerprintSpec())
     assert not (tmp_path / "pwned").exists()
+
+
+def test_malformed_pqsar_and_fsmol_files_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_pqsar(tmp_path / "pqsar")
+    measurements_file = root / "ci9b00375_si_002.txt"
+    lines = measurements_file.read_text().splitlines()
+    measurements_file.write_text("\n".join([*lines[:3], "CHEMBL1001 700 5.2 TRN", *lines[3:]]))
+    with pytest.raises(MetaschedError, match="line 4: 4 fields"):
+        load_pqsar(root, PqsarOptions(), False, FingerprintSpec())
+    measurements_file.write_text("\n".join([*lines[:3], lines[3].replace(" 5", " high", 1)]))
+    (root / "ci9b00375_si_003.txt").write_text("Table S3\n")
+    with pytest.raises(MetaschedError, match="no 'CHEMBLid,SMILES' lines"):
+        load_pqsar(root, PqsarOptions(), False, FingerprintSpec())
+    assert main(["data", "prepare", "pqsar", "--root", str(tmp_path / "nowhere")]) == 2
+    assert "no ci9b00375_si_002.txt" in capsys.readouterr().err
+    header = ["split", "assay_id", "assay_type", "smiles", "label", "relation"]  # no log_regression
+    compact = write_csv(tmp_path / "fsmol.csv", header, [["train", "A", "B", "CCO", 1, "="]])
+    assert main(["data", "prepare", "fsmol", "--root", str(compact)]) == 2
+    error = capsys.readouterr().err
+    assert "no column 'log_regression'" in error and error.count("\n") == 1
