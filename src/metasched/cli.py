@@ -19,6 +19,7 @@ def _run_dir(preset: str, given: str | None) -> Path:
 
 
 def _print_summary(summary: dict) -> None:
+    from metasched.learners.objectives import score_label
     from metasched.training.evaluation import format_score
 
     name, percent = summary.get("score_name", "accuracy"), summary.get("score_percent", True)
@@ -26,18 +27,13 @@ def _print_summary(summary: dict) -> None:
         entry = summary[checkpoint]
         label = "best on validation" if checkpoint == "best" else "final"
         print(
-            f"test {_score_label(name)} ({label}, iteration {entry['iteration']}):"
+            f"test {score_label(name)} ({label}, iteration {entry['iteration']}):"
             f" {format_score(entry['score'], entry['ci95'], percent)}"
             f" (95% CI over {summary['test_tasks']} tasks)"
         )
         if "metrics" in entry:
             print(f"  {_metrics_line(entry['metrics'])}")
     print(f"run directory: {summary['run_dir']}")
-
-
-def _score_label(name: str) -> str:
-    """How a score is named in print: ``accuracy``, ``pearson R²``."""
-    return {"pearson_r2": "pearson R²"}.get(name, name)
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -90,6 +86,7 @@ def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from metasched.learners.objectives import score_label
     from metasched.training.components import STREAMS, build_components
     from metasched.training.evaluation import evaluate, format_score
 
@@ -111,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
     objective = parts.learner.objective
     print(
-        f"{args.split} {_score_label(objective.score_name)} of {path} (iteration"
+        f"{args.split} {score_label(objective.score_name)} of {path} (iteration"
         f" {payload['iteration']}): {format_score(result.mean, result.ci95, objective.percent)}"
         f" (95% CI over {num_tasks} tasks)"
     )

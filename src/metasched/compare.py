@@ -390,7 +390,9 @@ class Table:
 
     @property
     def label(self) -> str:
-        return {"pearson_r2": "pearson R²"}.get(self.score_name, self.score_name)
+        from metasched.learners.objectives import score_label
+
+        return score_label(self.score_name)
 
     def number(self, value: float) -> str:
         """A score as the table prints it: ``95.12%`` or ``0.312``."""

@@ -12,6 +12,7 @@ import yaml
 
 from metasched.data.registry import ASSAYS, DATASETS
 from metasched.errors import MetaschedError
+from metasched.learners.objectives import OBJECTIVES, score_label
 from metasched.training.evaluation import format_score
 from metasched.training.metrics import read_metrics
 
@@ -68,12 +69,11 @@ def score_of(runs: list[RunRecords]) -> tuple[str, bool]:
     for run in runs:
         if run.summary is not None:
             name = run.summary.get("score_name", "accuracy")
-            return {"pearson_r2": "pearson R²"}.get(name, name), run.summary.get(
-                "score_percent", True
-            )
+            return score_label(name), run.summary.get("score_percent", True)
     name = runs[0].config.get("data", {}).get("name") if runs else None
     entry = DATASETS.get(str(name))
-    return ("pearson R²", False) if entry and entry.domain == ASSAYS else ("accuracy", True)
+    objective = OBJECTIVES["regression" if entry and entry.domain == ASSAYS else "classification"]
+    return score_label(objective.score_name), objective.percent
 
 
 def plot_scores(runs: list[RunRecords], path: Path, label: str) -> None:

@@ -105,3 +105,9 @@ def pearson_r2(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (Classification(), Regression())}
+SCORE_LABELS = {"accuracy": "accuracy", "pearson_r2": "pearson R²"}
+
+
+def score_label(name: str) -> str:
+    """How a score is named in print and tables: ``accuracy``, ``pearson R²``."""
+    return SCORE_LABELS.get(name, name)
