@@ -172,7 +172,8 @@ def test_forest_baseline_runs_on_the_learners_test_tasks(tmp_path: Path) -> None
     rng = np.random.default_rng([config.seed, 2])  # the test stream of every run
     episodes = [parts.samplers["test"].sample(rng, i) for i in range(20)]
     rows = (tmp_path / "forest" / "test_tasks.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[1] for row in rows] == [str(e.source[0]) for e in episodes]
+    assert [row.split(",")[1] for row in rows] == [e.source_name for e in episodes]
+    assert all(name.startswith("T") for name in [e.source_name for e in episodes])  # assay ids
 
 
 def test_forest_needs_assay_data(capsys: pytest.CaptureFixture[str]) -> None:

@@ -148,6 +148,7 @@ class AssaySampler:
             noisy=noisy is not None,
             clean_support_y=self._scaled(clean, shift, scale) if noisy is not None else None,
             source=(assay,),
+            source_name=self.pool.assay_ids[assay],
             target_shift=shift,
             target_scale=scale,
         )

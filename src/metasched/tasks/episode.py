@@ -20,6 +20,7 @@ class Episode:
             schedulers other than the oracle must never read it.
         clean_support_y: the true support labels of a noisy episode, for diagnostics.
         source: where the task came from (class indices of the pool, or an assay index).
+        source_name: the same for people (an assay id); empty where indices say enough.
         skewed: whether it came from the over-represented part of a skewed task
             distribution (diagnostics only, like ``noisy``).
         target_shift, target_scale: regression targets were standardised as
@@ -36,6 +37,7 @@ class Episode:
     skewed: bool = False
     target_shift: float = 0.0
     target_scale: float = 1.0
+    source_name: str = ""
 
     def to(self, device: torch.device | str) -> Episode:
         """The same episode with its tensors on ``device``."""

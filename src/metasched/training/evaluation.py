@@ -45,12 +45,14 @@ def format_score(value: float, interval: float, percent: bool) -> str:
 @dataclass(frozen=True)
 class EvalResult:
     """Per-task scores and query losses after adaptation, the objective's per-task metrics
-    (NaN where undefined) and each task's source (class indices, or the assay)."""
+    (NaN where undefined) and each task's source (class indices, or the assay) and its name
+    (the assay id; empty for classes)."""
 
     scores: np.ndarray
     losses: np.ndarray
     metrics: dict[str, np.ndarray] = field(default_factory=dict)
     sources: list[tuple[int, ...]] = field(default_factory=list)
+    source_names: list[str] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -111,7 +113,7 @@ def evaluate(
     """
     scores, losses = np.empty(num_tasks), np.empty(num_tasks)
     metrics: dict[str, np.ndarray] = {}
-    sources = []
+    sources, names = [], []
     for i in tqdm(range(num_tasks), desc=description, disable=description is None, leave=False):
         episode = tasks.sample(rng, i)
         outcome = learner.evaluate(params, episode.to(device))
@@ -119,7 +121,8 @@ def evaluate(
         for name, value in outcome.metrics.items():
             metrics.setdefault(name, np.full(num_tasks, np.nan))[i] = value
         sources.append(episode.source)
-    return EvalResult(scores, losses, metrics, sources)
+        names.append(episode.source_name)
+    return EvalResult(scores, losses, metrics, sources, names)
 
 
 def write_test_results(
@@ -163,7 +166,8 @@ def write_test_results(
         columns = ["task", "source", "score_best", "loss_best", "score_final", "loss_final"]
         writer.writerow(columns + [f"{m}_{c}" for c in ("best", "final") for m in names])
         for i in range(len(best.scores)):
-            source = " ".join(str(s) for s in best.sources[i]) if best.sources else ""
+            source = best.source_names[i] if best.source_names else ""
+            source = source or " ".join(str(s) for s in best.sources[i])
             row = [i, source, best.scores[i], best.losses[i], last.scores[i], last.losses[i]]
             writer.writerow(row + [r.metrics[m][i] for r in (best, last) for m in names])
     return summary
