@@ -25,6 +25,7 @@ from metasched.data.assays import (
     file_identity,
     parse_value,
     read_rows,
+    seeded_assay_splits,
 )
 from metasched.data.fingerprints import FingerprintSpec
 from metasched.data.pool import AssayPool, DataSplits
@@ -90,26 +91,10 @@ def read_assay_csv(path: Path, columns: CsvColumns) -> AssayTable:
             role_of = {"train": SUPPORT_ROLE, "test": QUERY_ROLE}
             roles = np.asarray([role_of.get(label, NO_ROLE) for label in labels], np.int8)
             notes.append(f"column {columns.split!r} varies within assays: read as support/query")
-        meta = seeded_assay_splits(sorted(set(ids)))
+        meta = seeded_assay_splits(sorted(set(ids)), SPLIT_FRACTIONS, SPLIT_SEED)
         splits = [meta[a] for a in ids]
         notes.append(f"meta-splits: assays drawn {SPLIT_FRACTIONS} with seed {SPLIT_SEED}")
     return AssayTable(str(path), ids, smiles, np.asarray(values), splits, roles, types, notes)
-
-
-def seeded_assay_splits(assays: list[str]) -> dict[str, str]:
-    """Assays to train/val/test by :data:`SPLIT_FRACTIONS` of a seeded permutation, at least
-    one assay in each."""
-    if len(assays) < 3:
-        raise MetaschedError(
-            f"{len(assays)} assays cannot make meta-train, -val and -test splits; give at least 3"
-        )
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(assays))
-    val = max(1, round(SPLIT_FRACTIONS[1] * len(assays)))
-    test = max(1, round(SPLIT_FRACTIONS[2] * len(assays)))
-    names = {}
-    for rank, index in enumerate(order):
-        names[assays[index]] = "val" if rank < val else "test" if rank < val + test else "train"
-    return names
 
 
 def load_assay_csv(path: Path, columns: CsvColumns, spec: FingerprintSpec) -> DataSplits[AssayPool]:

@@ -215,6 +215,25 @@ def _pool(
     return pool, len(rows) - len(heads)
 
 
+def seeded_assay_splits(
+    assays: list[str], fractions: tuple[float, float, float], seed: int = 0
+) -> dict[str, str]:
+    """Assays to train/val/test in proportion to ``fractions`` by a seeded permutation, at
+    least one assay in val and in test."""
+    if len(assays) < 3:
+        raise MetaschedError(
+            f"{len(assays)} assays cannot make meta-train, -val and -test splits; give at least 3"
+        )
+    order = np.random.default_rng(seed).permutation(len(assays))
+    total = sum(fractions)
+    val = max(1, round(fractions[1] / total * len(assays)))
+    test = max(1, round(fractions[2] / total * len(assays)))
+    names = {}
+    for rank, index in enumerate(order):
+        names[assays[index]] = "val" if rank < val else "test" if rank < val + test else "train"
+    return names
+
+
 def file_identity(*paths: Path) -> str:
     """What identifies files' contents cheaply: resolved path, size and modification time."""
     parts = []

@@ -35,6 +35,7 @@ from metasched.data.assays import (
     cached_assays,
     file_identity,
     parse_value,
+    seeded_assay_splits,
 )
 from metasched.data.fingerprints import FingerprintSpec
 from metasched.data.pool import AssayPool, DataSplits
@@ -180,13 +181,8 @@ def _splits(root: Path, assays: list[str], options: PqsarOptions, trust: bool) -
         if unknown:
             raise MetaschedError(f"{path}: assay {unknown[0]} is in no split")
         return {**named, "": path.name}
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(assays))
-    total = sum(REFERENCE_SPLIT)
-    val = max(1, round(REFERENCE_SPLIT[1] / total * len(assays)))
-    test = max(1, round(REFERENCE_SPLIT[2] / total * len(assays)))
-    names = {}
-    for rank, index in enumerate(order):
-        names[assays[index]] = "val" if rank < val else "test" if rank < val + test else "train"
+    names = seeded_assay_splits(assays, REFERENCE_SPLIT, SPLIT_SEED)
+    val, test = (sum(s == split for s in names.values()) for split in ("val", "test"))
     return {**names, "": f"a seeded permutation (seed {SPLIT_SEED}), {val} val and {test} test"}
 
 

@@ -17,6 +17,13 @@ SOURCE_SPLITS = ("random", "flags")
 MIN_SCALE = 1e-3  # a support this flat has no scale to divide by (constant assays exist)
 
 
+def support_scaling(targets: np.ndarray) -> tuple[float, float]:
+    """(shift, scale) that standardise targets by the support's mean and standard deviation;
+    scale 1 for a support too flat to divide by."""
+    shift, scale = float(targets.mean()), float(targets.std())
+    return shift, scale if scale >= MIN_SCALE else 1.0
+
+
 def budget_assays(
     pool: AssayPool,
     budget: int | Sequence[str] | None = None,
@@ -138,8 +145,7 @@ class AssaySampler:
         support_y = clean if noisy is None else noisy
         shift, scale = 0.0, 1.0
         if self.standardise:
-            shift, scale = float(support_y.mean()), float(support_y.std())
-            scale = scale if scale >= MIN_SCALE else 1.0
+            shift, scale = support_scaling(support_y)
         return Episode(
             support_x=torch.from_numpy(self.pool.inputs(support)),
             support_y=self._scaled(support_y, shift, scale),

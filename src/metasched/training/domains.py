@@ -23,7 +23,7 @@ from metasched.learners import Classification, Objective, Regression
 from metasched.models import Conv4, FingerprintMLP
 from metasched.schedulers import Feature
 from metasched.tasks import Episode, FewShotSampler, LabelNoise, TaskSource, split_reward_classes
-from metasched.tasks.assay_sampler import MIN_SCALE, AssaySampler, budget_assays
+from metasched.tasks.assay_sampler import AssaySampler, budget_assays, support_scaling
 from metasched.tasks.noise import TargetNoise
 
 # The reference code draws its "validation" reward tasks from training classes 0..15.
@@ -208,8 +208,7 @@ class AssayRegression(Domain):
         query_x = self._fingerprints(query, candidates, spec)
         shift, scale = 0.0, 1.0
         if config.task.assays.standardise:
-            shift, scale = float(values.mean()), float(values.std())
-            scale = scale if scale >= MIN_SCALE else 1.0
+            shift, scale = support_scaling(values)
         targets = torch.from_numpy(((values - shift) / scale).astype(np.float32))
         episode = Episode(
             support_x, targets, query_x, torch.zeros(len(candidates)),
