@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metasched.learners import ANIL, MAML, Adaptation, Classification, Regression
+from metasched.config import load_config
+from metasched.errors import MetaschedError
+from metasched.learners import ANIL, MAML, Adaptation, Classification, Regression, RidgeANIL
 from metasched.models import Conv4, FingerprintMLP
 from metasched.tasks import Episode
 
@@ -148,3 +150,54 @@ def test_mse_meta_gradients_match_higher(kind, first_order: bool) -> None:
             theirs = list(torch.autograd.grad(loss, list(model.parameters())))
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+
+
+def test_ridge_head_is_the_penalised_least_squares_solution_around_the_meta_head() -> None:
+    """The ridge learner's adapted head minimises ‖y - f(x)‖² + λ‖Δ‖² over the change Δ of
+    the head's weights and bias: the primal normal equations give the same head."""
+    model, episode = _regression_task()
+    learner = RidgeANIL(model, Regression(), Adaptation(0.05, 3), Adaptation(0.05, 3), penalty=0.7)
+    params = {n: p.detach() for n, p in learner.parameters().items()}
+    features = learner.features(params, episode.support_x)
+    head = {"weight": params["head.weight"], "bias": params["head.bias"]}
+    adapted = learner.adapt_head(head, features, episode.support_y, Adaptation(0.05, 3), False)
+    design = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
+    residual = episode.support_y - (features @ head["weight"].T + head["bias"]).squeeze(1)
+    normal = design.T @ design + 0.7 * torch.eye(design.shape[1], dtype=features.dtype)
+    delta = torch.linalg.solve(normal, design.T @ residual)
+    torch.testing.assert_close(adapted["weight"], head["weight"] + delta[:-1].unsqueeze(0))
+    torch.testing.assert_close(adapted["bias"], head["bias"] + delta[-1:])
+    # grouped (T tasks at once) gives each task the same head as the loop
+    grouped = learner.grouped_adapt_head(
+        {n: p.expand(2, *p.shape) for n, p in head.items()},
+        features.expand(2, *features.shape),
+        episode.support_y.expand(2, -1),
+        Adaptation(0.05, 3),
+        False,
+    )
+    torch.testing.assert_close(grouped["weight"][1], adapted["weight"])
+
+
+def test_ridge_meta_gradient_matches_finite_differences() -> None:
+    """The meta-gradient flows through the closed-form solve into the backbone."""
+    model, episode = _regression_task()
+    learner = RidgeANIL(model, Regression(), Adaptation(0.05, 3), Adaptation(0.05, 3))
+    gradient = _meta_gradient(learner, episode)
+    name, index = "backbone.layers.0.weight", (2, 5)
+    position = list(learner.parameters()).index(name)
+    params = learner.parameters()
+    with torch.no_grad():
+        losses = []
+        for sign in (1, -1):
+            params[name][index] += sign * 1e-6
+            losses.append(float(learner.query_outcome(params, episode).loss))
+            params[name][index] -= sign * 1e-6
+    assert gradient[position][index] != 0
+    torch.testing.assert_close(
+        gradient[position][index].item(), (losses[0] - losses[1]) / 2e-6, rtol=1e-5, atol=1e-9
+    )
+
+
+def test_ridge_refuses_classification_configs() -> None:
+    with pytest.raises(MetaschedError, match="ridge fits regression heads only"):
+        load_config("glyphs-5w1s", ["learner.algorithm=ridge"])

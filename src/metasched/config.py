@@ -88,7 +88,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """The meta-learner (``maml`` or ``anil``) and its inner loop for training and evaluation.
+    """The meta-learner and its inner loop for training and evaluation.
+
+    ``algorithm``: ``maml``, ``anil``, or ``ridge`` (ANIL with a closed-form ridge head of
+    penalty ``ridge_penalty``, regression only; it takes no inner steps).
 
     ``batching``: ``loop`` (one task after another), ``grouped`` (same-shaped tasks in one
     pass with per-task weights) or ``auto`` (grouped on CUDA, loop on CPU: measured fastest,
@@ -102,6 +105,7 @@ class LearnerConfig:
     eval_inner_lr: float | None = None
     eval_inner_steps: int = 10
     batching: str = "auto"
+    ridge_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -221,9 +225,13 @@ def check_config(config: Config) -> None:
     check_domain(config)
     _require(config.model.filters >= 1, "model.filters must be positive")
     _require(
-        learner.algorithm in ("maml", "anil"),
-        f"unknown learner.algorithm="
-        f"{learner.algorithm!r}; use maml or anil (first order: learner.first_order=true)",
+        learner.algorithm in ("maml", "anil", "ridge"),
+        f"unknown learner.algorithm={learner.algorithm!r};"
+        " use maml, anil or ridge (first order: learner.first_order=true)",
+    )
+    _require(
+        learner.ridge_penalty > 0,
+        f"learner.ridge_penalty must be positive, got {learner.ridge_penalty}; try 1.0",
     )
     for key in ("inner_lr", "eval_inner_lr"):
         value = getattr(learner, key)
@@ -285,6 +293,10 @@ def check_domain(config: Config) -> None:
         config.model.name == model,
         f"model.name={config.model.name} does not fit {domain} (data.name={config.data.name});"
         f" use model.name={model}",
+    )
+    _require(
+        domain == "assays" or config.learner.algorithm != "ridge",
+        "learner.algorithm=ridge fits regression heads only; use anil or maml for images",
     )
     if domain != "assays":
         return

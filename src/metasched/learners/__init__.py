@@ -1,9 +1,10 @@
-"""Meta-learners: MAML, first-order MAML and ANIL on parameter dictionaries."""
+"""Meta-learners: MAML, first-order MAML, ANIL and ridge-head ANIL on parameter dictionaries."""
 
 from metasched.learners.anil import ANIL
 from metasched.learners.base import Adaptation, MetaLearner, Params, TaskOutcome, sgd_steps
 from metasched.learners.maml import MAML
 from metasched.learners.objectives import OBJECTIVES, Classification, Objective, Regression
+from metasched.learners.ridge import RidgeANIL
 
 __all__ = [
     "ANIL",
@@ -15,6 +16,7 @@ __all__ = [
     "Objective",
     "Params",
     "Regression",
+    "RidgeANIL",
     "TaskOutcome",
     "sgd_steps",
 ]

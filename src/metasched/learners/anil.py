@@ -100,15 +100,27 @@ class ANIL(MetaLearner):
         if not create_graph:
             features = features.detach()
 
-        def support_loss(fast: Params) -> torch.Tensor:
-            logits = torch.baddbmm(
-                fast["bias"].unsqueeze(1), features, fast["weight"].transpose(1, 2)
-            )
-            return self.objective.losses(logits, support_y).sum()
-
-        head = sgd_steps(support_loss, head, adaptation, create_graph)
+        head = self.grouped_adapt_head(head, features, support_y, adaptation, create_graph)
         return lambda x: torch.baddbmm(
             head["bias"].unsqueeze(1),
             self.grouped_features(params, x),
             head["weight"].transpose(1, 2),
         )
+
+    def grouped_adapt_head(
+        self,
+        head: Params,
+        features: torch.Tensor,
+        targets: torch.Tensor,
+        adaptation: Adaptation,
+        create_graph: bool,
+    ) -> Params:
+        """:meth:`adapt_head` for T tasks: (T, N, D) features, heads with a leading T."""
+
+        def support_loss(fast: Params) -> torch.Tensor:
+            logits = torch.baddbmm(
+                fast["bias"].unsqueeze(1), features, fast["weight"].transpose(1, 2)
+            )
+            return self.objective.losses(logits, targets).sum()
+
+        return sgd_steps(support_loss, head, adaptation, create_graph)

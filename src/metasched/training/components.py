@@ -10,7 +10,7 @@ from torch import nn
 from metasched.config import Config
 from metasched.data.registry import load_dataset
 from metasched.errors import MetaschedError
-from metasched.learners import ANIL, MAML, Adaptation, MetaLearner
+from metasched.learners import ANIL, MAML, Adaptation, MetaLearner, RidgeANIL
 from metasched.schedulers import SCHEDULERS, SchedulerSetup, TaskScheduler
 from metasched.tasks import TaskSource
 from metasched.training.domains import domain_of
@@ -48,10 +48,12 @@ def build_learner(config: Config, model: nn.Module, device: torch.device) -> Met
         batching = "grouped" if device.type == "cuda" else "loop"
     train = Adaptation(spec.inner_lr, spec.inner_steps)
     evaluation = Adaptation(spec.eval_inner_lr or spec.inner_lr, spec.eval_inner_steps)
-    kind = MAML if spec.algorithm == "maml" else ANIL
     scored = config.scheduler.gradient_layers
     objective = domain_of(config).objective
-    return kind(model, objective, train, evaluation, spec.first_order, scored, batching)
+    common = (model, objective, train, evaluation, spec.first_order, scored, batching)
+    if spec.algorithm == "ridge":
+        return RidgeANIL(*common, penalty=spec.ridge_penalty)
+    return (MAML if spec.algorithm == "maml" else ANIL)(*common)
 
 
 def build_scheduler(config: Config, setup: SchedulerSetup) -> TaskScheduler:
