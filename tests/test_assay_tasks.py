@@ -8,7 +8,7 @@ import torch
 
 from metasched.data.pool import AssayPool
 from metasched.errors import MetaschedError
-from metasched.tasks.assay_sampler import AssaySampler, budget_assays
+from metasched.tasks.assay_sampler import AssaySampler, budget_assays, support_scaling
 from metasched.tasks.noise import TargetNoise
 
 
@@ -108,6 +108,16 @@ def test_standardisation_uses_the_support_and_is_undone_exactly() -> None:
     restore = b.target_scale * b.query_y + b.target_shift
     assert torch.allclose(restore, a.query_y, atol=1e-4)
     assert a.target_shift == 0.0 and a.target_scale == 1.0
+
+
+def test_a_flat_support_is_scaled_by_the_floor_not_by_one() -> None:
+    """A censored assay's support repeats one value: its scale is the floor, so standardised
+    predictions map back to values near that support (FS-Mol's CHEMBL1794491 is one such)."""
+    flat = np.array([4.034] * 15 + [4.035])
+    assert support_scaling(flat) == pytest.approx((4.0341, 0.05), abs=1e-4)
+    assert support_scaling(flat, min_scale=0.2)[1] == 0.2
+    spread = np.array([5.0, 6.0, 7.0, 8.0])
+    assert support_scaling(spread)[1] == pytest.approx(np.std(spread))
 
 
 def test_regression_metrics_match_direct_formulas() -> None:

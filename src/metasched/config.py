@@ -29,11 +29,12 @@ class AssayTaskConfig:
     compounds the query; assays with fewer than ``support + min_query`` are left out.
     ``source_split: flags`` takes the support from the source's own training rows and the
     query from its test rows (pQSAR's TRN/TST) instead of random draws. ``standardise``
-    shifts and scales targets by the support's mean and standard deviation (metrics are
-    reported on the original scale). A fraction ``task.noise_ratio`` of the training tasks
-    get N(0, ``noise_std``²) noise on their support targets. ``train_assays`` limits the
-    training assays (a count, or a list of assay ids) and ``assay_types`` keeps only assays of
-    those types (FS-Mol: B binding, F functional, A ADME, ...).
+    shifts and scales targets by the support's mean and standard deviation, floored at
+    ``min_scale`` in the targets' units (metrics are reported on the original scale). A
+    fraction ``task.noise_ratio`` of the training tasks get N(0, ``noise_std``²) noise on
+    their support targets. ``train_assays`` limits the training assays (a count, or a list of
+    assay ids) and ``assay_types`` keeps only assays of those types (FS-Mol: B binding, F
+    functional, A ADME, ...).
     """
 
     support: int = 16
@@ -41,6 +42,7 @@ class AssayTaskConfig:
     min_query: int = 16
     source_split: str = "random"
     standardise: bool = False
+    min_scale: float = 0.05
     noise_std: float = 0.0
     train_assays: int | list[str] | None = None
     assay_types: list[str] | None = None
@@ -318,6 +320,10 @@ def check_domain(config: Config) -> None:
     _require(
         assays.source_split in ("random", "flags"),
         f"task.assays.source_split={assays.source_split!r}; use random or flags",
+    )
+    _require(
+        assays.min_scale > 0,
+        f"task.assays.min_scale must be positive, got {assays.min_scale}; try 0.05",
     )
     _require(assays.noise_std >= 0, f"task.assays.noise_std must be >= 0, got {assays.noise_std}")
 

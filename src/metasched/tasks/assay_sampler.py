@@ -14,14 +14,18 @@ from metasched.tasks.noise import TargetNoise
 from metasched.tasks.sampler import budget_classes
 
 SOURCE_SPLITS = ("random", "flags")
-MIN_SCALE = 1e-3  # a support this flat has no scale to divide by (constant assays exist)
+MIN_SCALE = 0.05  # in log10 activity units: below any assay's meaningful resolution
 
 
-def support_scaling(targets: np.ndarray) -> tuple[float, float]:
-    """(shift, scale) that standardise targets by the support's mean and standard deviation;
-    scale 1 for a support too flat to divide by."""
-    shift, scale = float(targets.mean()), float(targets.std())
-    return shift, scale if scale >= MIN_SCALE else 1.0
+def support_scaling(targets: np.ndarray, min_scale: float = MIN_SCALE) -> tuple[float, float]:
+    """(shift, scale) that standardise targets by the support's mean and standard deviation,
+    the scale floored at ``min_scale``.
+
+    Some assays are nearly constant (a censored value repeated): dividing by their tiny spread
+    would blow their query targets up, while a scale of 1 would let the model's predictions
+    vary far more than the assay ever does. The floor keeps predictions near a flat support.
+    """
+    return float(targets.mean()), max(float(targets.std()), min_scale)
 
 
 def budget_assays(
@@ -71,7 +75,8 @@ class AssaySampler:
         min_query: assays with fewer than ``support + min_query`` usable rows are left out.
         noise: Gaussian noise on the support targets of a fraction of the episodes.
         standardise: shift and scale the targets by the (noisy) support's mean and standard
-            deviation; the episode keeps both so that metrics return to the original scale.
+            deviation (at least ``min_scale``); the episode keeps both so that metrics return
+            to the original scale.
         source_split: ``random`` draws the support from all of an assay's rows; ``flags``
             draws it from the rows the source marks as its training rows and takes the query
             from those it marks as test rows (pQSAR's TRN/TST, MoleculeACE's split).
@@ -88,6 +93,7 @@ class AssaySampler:
         standardise: bool = False,
         source_split: str = "random",
         assays: Sequence[int] | None = None,
+        min_scale: float = MIN_SCALE,
     ) -> None:
         least = 0 if source_split == "flags" else 1
         if support < least or min_query < 1 or query_cap < min_query:
@@ -102,6 +108,7 @@ class AssaySampler:
         self.pool, self.support, self.query_cap = pool, support, query_cap
         self.noise = noise or TargetNoise()
         self.standardise, self.source_split = standardise, source_split
+        self.min_scale = min_scale
         allowed = list(range(pool.num_assays)) if assays is None else list(assays)
         self.assays = np.asarray([a for a in allowed if self._usable(a, min_query)], np.int64)
         self.excluded = len(allowed) - len(self.assays)
@@ -145,7 +152,7 @@ class AssaySampler:
         support_y = clean if noisy is None else noisy
         shift, scale = 0.0, 1.0
         if self.standardise:
-            shift, scale = support_scaling(support_y)
+            shift, scale = support_scaling(support_y, self.min_scale)
         return Episode(
             support_x=torch.from_numpy(self.pool.inputs(support)),
             support_y=self._scaled(support_y, shift, scale),

@@ -168,6 +168,7 @@ class AssayRegression(Domain):
                 spec.standardise,
                 spec.source_split,
                 assays,
+                spec.min_scale,
             )
 
         val = reward = sampler(splits.val)
@@ -208,7 +209,7 @@ class AssayRegression(Domain):
         query_x = self._fingerprints(query, candidates, spec)
         shift, scale = 0.0, 1.0
         if config.task.assays.standardise:
-            shift, scale = support_scaling(values)
+            shift, scale = support_scaling(values, config.task.assays.min_scale)
         targets = torch.from_numpy(((values - shift) / scale).astype(np.float32))
         episode = Episode(
             support_x, targets, query_x, torch.zeros(len(candidates)),
