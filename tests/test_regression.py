@@ -111,17 +111,17 @@ def test_regression_run_learns_and_speaks_regression(trained: tuple[Path, Path, 
     assert header[:2] == ["task", "source"] and "oos_r2_best" in header
 
 
-def test_ridge_head_learns_the_assays(tmp_path: Path) -> None:
-    """The closed-form ridge learner meta-trains on the same learnable assays."""
+def test_anil_learns_the_assays_too(tmp_path: Path) -> None:
+    """ANIL's SGD head (drug-demo uses the ridge head) meta-trains on the same assays."""
     path = learnable_csv(tmp_path)
-    sets = overrides(path, **{"learner.algorithm": "ridge", "train.iterations": 40})
+    sets = overrides(path, **{"learner.algorithm": "anil", "train.iterations": 40})
     config = load_config("drug-demo", sets)
     parts = build_components(config)
     rng = np.random.default_rng([config.seed, 2])
     untrained = evaluate(
         parts.learner, parts.learner.parameters(), parts.samplers["test"], 20, rng, parts.device
     )
-    run = tmp_path / "ridge"
+    run = tmp_path / "anil"
     args = [a for o in sets for a in ("--set", o)]
     assert main(["train", "--config", "drug-demo", "--run-dir", str(run), "--quiet", *args]) == 0
     summary = json.loads((run / "summary.json").read_text())
