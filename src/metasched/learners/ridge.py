@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from metasched.errors import MetaschedError
 from metasched.learners.anil import ANIL
 from metasched.learners.base import Adaptation, Params
+from metasched.learners.objectives import Objective
 
 
 class RidgeANIL(ANIL):
@@ -24,8 +26,18 @@ class RidgeANIL(ANIL):
     unused; ``penalty`` is λ (the backbone learns the feature scale it works with).
     """
 
-    def __init__(self, *args: object, penalty: float = 1.0, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train: Adaptation,
+        eval: Adaptation,
+        first_order: bool = False,
+        scored: str = "all",
+        batching: str = "loop",
+        penalty: float = 1.0,
+    ) -> None:
+        super().__init__(model, objective, train, eval, first_order, scored, batching)
         if not penalty > 0:
             raise MetaschedError(f"ridge penalty must be positive, got {penalty}; try 1.0")
         self.penalty = penalty
