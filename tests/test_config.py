@@ -131,3 +131,11 @@ def test_data_list(capsys) -> None:
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert "glyphs" in out and "omniglot" in out and "folder" in out
+
+
+def test_exponent_floats_without_a_dot_are_floats() -> None:
+    """YAML 1.1 reads ``1e-4`` as a string; a float setting accepts it all the same."""
+    config = load_config("glyphs-5w1s", ["train.meta_lr=1e-4", "train.clip_grad_norm=2E1"])
+    assert config.train.meta_lr == 1e-4 and config.train.clip_grad_norm == 20.0
+    with pytest.raises(MetaschedError, match="not a valid float"):
+        load_config("glyphs-5w1s", ["train.meta_lr=1e-4x"])

@@ -277,3 +277,22 @@ def test_the_reward_data_control_adds_clean_reward_tasks_at_the_given_rate(
     assert [r["reward_tasks_trained"] for r in train if "reward_tasks_trained" in r] == [1, 2, 1, 2]
     assert [len(r["chosen"]) for r in train] == [3, 4, 3, 4]
     assert [r["noisy"] for r in train] == [2 / 3, 2 / 4, 2 / 3, 2 / 4]  # the added ones are clean
+
+
+def test_gradient_clipping_bounds_the_meta_update(tmp_path, glyphs) -> None:
+    """train.clip_grad_norm rescales the meta-gradient before Adam: at a limit far below any
+    real gradient the step is Adam's epsilon-dominated crawl, without it a full step."""
+    moved = {}
+    for name, limit in (("free", "null"), ("clipped", "1e-12")):
+        overrides = tiny_overrides(
+            **{"train.iterations": 2, "train.val_tasks": 4, "train.test_tasks": 4}
+        )
+        config = load_config("glyphs-5w1s", [*overrides, f"train.clip_grad_norm={limit}"])
+        trainer = Trainer.create(config, tmp_path / name)
+        start = {n: p.detach().clone() for n, p in trainer.parts.learner.parameters().items()}
+        trainer.train_step()
+        after = trainer.parts.learner.parameters()
+        moved[name] = max(float((after[n].detach() - start[n]).abs().max()) for n in start)
+    lr = load_config("glyphs-5w1s", tiny_overrides()).train.meta_lr
+    assert moved["free"] > 0.5 * lr
+    assert moved["clipped"] < 1e-3 * lr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -155,7 +156,8 @@ class TrainConfig:
 
     ``reward_tasks_per_update`` adds clean tasks of the reward split to each meta-update, on
     average that many (a control that gives uniform sampling the data a reward-driven
-    scheduler consumes).
+    scheduler consumes). ``clip_grad_norm`` rescales a meta-gradient whose global norm exceeds
+    it (off when null), so that one diverging inner loop cannot wreck θ0 in a single step.
     """
 
     iterations: int = 1000
@@ -169,6 +171,7 @@ class TrainConfig:
     init_from: str | None = None
     retain_memory: bool = True  # CPU: reuse freed memory instead of page-faulting (allocator.py)
     reward_tasks_per_update: float = 0.0
+    clip_grad_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,10 @@ def check_config(config: Config) -> None:
         f"train.device={train.device!r} is not a device; use auto, cpu or cuda",
     )
     _require(train.reward_tasks_per_update >= 0, "train.reward_tasks_per_update must be >= 0")
+    _require(
+        train.clip_grad_norm is None or train.clip_grad_norm > 0,
+        f"train.clip_grad_norm must be positive or null, got {train.clip_grad_norm}; try 10",
+    )
     scheduler = config.scheduler
     _require(
         scheduler.name in SCHEDULERS,
@@ -332,6 +339,9 @@ def check_domain(config: Config) -> None:
 # Building dataclasses from plain dictionaries, with type checks.
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
@@ -359,6 +369,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     elif kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -321,6 +321,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(params.values(), gradient):
             p.grad = g
+        limit = self.config.train.clip_grad_norm
+        if limit is not None:
+            torch.nn.utils.clip_grad_norm_(list(params.values()), limit)
         self.optimizer.step()
 
     def _restored_step(self, params: Params, gradient: Gradient) -> None:
