@@ -17,6 +17,7 @@ import yaml
 from metasched.data.registry import DATASETS, DataSpec
 from metasched.errors import MetaschedError
 from metasched.schedulers import SCHEDULERS
+from metasched.tasks.assay_sampler import MIN_SCALE
 from metasched.tasks.noise import NOISE_MODES
 
 REWARD_SPLITS = ("val-reward", "val", "train-16")
@@ -43,7 +44,7 @@ class AssayTaskConfig:
     min_query: int = 16
     source_split: str = "random"
     standardise: bool = False
-    min_scale: float = 0.05
+    min_scale: float = MIN_SCALE
     noise_std: float = 0.0
     train_assays: int | list[str] | None = None
     assay_types: list[str] | None = None
@@ -330,7 +331,7 @@ def check_domain(config: Config) -> None:
     )
     _require(
         assays.min_scale > 0,
-        f"task.assays.min_scale must be positive, got {assays.min_scale}; try 0.05",
+        f"task.assays.min_scale must be positive, got {assays.min_scale}; try {MIN_SCALE}",
     )
     _require(assays.noise_std >= 0, f"task.assays.noise_std must be >= 0, got {assays.noise_std}")
 
