@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from metasched.data.cache import cache_dir, load_splits, save_splits
+from metasched.data.cache import cache_dir, cached_splits
 from metasched.data.fingerprints import FingerprintSpec, morgan_fingerprints
 from metasched.data.pool import AssayPool, DataSplits
 from metasched.errors import MetaschedError
@@ -256,12 +256,4 @@ def cached_assays(
     """
     key = f"{ASSAYS_VERSION}|{identity}|{spec.radius}|{spec.bits}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = cache_dir() / f"assays-{name}-{digest}.npz"
-    if path.is_file():
-        try:
-            return load_splits(path)
-        except (OSError, ValueError, KeyError, EOFError):
-            path.unlink(missing_ok=True)  # a corrupt cache entry is rebuilt, not fatal
-    splits = build()
-    save_splits(path, splits)
-    return splits
+    return cached_splits(cache_dir() / f"assays-{name}-{digest}", build)

@@ -13,13 +13,14 @@ import io
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from metasched.data.cache import cache_dir, load_splits, save_splits
+from metasched.data.cache import SPLITS, SplitsWriter, cache_dir, is_prepared, load_splits
 from metasched.data.pool import ClassPool, DataSplits
 from metasched.errors import MetaschedError
 
@@ -73,23 +74,75 @@ def read_pool(
     channels: int,
     invert: bool,
     description: str,
+    allocate: Callable[[tuple[int, int, int, int]], np.ndarray] | None = None,
+    label_of: Callable[[str], tuple[str, str]] | None = None,
 ) -> ClassPool:
-    """Decodes the images of the classes ``keys`` into one pool (group = parent directory)."""
+    """Decodes the images of the classes ``keys`` into one pool (group = parent directory).
+
+    Args:
+        allocate: gives the uint8 (N, C, H, W) array to decode into (e.g. a prepared file,
+            so that only one image at a time is held); default: memory.
+        label_of: a class's (name, group) from its key; default: its last two path parts and
+            its parent directory.
+    """
     keys = list(keys)
-    arrays, groups = [], []
+    counts = [len(classes[key]) for key in keys]
+    shape = (sum(counts), channels, image_size, image_size)
+    images = allocate(shape) if allocate else np.empty(shape, np.uint8)
+    row = 0
     for key in tqdm(keys, desc=description, unit="class", leave=False):
-        images = []
         for name in classes[key]:
             try:
-                images.append(decode_image(reader(name), image_size, channels, invert))
+                images[row] = decode_image(reader(name), image_size, channels, invert)
             except (UnidentifiedImageError, OSError) as error:
                 raise MetaschedError(
                     f"cannot read image {name!r} ({error}); remove or replace the file"
                 ) from error
-        arrays.append(np.stack(images))
-        groups.append(PurePosixPath(key).parent.name or "-")
-    names = ["/".join(PurePosixPath(k).parts[-2:]) for k in keys]
-    return ClassPool.from_class_arrays(arrays, names, groups)
+            row += 1
+    labels = [label_of(key) if label_of else _folder_label(key) for key in keys]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return ClassPool(images, starts, tuple(n for n, _ in labels), tuple(g for _, g in labels))
+
+
+def _folder_label(key: str) -> tuple[str, str]:
+    """A class folder's name (its last two path parts) and group (its parent directory)."""
+    path = PurePosixPath(key)
+    return "/".join(path.parts[-2:]), path.parent.name or "-"
+
+
+def prepare_image_splits(
+    path: Path,
+    classes: ClassFiles,
+    keys: dict[str, list[str]],
+    reader: Reader,
+    image_size: int,
+    channels: int,
+    invert: bool,
+    label_of: Callable[[str], tuple[str, str]] | None = None,
+) -> DataSplits:
+    """Decodes each split's classes straight into a prepared directory at ``path`` (one image
+    in memory at a time) and opens it memory-mapped."""
+    writer = SplitsWriter(path)
+    try:
+        pools = {
+            split: read_pool(
+                classes,
+                keys[split],
+                reader,
+                image_size,
+                channels,
+                invert,
+                f"reading {split}",
+                partial(writer.images, split),
+                label_of,
+            )
+            for split in SPLITS
+        }
+        writer.commit(DataSplits(pools["train"], pools["val"], pools["test"]))
+    except BaseException:
+        writer.abort()
+        raise
+    return load_splits(path)
 
 
 def split_classes(keys: list[str]) -> dict[str, list[str]]:
@@ -125,8 +178,8 @@ def load_image_folder(
             f"data directory {str(root)!r} does not exist; set data.root to a folder laid out"
             " as <root>/<class>/<image files>"
         )
-    path = cache_dir() / f"folder-{_fingerprint(root.resolve(), image_size, channels, invert)}.npz"
-    if path.exists():
+    path = cache_dir() / f"folder-{_fingerprint(root.resolve(), image_size, channels, invert)}"
+    if is_prepared(path):
         return load_splits(path)
     classes, reader = scan_directory(root)
     if len(classes) < 3:
@@ -141,10 +194,4 @@ def load_image_folder(
         }
     else:
         keys = split_classes(list(classes))
-    pools = {
-        s: read_pool(classes, keys[s], reader, image_size, channels, invert, f"reading {s}")
-        for s in ("train", "val", "test")
-    }
-    splits = DataSplits(pools["train"], pools["val"], pools["test"])
-    save_splits(path, splits)
-    return splits
+    return prepare_image_splits(path, classes, keys, reader, image_size, channels, invert)

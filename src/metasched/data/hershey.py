@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from metasched.data.cache import cache_dir, load_splits, save_splits
+from metasched.data.cache import cache_dir, cached_splits
 from metasched.data.pool import ClassPool, DataSplits
 
 GLYPHS_VERSION = 1
@@ -182,7 +182,5 @@ def build_glyphs(image_size: int = 28, instances: int = 20, seed: int = 0) -> Da
 
 def load_glyphs(image_size: int = 28, instances: int = 20, seed: int = 0) -> DataSplits:
     """The glyphs data set from the cache, built on first use."""
-    path = cache_dir() / f"glyphs-v{GLYPHS_VERSION}-{image_size}px-{instances}x-seed{seed}.npz"
-    if not path.exists():
-        save_splits(path, build_glyphs(image_size, instances, seed))
-    return load_splits(path)
+    path = cache_dir() / f"glyphs-v{GLYPHS_VERSION}-{image_size}px-{instances}x-seed{seed}"
+    return cached_splits(path, lambda: build_glyphs(image_size, instances, seed))

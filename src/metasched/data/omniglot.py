@@ -12,7 +12,7 @@ import zipfile
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 
-from metasched.data.cache import cache_dir, load_splits, save_splits
+from metasched.data.cache import cache_dir, cached_splits
 from metasched.data.folder import ClassFiles, Reader, read_pool, scan_zip
 from metasched.data.pool import DataSplits
 from metasched.errors import MetaschedError
@@ -37,9 +37,11 @@ def load_omniglot(root: str | Path, image_size: int = 28) -> DataSplits:
             " set data.root to the folder that holds them"
         )
     names = "+".join(z.stem for z in zips)
-    path = cache_dir() / f"omniglot-{names}-{image_size}px.npz"
-    if path.exists():
-        return load_splits(path)
+    path = cache_dir() / f"omniglot-{names}-{image_size}px"
+    return cached_splits(path, lambda: _read_zips(zips, image_size))
+
+
+def _read_zips(zips: list[Path], image_size: int) -> DataSplits:
     keys: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     classes: ClassFiles = {}
     readers: dict[str, Reader] = {}
@@ -62,6 +64,4 @@ def load_omniglot(root: str | Path, image_size: int = 28) -> DataSplits:
             s: read_pool(classes, keys[s], read, image_size, 1, True, f"reading Omniglot {s}")
             for s in keys
         }
-        splits = DataSplits(pools["train"], pools["val"], pools["test"])
-    save_splits(path, splits)
-    return splits
+        return DataSplits(pools["train"], pools["val"], pools["test"])
