@@ -76,7 +76,7 @@ def test_budgets_by_count_type_and_id() -> None:
     assert len(by_count) == 3 and set(by_count) <= {1, 3, 5, 7, 9}
     assert by_count == budget_assays(pool, 3, ["B"])  # the same budget every run
     assert budget_assays(pool, ["A2", "A0"]) == [0, 2]
-    with pytest.raises(MetaschedError, match="'A1', which is not an allowed assay"):
+    with pytest.raises(MetaschedError, match="names 'A1', which is not one of the"):
         budget_assays(pool, ["A1"], ["F"])
     with pytest.raises(MetaschedError, match="matches no assay"):
         budget_assays(pool, types=["ADME"])

@@ -139,3 +139,48 @@ def test_exponent_floats_without_a_dot_are_floats() -> None:
     assert config.train.meta_lr == 1e-4 and config.train.clip_grad_norm == 20.0
     with pytest.raises(MetaschedError, match="not a valid float"):
         load_config("glyphs-5w1s", ["train.meta_lr=1e-4x"])
+
+
+def test_presets_extend_others_section_by_section(tmp_path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("task: {n_way: 3, k_shot: 2}\ntrain: {iterations: 7}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {base}\ntask: {{k_shot: 4}}\n")
+    config = load_config(str(child))
+    assert (config.task.n_way, config.task.k_shot, config.train.iterations) == (3, 4, 7)
+    base.write_text(f"extends: {child}\n")
+    with pytest.raises(MetaschedError, match="extends itself"):
+        load_config(str(child))
+
+
+def test_glyph_variant_of_the_paper_preset_is_the_results_protocol() -> None:
+    """paper/glyphs-noisy-1shot-0.6 inherits every method setting from the miniImageNet preset
+    and is exactly the protocol that docs/results.md ran as glyphs-noisy."""
+    assert load_config("paper/glyphs-noisy-1shot-0.6") == load_config("glyphs-noisy")
+    mini = load_config("paper/noisy-5shot-0.8")
+    assert (mini.task.k_shot, mini.task.noise_ratio, mini.scheduler.pool_size) == (5, 0.8, 15)
+    assert (mini.data.name, mini.data.image_size, mini.train.iterations) == (
+        "miniimagenet",
+        84,
+        30000,
+    )
+
+
+def test_paper_budgets_are_the_reference_codes_class_indices() -> None:
+    """The budget presets list wnids (supplement D.1); on miniImageNet's sorted training classes
+    they must pick the reference code's indices (ats-method.md §3.3)."""
+    from metasched.data.miniimagenet import WNIDS
+    from metasched.tasks.sampler import budget_classes
+
+    reference = {
+        16: [24, 63, 43, 34, 23, 50, 42, 19, 30, 29, 54, 35, 0, 21, 26, 45],
+        48: [
+            *(7, 22, 61, 18, 14, 30, 46, 4, 32, 6, 15, 48, 5, 25, 41, 54, 42, 60, 58, 29, 53),
+            *(27, 50, 55, 19, 45, 52, 9, 44, 13, 28, 63, 62, 57, 56, 33, 20, 47, 3, 12, 39, 17),
+            *(51, 49, 31, 24, 34, 43),
+        ],
+    }
+    for size, indices in reference.items():
+        budget = load_config(f"paper/budget-{size}").task.train_classes
+        assert budget_classes(WNIDS["train"], budget) == indices
+    assert load_config("paper/budget-64").task.train_classes is None

@@ -193,7 +193,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_data(args: argparse.Namespace) -> None:
     from metasched.config import apply_overrides, build
-    from metasched.data.registry import DATASETS, DataSpec, load_dataset
+    from metasched.data.registry import DATASETS, DataSpec, convert_dataset, load_dataset
 
     if args.action == "list":
         for name, entry in DATASETS.items():
@@ -207,14 +207,40 @@ def cmd_data(args: argparse.Namespace) -> None:
                 state = "present" if expected.exists() else "absent"
                 print(f"{'':20s} {state} at {expected} (or data.root); get: {entry.how_to_get}")
         return
+    if args.action == "generate":
+        from metasched.data.miniimagenet import write_fake_miniimagenet
+
+        counts = tuple(int(c) for c in args.classes.split(",") if c.strip().isdigit())
+        if len(counts) != 3 or min(counts) < 1:
+            raise MetaschedError(
+                f"--classes={args.classes}: give train,val,test counts, e.g. 64,16,20"
+            )
+        write_fake_miniimagenet(
+            Path(args.out),
+            args.layout,
+            counts,
+            args.images,
+            args.image_size,
+            args.seed,
+        )
+        print(
+            f"wrote random-pixel miniImageNet ({args.layout}, {args.classes} classes) to {args.out}"
+        )
+        return
     values = {"name": args.name, "root": args.root}
     if args.image_size is not None:
         values["image_size"] = args.image_size
     if args.channels is not None:
         values["channels"] = args.channels
+    if args.trust_pickles:
+        values["trust_pickles"] = True
     sections = apply_overrides({"data": values}, args.overrides)
     spec: DataSpec = build(DataSpec, sections["data"], "data.")
-    splits = load_dataset(spec)
+    if args.action == "convert":
+        splits = convert_dataset(spec, Path(args.out))
+        print(f"converted to {args.out} (use data.root={args.out}):")
+    else:
+        splits = load_dataset(spec)
     if DATASETS[spec.name].domain == "images":
         print(f"{spec.name} at {spec.image_size}x{spec.image_size}:")
     else:
@@ -332,18 +358,37 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="action", required=True)
     data_commands.add_parser("list", help="the data sets metasched can load")
     prepare = data_commands.add_parser("prepare", help="build or read a data set into the cache")
-    prepare.add_argument("name")
-    prepare.add_argument("--root", help="where the data set's files are (default: data list)")
-    prepare.add_argument("--image-size", type=int, help="images: side in pixels (28)")
-    prepare.add_argument("--channels", type=int, choices=[1, 3], help="images: 1 or 3")
-    prepare.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a data setting, e.g. data.fingerprint.bits=2048 or data.csv.value=pIC50",
+    convert = data_commands.add_parser(
+        "convert", help="write a data set once as a memory-mapped directory to use as data.root"
     )
+    for command in (prepare, convert):
+        command.add_argument("name")
+        command.add_argument("--root", help="where the data set's files are (default: data list)")
+        command.add_argument("--image-size", type=int, help="images: side in pixels (28)")
+        command.add_argument("--channels", type=int, choices=[1, 3], help="images: 1 or 3")
+        command.add_argument(
+            "--trust-pickles",
+            action="store_true",
+            help="allow reading the data set's pickle files (they can run code)",
+        )
+        command.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a data setting, e.g. data.fingerprint.bits=2048 or data.csv.value=pIC50",
+        )
+    convert.add_argument("--out", required=True, help="the directory to write (must not exist)")
+    generate = data_commands.add_parser(
+        "generate", help="write a miniImageNet-shaped data set of random pixels (tests, benchmarks)"
+    )
+    generate.add_argument("--layout", required=True, choices=["pickles", "csv", "folders"])
+    generate.add_argument("--out", required=True)
+    generate.add_argument("--classes", default="64,16,20", help="train,val,test (64,16,20)")
+    generate.add_argument("--images", type=int, default=600, help="per class (600)")
+    generate.add_argument("--image-size", type=int, default=84)
+    generate.add_argument("--seed", type=int, default=0)
     data.set_defaults(handler=cmd_data)
     return parser
 

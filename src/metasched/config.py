@@ -57,7 +57,9 @@ class TaskConfig:
     ``noise``: how a noisy task's support is corrupted (:mod:`metasched.tasks.noise`):
     ``redraw`` (the reference's construction: a balanced support of random labels), ``flip``
     (per-example flips of a balanced support, which unbalances its labels) or ``permute``
-    (labels swapped consistently between classes). ``reward_split``: where schedulers' clean
+    (labels swapped consistently between classes). ``train_classes``: a limited budget of
+    training classes: a count (seeded), a list of indices or names (e.g. miniImageNet wnids),
+    or the path of a file of names. ``reward_split``: where schedulers' clean
     reward tasks come from: ``val-reward`` (half of the meta-validation classes, disjoint from
     the half that selects checkpoints), ``val`` (all of meta-validation, shared with checkpoint
     selection) or ``train-16`` (training classes 0..15, as the reference code).
@@ -73,7 +75,7 @@ class TaskConfig:
     noise: str = "redraw"
     noise_ratio: float = 0.0
     flip_rate: float = 0.8
-    train_classes: int | list[int] | None = None
+    train_classes: int | list[int] | list[str] | str | None = None
     reward_split: str = "val-reward"
     skew_fraction: float = 0.0
     skew_classes: int = 10
@@ -460,8 +462,12 @@ def preset_names() -> list[str]:
     return sorted(name.removesuffix(".yaml") for name in names)
 
 
-def read_config_file(name_or_path: str) -> dict[str, Any]:
-    """The dictionary in a preset (by name) or a YAML file (by path)."""
+def read_config_file(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The dictionary in a preset (by name) or a YAML file (by path).
+
+    ``extends: PRESET`` (or a list of them) starts from those presets or files, merged in
+    order, and sets this file's values over them, section by section.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_file():
         text = path.read_text()
@@ -479,7 +485,27 @@ def read_config_file(name_or_path: str) -> dict[str, Any]:
         raise MetaschedError(f"{name_or_path!r} is not valid YAML: {reason}") from error
     if not isinstance(values, dict):
         raise MetaschedError(f"{name_or_path!r} must hold a mapping of config sections")
-    return values
+    parents = values.pop("extends", [])
+    parents = [parents] if isinstance(parents, str) else parents
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise MetaschedError(f"{name_or_path!r}: extends must name a preset or file, or a list")
+    if name_or_path in _chain:
+        raise MetaschedError(f"{name_or_path!r} extends itself through {' -> '.join(_chain)}")
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = _merged(merged, read_config_file(parent, (*_chain, name_or_path)))
+    return _merged(merged, values)
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` set over it; sections merge, other values replace."""
+    result = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:

@@ -20,10 +20,8 @@ the ChEMBL assays of the ATS paper's drug experiments, from the article's suppor
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -39,21 +37,13 @@ from metasched.data.assays import (
 )
 from metasched.data.fingerprints import FingerprintSpec
 from metasched.data.pool import AssayPool, DataSplits
+from metasched.data.safe_pickle import read_data_pickle
 from metasched.errors import MetaschedError
 
 MEASUREMENTS, ASSAYS, COMPOUNDS = (f"ci9b00375_si_00{i}.txt" for i in (2, 1, 3))
 REFERENCE_SPLIT = (4100, 76, 100)  # train, val, test assays of the ATS code's split files
 REFERENCE_NAMES = ("train", "val", "test")
 SPLIT_SEED = 0
-SAFE_GLOBALS = (
-    {("builtins", name) for name in ("dict", "list", "set", "frozenset", "tuple", "int", "str")}
-    | {
-        (module, name)
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-        for name in ("_reconstruct", "scalar")
-    }
-    | {("numpy", "ndarray"), ("numpy", "dtype")}
-)
 
 
 @dataclass(frozen=True)
@@ -64,30 +54,9 @@ class PqsarOptions:
     split_group: int | None = None
 
 
-class _SplitUnpickler(pickle.Unpickler):
-    """Admits built-in containers and numpy arrays only: a split file needs nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in SAFE_GLOBALS:
-            raise MetaschedError(
-                f"the split pickle refers to {module}.{name}, which a split file never needs;"
-                " refusing to load it"
-            )
-        return super().find_class(module, name)
-
-
 def read_split_pickle(path: Path, trust: bool) -> dict[str, set[str]]:
     """The train/val/test assay ids of a ``drug_split_id_group{N}.pickle``."""
-    if not trust:
-        raise MetaschedError(
-            f"{path} is a pickle, which can run code when read; if you trust it, set"
-            " data.trust_pickles=true (only containers and numpy arrays are admitted even then)"
-        )
-    try:
-        with open(path, "rb") as handle:
-            content = _SplitUnpickler(handle).load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError) as error:
-        raise MetaschedError(f"{path}: not a readable split pickle ({error})") from error
+    content = read_data_pickle(path, trust, "a readable split pickle")
     if not isinstance(content, dict) or not {"train", "val", "test"} <= set(content):
         raise MetaschedError(f"{path}: expected a dict with train, val and test assay ids")
     return {k: {str(a) for a in np.asarray(list(content[k])).ravel()} for k in REFERENCE_NAMES}

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from metasched.data.assay_csv import CsvColumns, load_assay_csv
+from metasched.data.cache import is_prepared, load_splits, save_splits
 from metasched.data.fingerprints import FingerprintSpec
 from metasched.data.folder import load_image_folder
 from metasched.data.fsmol import load_fsmol
 from metasched.data.hershey import load_glyphs
+from metasched.data.miniimagenet import load_miniimagenet, prepare_miniimagenet
 from metasched.data.moleculeace import load_moleculeace
 from metasched.data.omniglot import load_omniglot
-from metasched.data.pool import DataSplits
+from metasched.data.pool import ClassPool, DataSplits
 from metasched.data.pqsar import PqsarOptions, load_pqsar
 from metasched.errors import MetaschedError
 
@@ -57,6 +59,9 @@ class DatasetEntry:
         location: the expected file or folder under :func:`data_home` (``None``: embedded, or
             no default place such as a user's own folder).
         how_to_get: where the files come from, for users who lack them.
+        needs_root: whether it has files a user must give (not embedded).
+        convert: writes the prepared directory from (spec, root, out) without a cached copy
+            first (default: load, then save).
     """
 
     description: str
@@ -65,6 +70,7 @@ class DatasetEntry:
     location: str | None = None
     how_to_get: str = ""
     needs_root: bool = False
+    convert: Callable[[DataSpec, Path, Path], DataSplits[Any]] | None = None
 
     def expected(self) -> Path | None:
         """Where the files are looked for when ``data.root`` is not given."""
@@ -98,6 +104,19 @@ DATASETS: dict[str, DatasetEntry] = {
         ),
         how_to_get="your own images, one sub-folder per class",
         needs_root=True,
+    ),
+    "miniimagenet": DatasetEntry(
+        "miniImageNet, 64/16/20 classes by wnid: the reference's pickles, Ravi's images/ and"
+        " CSVs, {train,val,test}/<wnid>/ folders, or a converted directory",
+        IMAGES,
+        lambda spec, root: load_miniimagenet(Path(str(root)), spec.image_size, spec.trust_pickles),
+        location="miniimagenet",
+        how_to_get="miniImageNet (Vinyals et al. 2016) with the Ravi & Larochelle split,"
+        " e.g. the ATS code's mini_imagenet_*.pkl; set data.image_size=84 data.channels=3",
+        needs_root=True,
+        convert=lambda spec, root, out: prepare_miniimagenet(
+            root, out, spec.image_size, spec.trust_pickles
+        ),
     ),
     "moleculeace": DatasetEntry(
         "30 ChEMBL target sets of MoleculeACE, pKi/pEC50 (embedded; van Tilborg et al. 2022)",
@@ -156,10 +175,36 @@ def load_dataset(spec: DataSpec) -> DataSplits[Any]:
     entry = DATASETS.get(spec.name)
     if entry is None:
         raise MetaschedError(f"unknown data set {spec.name!r}; choose one of {', '.join(DATASETS)}")
-    splits = entry.load(spec, resolve_root(spec.name, spec))
-    if entry.domain == IMAGES and splits.train.image_shape[0] != spec.channels:
+    root = resolve_root(spec.name, spec)
+    prepared = root is not None and is_prepared(root)  # converted once, read as it is
+    splits = load_splits(root) if prepared and root is not None else entry.load(spec, root)
+    kind = type(splits.train)
+    if (kind is ClassPool) != (entry.domain == IMAGES):
         raise MetaschedError(
-            f"data set {spec.name!r} has {splits.train.image_shape[0]} channel(s) but"
-            f" data.channels={spec.channels}; set data.channels={splits.train.image_shape[0]}"
+            f"{root} holds {kind.__name__} data, not the {entry.domain} of data set"
+            f" {spec.name!r}; set data.name to a data set of its domain"
         )
+    if entry.domain == IMAGES:
+        channels, height, _ = splits.train.image_shape
+        if channels != spec.channels or height != spec.image_size:
+            raise MetaschedError(
+                f"data set {spec.name!r} has {channels}-channel {height}x{height} images but the"
+                f" config says data.channels={spec.channels} data.image_size={spec.image_size};"
+                f" set data.channels={channels} data.image_size={height}"
+            )
     return splits
+
+
+def convert_dataset(spec: DataSpec, out: Path) -> DataSplits[Any]:
+    """Writes the data set a spec names as a prepared directory ``out`` (memory-mapped when
+    read; use it as data.root from then on)."""
+    entry = DATASETS.get(spec.name)
+    if entry is None:
+        raise MetaschedError(f"unknown data set {spec.name!r}; choose one of {', '.join(DATASETS)}")
+    if out.exists():
+        raise MetaschedError(f"{out} exists; choose a new --out directory or delete it")
+    root = resolve_root(spec.name, spec)
+    if entry.convert is not None and root is not None and not is_prepared(root):
+        return entry.convert(spec, root, out)
+    save_splits(out, load_dataset(spec))
+    return load_splits(out)

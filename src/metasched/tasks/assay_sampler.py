@@ -44,23 +44,8 @@ def budget_assays(
             raise MetaschedError(
                 f"task.assays.assay_types={list(types)} matches no assay; types here: {present}"
             )
-    if budget is None:
-        return allowed
-    if isinstance(budget, int):
-        if not 0 < budget <= len(allowed):
-            raise MetaschedError(
-                f"task.assays.train_assays={budget} but {len(allowed)} assays are allowed; use a"
-                f" count between 1 and {len(allowed)}"
-            )
-        return sorted(allowed[i] for i in budget_classes(len(allowed), budget))
-    index = {pool.assay_ids[a]: a for a in allowed}
-    unknown = [name for name in budget if name not in index]
-    if unknown:
-        raise MetaschedError(
-            f"task.assays.train_assays names {unknown[0]!r}, which is not an allowed assay of"
-            " the training split"
-        )
-    return sorted({index[name] for name in budget})
+    names = [pool.assay_ids[a] for a in allowed]
+    return sorted(allowed[i] for i in budget_classes(names, budget, "task.assays.train_assays"))
 
 
 class AssaySampler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,30 +18,72 @@ REWARD_SPLIT_SEED = 1
 SKEW_SEED = 2
 
 
-def budget_classes(num_classes: int, budget: int | Sequence[int] | None) -> list[int]:
-    """The classes a limited budget allows: all, an explicit list, or a count.
+Budget = int | Sequence[int] | Sequence[str] | str | None
 
-    A count ``m`` takes the first ``m`` classes of a permutation with a fixed seed, so that
-    every run with the same budget trains on the same classes.
+
+def budget_classes(
+    names: Sequence[str], budget: Budget, setting: str = "task.train_classes"
+) -> list[int]:
+    """The classes (indices into ``names``) a limited budget allows.
+
+    Args:
+        names: the training split's class (or assay) names.
+        budget: ``None`` (all); a count ``m``, the first ``m`` classes of a permutation with a
+            fixed seed, so every run with the same budget trains on the same classes; a list of
+            indices; a list of names (a name also matches the last ``/`` part of a class name,
+            e.g. a wnid); or the path of a text file of names, one per line (``#`` comments).
+        setting: the config key, for messages.
     """
+    count = len(names)
     if budget is None:
-        return list(range(num_classes))
+        return list(range(count))
+    if isinstance(budget, str):
+        budget = _read_names(Path(budget), setting)
     if isinstance(budget, int):
-        if not 0 < budget <= num_classes:
+        if not 0 < budget <= count:
             raise MetaschedError(
-                f"task.train_classes={budget} but the training split has {num_classes} classes;"
-                f" use a count between 1 and {num_classes}"
+                f"{setting}={budget} but the training split has {count}; use a count between 1"
+                f" and {count}"
             )
-        order = np.random.default_rng(BUDGET_SEED).permutation(num_classes)
+        order = np.random.default_rng(BUDGET_SEED).permutation(count)
         return sorted(int(c) for c in order[:budget])
-    classes = [int(c) for c in budget]
-    bad = [c for c in classes if not 0 <= c < num_classes]
-    if bad or len(set(classes)) != len(classes):
+    items: list[int | str] = list(budget)
+    if all(isinstance(c, int) for c in items):
+        chosen = [c for c in items if isinstance(c, int)]
+        bad = [c for c in chosen if not 0 <= c < count]
+        if bad:
+            raise MetaschedError(f"{setting} must list indices in 0..{count - 1}; got {bad[0]}")
+    else:
+        index: dict[str, int] = {}
+        for i, name in enumerate(names):
+            index[name] = i
+            index.setdefault(name.rsplit("/", 1)[-1], i)
+        unknown = [str(c) for c in items if str(c) not in index]
+        if unknown:
+            raise MetaschedError(
+                f"{setting} names {unknown[0]!r}, which is not one of the {count} in the training"
+                f" split (e.g. {names[0]!r}); check the name or the data set"
+            )
+        chosen = [index[str(c)] for c in items]
+    if len(set(chosen)) != len(chosen):
+        raise MetaschedError(f"{setting} lists a class twice; list each once")
+    return chosen
+
+
+def _read_names(path: Path, setting: str) -> list[str]:
+    """Names from a text file, one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
         raise MetaschedError(
-            f"task.train_classes must list distinct indices in 0..{num_classes - 1};"
-            f" got {bad[0] if bad else 'duplicates'}"
-        )
-    return classes
+            f"{setting}={str(path)!r}: cannot read it ({error.strerror or error}); give a count,"
+            " a list, or the path of a file of class names, one per line"
+        ) from error
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    names = [name for name in names if name]
+    if not names:
+        raise MetaschedError(f"{setting}={str(path)!r}: the file lists no class names")
+    return names
 
 
 def split_reward_classes(num_classes: int) -> tuple[list[int], list[int]]:
@@ -62,7 +105,7 @@ class FewShotSampler:
         pool: the classes to draw from.
         n_way, k_shot, q_query: classes per task, support and query images per class.
         noise: label noise applied to the support of a fraction of the tasks.
-        classes: a class budget: these class indices, or a count (see :func:`budget_classes`).
+        classes: a class budget: a count, indices, names or a file (see :func:`budget_classes`).
         skew: (fraction, count): that fraction of the tasks draws its classes from a fixed
             subset of ``count`` of the allowed classes (the first of a permutation with a
             fixed seed), so their tasks recur: a skewed task distribution.
@@ -75,13 +118,13 @@ class FewShotSampler:
         k_shot: int,
         q_query: int,
         noise: LabelNoise | None = None,
-        classes: int | Sequence[int] | None = None,
+        classes: Budget = None,
         skew: tuple[float, int] | None = None,
     ) -> None:
         self.pool = pool
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
         self.noise = noise or LabelNoise()
-        self.classes = np.asarray(budget_classes(pool.num_classes, classes))
+        self.classes = np.asarray(budget_classes(pool.class_names, classes))
         self._check()
         self.skew_fraction, self.skewed = 0.0, self.classes
         if skew is not None and skew[0] > 0:
@@ -112,7 +155,8 @@ class FewShotSampler:
             label = int(self.classes[int(np.argmin(counts))])
             raise MetaschedError(
                 f"class {self.pool.class_names[label]!r} has {counts.min()} images but"
-                f" k_shot + q_query = {need}; lower task.k_shot or task.q_query"
+                f" k_shot + q_query = {need}; lower task.k_shot or task.q_query, or give the class"
+                " more images"
             )
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:
