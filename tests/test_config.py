@@ -71,6 +71,7 @@ def test_each_scheduler_has_its_own_typed_section_and_only_the_named_one_counts(
         "gradient_layers": "all",
         "pool_precision": "fp32",
         "reuse_graphs": True,
+        "graph_memory_gb": 0.5,
         "uniform": {},
     }
 

@@ -109,3 +109,18 @@ def test_unknown_dataset_and_missing_root() -> None:
         load_dataset(DataSpec(name="imagenet"))
     with pytest.raises(MetaschedError, match=r"data\.root"):
         load_dataset(DataSpec(name="folder"))
+
+
+def test_rows_of_a_mapped_file_are_read_without_the_mapping(tmp_path) -> None:
+    from metasched.data.pool import read_rows
+
+    array = np.random.default_rng(0).integers(0, 256, (50, 3, 4, 4), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", array)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    rows = np.array([7, 0, 39, 7, 3])
+    for source in (mapped, array, mapped[10:]):  # pread, memory, a view (indexed as usual)
+        taken = read_rows(source, rows)
+        assert type(taken) is np.ndarray and np.array_equal(taken, np.asarray(source)[rows])
+    assert read_rows(mapped, np.array([], np.int64)).shape == (0, 3, 4, 4)
+    with pytest.raises(IndexError):
+        read_rows(mapped, np.array([50]))

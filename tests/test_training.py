@@ -67,7 +67,7 @@ def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs) -> None:
     trainer.parts.model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
     learner = trainer.parts.learner
     images = [pool.class_images(c)[:3] for c in range(5)]
-    as_float = [torch.from_numpy(x).float() / 255 for x in images]
+    as_float = [torch.from_numpy(np.array(x)).float() / 255 for x in images]
     episode = Episode(
         torch.cat([x[:2] for x in as_float]),
         torch.arange(5).repeat_interleave(2),
@@ -296,3 +296,43 @@ def test_gradient_clipping_bounds_the_meta_update(tmp_path, glyphs) -> None:
     lr = load_config("glyphs-5w1s", tiny_overrides()).train.meta_lr
     assert moved["free"] > 0.5 * lr
     assert moved["clipped"] < 1e-3 * lr
+
+
+@pytest.mark.parametrize("scheduler", ["ats", "greedy"])
+def test_a_graph_memory_budget_changes_memory_not_results(tmp_path, glyphs, scheduler) -> None:
+    """Pool graphs are kept only while P of them fit in scheduler.graph_memory_gb; a pool
+    measured without them recomputes the chosen tasks and must train the same way (the same
+    choices; losses equal up to float32 round-off, the recomputation's order of operations)."""
+    from metasched.learners.base import SavedTensorBytes
+
+    runs = {}
+    for name, budget in (("kept", "null"), ("recomputed", "1e-6")):
+        overrides = tiny_overrides(
+            **{
+                "train.iterations": 4,
+                "scheduler.name": scheduler,
+                "scheduler.pool_size": 4,
+                "scheduler.ats.warmup": 1,
+                "task.noise_ratio": 0.5,
+            }
+        )
+        config = load_config("glyphs-5w1s", [*overrides, f"scheduler.graph_memory_gb={budget}"])
+        trainer = Trainer.create(config, tmp_path / name)
+        learner, params = trainer.parts.learner, trainer.parts.learner.parameters()
+        episodes = [
+            trainer.parts.samplers["train"].sample(np.random.default_rng(i)) for i in range(4)
+        ]
+        with SavedTensorBytes() as saved:
+            measured = learner.measure_pool(
+                params, episodes, True, graph_budget=None if budget == "null" else 1000
+            )
+        assert saved.bytes > 10_000  # the first candidate's activations were counted
+        assert (measured.losses is None) == (budget != "null")
+        trainer.fit(progress=False)
+        runs[name] = _records(tmp_path / name)
+    assert len(runs["kept"]) == len(runs["recomputed"]) >= 5  # training and validation
+    for kept, recomputed in zip(runs["kept"], runs["recomputed"], strict=True):
+        assert kept.keys() == recomputed.keys() and kept.get("chosen") == recomputed.get("chosen")
+        for key, value in kept.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(recomputed[key], rel=1e-5, abs=1e-6), key

@@ -127,7 +127,10 @@ class SchedulerConfig:
     statistics: ``gradient_layers: last`` compares gradients of the last backbone layer and the
     head only (a shallower backward pass); ``pool_precision: bf16`` measures the pool under
     bfloat16 autocast (the chosen tasks are then recomputed in fp32 for the updates);
-    ``reuse_graphs`` keeps the candidates' graphs so the chosen ones are not recomputed.
+    ``reuse_graphs`` keeps the candidates' graphs so the chosen ones are not recomputed, as
+    long as the pool's graphs fit in ``graph_memory_gb`` (judged by the first candidate's;
+    ``null``: no limit); the chosen tasks are otherwise recomputed, with the same results up to
+    float round-off.
     """
 
     name: str = "uniform"
@@ -135,6 +138,7 @@ class SchedulerConfig:
     gradient_layers: str = "all"
     pool_precision: str = "fp32"
     reuse_graphs: bool = True
+    graph_memory_gb: float | None = 0.5
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -283,6 +287,10 @@ def check_config(config: Config) -> None:
     _require(
         scheduler.pool_precision in ("fp32", "bf16"),
         f"scheduler.pool_precision={scheduler.pool_precision!r}; use fp32 or bf16",
+    )
+    _require(
+        scheduler.graph_memory_gb is None or scheduler.graph_memory_gb > 0,
+        f"scheduler.graph_memory_gb={scheduler.graph_memory_gb}; give a positive size or null",
     )
     pool = scheduler.pool_size
     _require(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol, cast
+from dataclasses import dataclass, field, replace
+from typing import Protocol, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, EpisodeBatch
 
 Params = dict[str, torch.Tensor]
+Measured = TypeVar("Measured")
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 BATCHING = ("loop", "grouped")
 
@@ -145,7 +146,12 @@ class MetaLearner(ABC):
         return layers
 
     def measure_pool(
-        self, params: Params, episodes: list[Episode], keep_graph: bool, gradients: bool = True
+        self,
+        params: Params,
+        episodes: list[Episode],
+        keep_graph: bool,
+        gradients: bool = True,
+        graph_budget: int | None = None,
     ) -> PoolMeasurements:
         """Pool statistics at ``params`` for every candidate, computed once.
 
@@ -156,13 +162,21 @@ class MetaLearner(ABC):
                 reuse by a look-ahead step and the meta-update (costs memory for P graphs).
             gradients: also measure the per-layer support/query gradient statistics; without
                 them only the adapted query losses are computed.
+            graph_budget: bytes the kept graphs may take (``None``: no limit); see
+                :meth:`_measure_each`.
         """
         if not gradients:
-            return self._measure_losses(params, episodes, keep_graph)
+            return self._measure_losses(params, episodes, keep_graph, graph_budget)
         if not keep_graph and self._grouped(episodes):
             measured = self.measure_pool_grouped(params, EpisodeBatch.stack(episodes))
         else:
-            rows = [self.measure_task(params, episode, keep_graph) for episode in episodes]
+            rows, keep_graph = _measure_each(
+                episodes,
+                keep_graph,
+                graph_budget,
+                lambda episode, keep: self.measure_task(params, episode, keep),
+                lambda row: replace(row, query_loss=row.query_loss.detach()),
+            )
             measured = PoolMeasurements(
                 PoolStats(
                     torch.stack([r.query_loss.detach() for r in rows]),
@@ -176,13 +190,20 @@ class MetaLearner(ABC):
         return self._without_cancelled_layers(measured)
 
     def _measure_losses(
-        self, params: Params, episodes: list[Episode], keep_graph: bool
+        self, params: Params, episodes: list[Episode], keep_graph: bool, graph_budget: int | None
     ) -> PoolMeasurements:
         """Adapted query losses (and scores) only."""
-        if keep_graph:
-            outcomes = self.outcomes(params, episodes)
-        else:
-            outcomes = [self.evaluate(params, e, self.train_adaptation) for e in episodes]
+        outcomes, keep_graph = _measure_each(
+            episodes,
+            keep_graph,
+            graph_budget,
+            lambda episode, keep: (
+                self.query_outcome(params, episode)
+                if keep
+                else self.evaluate(params, episode, self.train_adaptation)
+            ),
+            lambda outcome: replace(outcome, loss=outcome.loss.detach()),
+        )
         losses = torch.stack([o.loss.detach() for o in outcomes])
         return PoolMeasurements(
             PoolStats(losses),
@@ -495,3 +516,56 @@ def _flat(gradient: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 def _leaves(params: Params) -> Params:
     return {n: p.detach().requires_grad_() for n, p in params.items()}
+
+
+class SavedTensorBytes:
+    """Counts the memory of the tensors autograd saves for backward inside the context (each
+    storage once; leaves such as parameters and input images, which exist anyway, excluded)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._seen: set[int] = set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.grad_fn is not None:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in self._seen:
+                self._seen.add(storage.data_ptr())
+                self.bytes += storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedTensorBytes:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def _measure_each(
+    episodes: list[Episode],
+    keep_graph: bool,
+    graph_budget: int | None,
+    measure: Callable[[Episode, bool], Measured],
+    drop_graph: Callable[[Measured], Measured],
+) -> tuple[list[Measured], bool]:
+    """``measure(episode, keep)`` for each candidate, and whether their graphs were kept.
+
+    Kept graphs save recomputing the chosen candidates, at the memory of P graphs: 2 GiB for
+    a pool of 10 at 84x84 (docs/benchmarks.md). The first candidate's graph decides: if P
+    graphs its size would exceed ``graph_budget`` bytes, it is dropped and none is kept. The
+    chosen tasks are then recomputed: the same results up to float round-off.
+    """
+    results: list[Measured] = []
+    keep = keep_graph
+    for index, episode in enumerate(episodes):
+        if keep and index == 0 and graph_budget is not None:
+            with SavedTensorBytes() as saved:
+                result = measure(episode, True)
+            if saved.bytes * len(episodes) > graph_budget:
+                keep, result = False, drop_graph(result)
+        else:
+            result = measure(episode, keep)
+        results.append(result)
+    return results, keep

@@ -188,4 +188,4 @@ class FewShotSampler:
         )
 
     def _images(self, indices: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.pool.images[indices]).float().div_(255.0)
+        return torch.from_numpy(self.pool.take(indices)).float().div_(255.0)

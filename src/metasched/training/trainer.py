@@ -271,8 +271,13 @@ class Trainer:
             # chosen tasks would cost more than recomputing them, so its graphs are not kept.
             keep = spec.reuse_graphs and not bf16 and learner.batching == "loop"
             with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
+                budget = spec.graph_memory_gb
                 measured = learner.measure_pool(
-                    params, candidates, keep, gradients=bool(features & Feature.GRADIENTS)
+                    params,
+                    candidates,
+                    keep,
+                    gradients=bool(features & Feature.GRADIENTS),
+                    graph_budget=None if budget is None else int(budget * 2**30),
                 )
         pool = Pool(  # the schedulers' networks are tiny: they live on the CPU
             size=len(candidates),
