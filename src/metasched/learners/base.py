@@ -176,6 +176,7 @@ class MetaLearner(ABC):
                 graph_budget,
                 lambda episode, keep: self.measure_task(params, episode, keep),
                 lambda row: replace(row, query_loss=row.query_loss.detach()),
+                lambda row: row.query_loss,
             )
             measured = PoolMeasurements(
                 PoolStats(
@@ -203,6 +204,7 @@ class MetaLearner(ABC):
                 else self.evaluate(params, episode, self.train_adaptation)
             ),
             lambda outcome: replace(outcome, loss=outcome.loss.detach()),
+            lambda outcome: outcome.loss,
         )
         losses = torch.stack([o.loss.detach() for o in outcomes])
         return PoolMeasurements(
@@ -518,29 +520,38 @@ def _leaves(params: Params) -> Params:
     return {n: p.detach().requires_grad_() for n, p in params.items()}
 
 
-class SavedTensorBytes:
-    """Counts the memory of the tensors autograd saves for backward inside the context (each
-    storage once; leaves such as parameters and input images, which exist anyway, excluded)."""
+def graph_bytes(output: torch.Tensor) -> int:
+    """The memory of the tensors autograd saved for ``output``'s backward (each storage once;
+    leaves such as parameters and input images, which exist anyway, excluded).
 
-    def __init__(self) -> None:
-        self.bytes = 0
-        self._seen: set[int] = set()
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.grad_fn is not None:
-            storage = tensor.untyped_storage()
-            if storage.data_ptr() not in self._seen:
-                self._seen.add(storage.data_ptr())
-                self.bytes += storage.nbytes()
-        return tensor
-
-    def __enter__(self) -> SavedTensorBytes:
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._hooks.__exit__(*exc)
+    Walks the graph and reads each node's saved tensors: saved-tensor hooks would do it during
+    the forward pass, but a hook that returns the tensor itself ties a saved output to its own
+    node in a reference cycle, and the graph is never freed (260 MB an iteration at 84x84).
+    """
+    seen_nodes: set[int] = set()
+    seen_storages: set[int] = set()
+    total = 0
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+        for name in dir(node):
+            if not name.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(node, name)
+            except RuntimeError:  # freed, or not a readable saved value
+                continue
+            for tensor in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                    storage = tensor.untyped_storage()
+                    if storage.data_ptr() not in seen_storages:
+                        seen_storages.add(storage.data_ptr())
+                        total += storage.nbytes()
+    return total
 
 
 def _measure_each(
@@ -549,6 +560,7 @@ def _measure_each(
     graph_budget: int | None,
     measure: Callable[[Episode, bool], Measured],
     drop_graph: Callable[[Measured], Measured],
+    loss_of: Callable[[Measured], torch.Tensor],
 ) -> tuple[list[Measured], bool]:
     """``measure(episode, keep)`` for each candidate, and whether their graphs were kept.
 
@@ -561,9 +573,8 @@ def _measure_each(
     keep = keep_graph
     for index, episode in enumerate(episodes):
         if keep and index == 0 and graph_budget is not None:
-            with SavedTensorBytes() as saved:
-                result = measure(episode, True)
-            if saved.bytes * len(episodes) > graph_budget:
+            result = measure(episode, True)
+            if graph_bytes(loss_of(result)) * len(episodes) > graph_budget:
                 keep, result = False, drop_graph(result)
         else:
             result = measure(episode, keep)
