@@ -201,3 +201,19 @@ def test_ridge_meta_gradient_matches_finite_differences() -> None:
 def test_ridge_refuses_classification_configs() -> None:
     with pytest.raises(MetaschedError, match="ridge fits regression heads only"):
         load_config("glyphs-5w1s", ["learner.algorithm=ridge"])
+
+
+def test_graph_bytes_counts_saved_activations_and_frees_the_graph() -> None:
+    """graph_bytes sees what backward keeps (relu's 1000-float output, saved once) without
+    keeping the graph alive afterwards: saved-tensor hooks that return the tensor leak it."""
+    import weakref
+
+    from metasched.learners.base import graph_bytes
+
+    x = torch.randn(1000, requires_grad=True)
+    hidden = (x * 2).relu()
+    loss = (hidden * hidden).sum()
+    alive = weakref.ref(hidden)
+    assert graph_bytes(loss) == 4000  # hidden, saved by relu and by the product, once
+    del hidden, loss
+    assert alive() is None
