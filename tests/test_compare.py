@@ -57,6 +57,13 @@ def test_compare_runs_reuses_and_reruns_what_changed(tmp_path, glyphs) -> None:
     assert any("config differs in task.q_query" in line for line in said)
     assert (tmp_path / "stale" / "greedy-seed0" / "summary.json").is_file()  # kept, not deleted
 
+    said.clear()  # another scheduler's section changes nothing that uniform runs
+    run_comparison(
+        "glyphs-noisy", ["uniform"], [0], tmp_path, [*TINY, "scheduler.ats.lookahead_lr=0.01"],
+        say=said.append,
+    )  # fmt: skip
+    assert sum("reused" in line for line in said) == 1
+
 
 def test_methods_and_controls_are_what_they_say() -> None:
     base = load_config("glyphs-noisy")

@@ -178,8 +178,8 @@ def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
     except yaml.YAMLError:
         return "stale", "its config.yaml is unreadable"
     expected = config.to_dict()
-    if stored != expected:
-        keys = _differing_keys(stored, expected)
+    if _used_settings(stored) != _used_settings(expected):
+        keys = _differing_keys(_used_settings(stored), _used_settings(expected))
         return "stale", f"its config differs in {', '.join(keys[:4])}"
     versions = set(code_versions(run_dir))
     current = code_version(config)
@@ -195,6 +195,16 @@ def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
     if (run_dir / "last.pt").is_file():
         return "resume", ""
     return "stale", "it holds no checkpoint"
+
+
+def _used_settings(values: Any) -> Any:
+    """A stored config without the sections of schedulers it does not run: those cannot change
+    its results (as its code version counts only its own scheduler's file)."""
+    if not isinstance(values, dict) or not isinstance(values.get("scheduler"), dict):
+        return values
+    scheduler = values["scheduler"]
+    used = {k: v for k, v in scheduler.items() if k not in SCHEDULERS or k == scheduler.get("name")}
+    return {**values, "scheduler": used}
 
 
 def _is_forest(run_dir: Path) -> bool:
