@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reference_ats import ReferenceStructure
 
 from metasched.config import load_config
+from metasched.cpu import cpu_name, native_bf16
 from metasched.data.pool import ClassPool
 from metasched.learners import ANIL, Adaptation, Regression
 from metasched.models import Conv4, FingerprintMLP
@@ -333,7 +334,12 @@ def main() -> None:
         config_name, algorithm, method = args.time_of
         pool_child(config_name, algorithm, method, args.device, args.rounds, args.steps)
         return
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    bf16 = {True: "with", False: "without", None: "unknown"}[native_bf16()]
+    name = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{cpu_name()} ({bf16} bfloat16 instructions)"
+    )
     print(
         f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads,"
         f" P={POOL}, B={BATCH}, task batching {args.batching}"

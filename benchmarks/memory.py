@@ -6,7 +6,8 @@ full-shape generated data set (64/16/20 classes x 600 random 84x84 RGB images, w
 ``metasched data generate`` and converted once). The parent samples the child's resident
 memory (``VmRSS``) every second, with the iteration it had reached, and reads its peak
 (``VmHWM``) at the end; seconds per iteration are the median over the run's training records.
-The scheduler warm-up is cut to 100 iterations so that both phases show in a short run.
+The scheduler warm-up is cut (``--warmup``, 100) so that both phases show in a short run, and
+validation and test use 50 and 100 tasks (their memory is small beside training's).
 
 Variants (``--variants``):
 
@@ -18,7 +19,7 @@ Variants (``--variants``):
   held in memory as float32 (classes, 600, 3, 84, 84), as the reference's loader holds them.
 
     python benchmarks/memory.py --iterations 2000 --variants uniform ats   # flat over a long run?
-    python benchmarks/memory.py --iterations 200                           # every variant
+    python benchmarks/memory.py --iterations 40 --warmup 10                # every variant
 
 Writes ``memory.csv`` (the curves) and ``memory.png`` to ``--out`` and a Markdown table to stdout.
 """
@@ -112,15 +113,17 @@ class Measured:
         return self.curve[min(int(fraction * len(self.curve)), len(self.curve) - 1)][2] / GIB
 
 
-def run_variant(name: str, data: Path, iterations: int, run_dir: Path) -> Measured:
+def run_variant(name: str, data: Path, iterations: int, warmup: int, run_dir: Path) -> Measured:
     """One training process; its memory curve, peak and seconds per iteration."""
     argv = ["train", "--config", "paper/noisy-1shot-0.6", "--quiet", "--run-dir", str(run_dir)]
     settings = [
         f"data.root={data}",
         f"train.iterations={iterations}",
-        "scheduler.ats.warmup=100",
+        f"scheduler.ats.warmup={warmup}",
         f"train.val_every={max(iterations // 4, 1)}",
         f"train.checkpoint_every={max(iterations // 4, 1)}",
+        "train.val_tasks=50",
+        "train.test_tasks=100",
         *VARIANTS[name],
     ]
     argv += [item for s in settings for item in ("--set", s)]
@@ -152,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=100, help="ATS warm-up iterations")
     parser.add_argument("--data", default=os.path.expanduser("~/metasched-bench/miniimagenet"))
     parser.add_argument("--out", default="docs/figures/memory")
     args = parser.parse_args()
@@ -162,7 +166,7 @@ def main() -> None:
     for name in args.variants:
         run_dir = Path(args.data).parent / "runs" / f"{name}-{args.iterations}"
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-        results.append(run_variant(name, data, args.iterations, run_dir))
+        results.append(run_variant(name, data, args.iterations, args.warmup, run_dir))
         print(f"{name}: peak {results[-1].peak / GIB:.2f} GiB", file=sys.stderr, flush=True)
     stem = out / f"memory-{args.iterations}"
     with open(f"{stem}.csv", "w", newline="") as handle:

@@ -185,3 +185,16 @@ def test_paper_budgets_are_the_reference_codes_class_indices() -> None:
         budget = load_config(f"paper/budget-{size}").task.train_classes
         assert budget_classes(WNIDS["train"], budget) == indices
     assert load_config("paper/budget-64").task.train_classes is None
+
+
+def test_bf16_pool_scoring_is_flagged_on_cpus_without_bf16_instructions(monkeypatch) -> None:
+    from metasched import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    advice = cpu.bf16_advice("cpu", "bf16")
+    assert advice is not None and "pool_precision=fp32" in advice
+    assert cpu.bf16_advice("cpu", "fp32") is None and cpu.bf16_advice("cuda", "bf16") is None
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert cpu.native_bf16() and cpu.bf16_advice("cpu", "bf16") is None
+    monkeypatch.setattr(cpu, "cpu_flags", frozenset)  # flags unknown: no guess, no warning
+    assert cpu.native_bf16() is None and cpu.bf16_advice("cpu", "bf16") is None

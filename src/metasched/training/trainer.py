@@ -6,6 +6,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from metasched.allocator import retain_freed_cpu_memory
 from metasched.config import Config, config_from_dict
+from metasched.cpu import bf16_advice
 from metasched.errors import MetaschedError, TrainingInterrupted
 from metasched.learners.base import Params, PoolMeasurements
 from metasched.schedulers import Feature, Pool, Trained
@@ -93,6 +95,9 @@ class Trainer:
         self.parts = components or build_components(config)
         if self.parts.device.type == "cpu" and config.train.retain_memory:
             retain_freed_cpu_memory()
+        advice = bf16_advice(self.parts.device.type, config.scheduler.pool_precision)
+        if advice:
+            warnings.warn(advice, RuntimeWarning, stacklevel=2)
         self.optimizer = torch.optim.Adam(self.parts.model.parameters(), lr=config.train.meta_lr)
         self.scheduler = self.parts.scheduler
         self.warmup = self.scheduler.warmup_iterations
