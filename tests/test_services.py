@@ -73,3 +73,15 @@ def test_lookahead_losses_start_from_each_candidates_two_step_parameters() -> No
         direct = np.mean([learner.one_step_query_loss(start, e) for e in reward_episodes[:3]])
         assert losses[k] == pytest.approx(direct, rel=1e-9)
     assert services.query_confusion(np.array([0, 1])).shape == (2, 3, 3)
+
+
+def test_clipping_rescales_the_whole_gradient_to_the_limit() -> None:
+    from metasched.training.gradients import clipped
+
+    gradient = [torch.tensor([3.0, 0.0]), None, torch.tensor([[4.0]])]  # global norm 5
+    small = clipped(gradient, 1.0)
+    assert small[1] is None
+    assert torch.allclose(torch.cat([small[0], small[2].flatten()]), torch.tensor([0.6, 0, 0.8]))
+    assert clipped(gradient, 10.0)[0] is not gradient[0]  # a copy, not rescaled
+    assert torch.equal(clipped(gradient, 10.0)[0], gradient[0])
+    assert clipped(gradient, None) is gradient

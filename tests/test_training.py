@@ -190,6 +190,18 @@ def test_resume_refuses_to_change_the_experiment(tmp_path, glyphs) -> None:
         Trainer.create(config, tmp_path / "run")
 
 
+def test_a_run_from_before_a_new_setting_still_resumes(tmp_path, glyphs) -> None:
+    """A checkpoint whose config lacks a setting added since (here scheduler.graph_memory_gb)
+    resumes with its default rather than counting as a changed experiment."""
+    overrides = tiny_overrides(**{"train.iterations": 4, "train.test_tasks": 5})
+    Trainer.create(load_config("glyphs-5w1s", overrides), tmp_path / "run").fit(progress=False)
+    payload = checkpoint_module.load_checkpoint(tmp_path / "run" / "last.pt")
+    del payload["config"]["scheduler"]["graph_memory_gb"]
+    checkpoint_module.save_checkpoint(tmp_path / "run" / "last.pt", payload)
+    trainer = Trainer.resume(tmp_path / "run", ["train.iterations=6"])
+    assert trainer.config.scheduler.graph_memory_gb == 0.5
+
+
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(
     tmp_path, glyphs, monkeypatch
 ) -> None:

@@ -13,6 +13,19 @@ from metasched.tasks.episode import Episode
 Gradient = list[torch.Tensor | None]
 
 
+def clipped(gradient: Gradient, max_norm: float | None) -> Gradient:
+    """``gradient`` rescaled to a global 2-norm of at most ``max_norm`` (``train.clip_grad_norm``;
+    ``None``: unchanged), as ``torch.nn.utils.clip_grad_norm_`` rescales parameters' grads.
+    The meta-update and a scheduler's look-ahead step both take it: an unclipped look-ahead
+    along a 6e7-norm FS-Mol gradient diverged where the clipped update did not."""
+    present = [g for g in gradient if g is not None]
+    if max_norm is None or not present:
+        return gradient
+    norm = torch.nn.utils.get_total_norm(present)
+    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    return [None if g is None else g * scale for g in gradient]
+
+
 @dataclass(frozen=True)
 class ChosenOutcome:
     """The weighted meta-gradient of some chosen candidates (one entry per parameter; None

@@ -10,7 +10,7 @@ import torch
 from metasched.errors import MetaschedError
 from metasched.learners.base import MetaLearner, Params
 from metasched.tasks.episode import Episode, TaskSource
-from metasched.training.gradients import CandidateGradients
+from metasched.training.gradients import CandidateGradients, clipped
 
 
 class LoopServices:
@@ -24,6 +24,8 @@ class LoopServices:
         rng: the run's training stream (reward tasks are drawn from it).
         device: where episodes go.
         contexts: (P, 2, D) the candidates' two-step parameters, if the pool carries them.
+        max_norm: the meta-update's gradient clipping (``train.clip_grad_norm``), which the
+            look-ahead step takes too.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class LoopServices:
         rng: np.random.Generator,
         device: torch.device,
         contexts: torch.Tensor | None = None,
+        max_norm: float | None = None,
     ) -> None:
         self.learner = learner
         self.params = params
@@ -43,6 +46,7 @@ class LoopServices:
         self.rng = rng
         self.device = device
         self.contexts = contexts
+        self.max_norm = max_norm
         self.reward_tasks_drawn = 0
 
     def _reward_episodes(self, count: int) -> list[Episode]:
@@ -52,7 +56,7 @@ class LoopServices:
     def lookahead_value(
         self, indices: np.ndarray, step_size: float, metric: str, paired: bool, num_tasks: int
     ) -> float:
-        gradient = self.gradients.mean(indices).gradient
+        gradient = clipped(self.gradients.mean(indices).gradient, self.max_norm)
         lookahead = {
             name: (p if g is None else p - step_size * g).detach()
             for (name, p), g in zip(self.params.items(), gradient)

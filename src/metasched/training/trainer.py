@@ -30,7 +30,7 @@ from metasched.tasks.episode import Episode
 from metasched.training.checkpoint import load_checkpoint, save_checkpoint
 from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate, write_test_results
-from metasched.training.gradients import CandidateGradients, Gradient
+from metasched.training.gradients import CandidateGradients, Gradient, clipped
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import record_start
 from metasched.training.services import LoopServices
@@ -150,7 +150,8 @@ class Trainer:
         """
         payload = load_checkpoint(run_dir / LAST)
         config = config_from_dict(payload["config"], overrides)
-        changed = {k for k, v in config.to_dict().items() if payload["config"].get(k) != v}
+        stored = config_from_dict(payload["config"]).to_dict()  # settings added since: defaults
+        changed = {k for k, v in config.to_dict().items() if stored.get(k) != v}
         if changed - {"train"}:
             raise MetaschedError(
                 f"cannot change {', '.join(sorted(changed - {'train'}))} when resuming;"
@@ -218,6 +219,7 @@ class Trainer:
             self.rng,
             self.parts.device,
             pool.contexts,
+            self.config.train.clip_grad_norm,
         )
         selection = self.scheduler.choose(pool, batch, self.rng, services)
         record: dict[str, Any] = {"phase": "train" if selection.update == "step" else "warmup"}
@@ -329,11 +331,8 @@ class Trainer:
     def _adam_step(self, params: Params, gradient: Gradient) -> None:
         """One Adam step on θ0 along ``gradient`` (parameters without one are left alone)."""
         self.optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(params.values(), gradient):
+        for p, g in zip(params.values(), clipped(gradient, self.config.train.clip_grad_norm)):
             p.grad = g
-        limit = self.config.train.clip_grad_norm
-        if limit is not None:
-            torch.nn.utils.clip_grad_norm_(list(params.values()), limit)
         self.optimizer.step()
 
     def _restored_step(self, params: Params, gradient: Gradient) -> None:
