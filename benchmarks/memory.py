@@ -168,14 +168,8 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
         results.append(run_variant(name, data, args.iterations, args.warmup, run_dir))
         print(f"{name}: peak {results[-1].peak / GIB:.2f} GiB", file=sys.stderr, flush=True)
-    stem = out / f"memory-{args.iterations}"
-    with open(f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["variant", "seconds", "iteration", "rss_bytes"])
-        for result in results:
-            for seconds, done, rss in result.curve:
-                writer.writerow([result.variant, f"{seconds:.1f}", done, rss])
-    _plot(results, Path(f"{stem}.png"))
+        # Written after every variant, so a long sweep stopped part-way keeps what it measured.
+        _write(results, out / f"memory-{args.iterations}")
     print("| variant | peak RSS | RSS at 10% / 50% / end of the run | s/it (median) | iterations |")
     print("|---|---|---|---|---|")
     for r in results:
@@ -184,6 +178,17 @@ def main() -> None:
             f"| {r.variant} | {r.peak / GIB:.2f} GiB | {at} GiB | {r.seconds:.3f} |"
             f" {r.iterations} |"
         )
+
+
+def _write(results: list[Measured], stem: Path) -> None:
+    """The curves as CSV and a plot."""
+    with open(f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", "seconds", "iteration", "rss_bytes"])
+        for result in results:
+            for seconds, done, rss in result.curve:
+                writer.writerow([result.variant, f"{seconds:.1f}", done, rss])
+    _plot(results, Path(f"{stem}.png"))
 
 
 def _plot(results: list[Measured], path: Path) -> None:
