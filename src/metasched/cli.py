@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metasched.errors import MetaschedError, TrainingInterrupted
+from metasched.errors import MetaschedError, TrainingAborted, TrainingInterrupted
+from metasched.files import os_error
 
 
 def _run_dir(preset: str, given: str | None) -> Path:
@@ -65,7 +66,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.init_from:
         overrides.append(f"train.init_from={args.init_from}")
     if args.resume:
+        if args.init_from or args.run_dir:
+            raise MetaschedError(
+                f"--resume continues {args.resume} from its own checkpoint and directory; drop"
+                f" {'--init-from' if args.init_from else '--run-dir'} (or start a new run)"
+            )
         trainer = Trainer.resume(Path(args.resume), args.set)
+        assert trainer.resumed_from is not None
+        print(
+            f"resuming from {trainer.resumed_from} (iteration {trainer.state.iteration})",
+            file=sys.stderr,
+        )
     else:
         config = load_config(args.config, overrides)
         run_dir = _run_dir(args.config, args.run_dir)
@@ -81,6 +92,8 @@ def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:
 
     path = Path(target) / "best.pt" if Path(target).is_dir() else Path(target)
     payload = load_checkpoint(path)
+    if not isinstance(payload["config"], dict):
+        raise MetaschedError(f"checkpoint {str(path)!r} holds no config; it is damaged")
     return path, payload, config_from_dict(payload["config"], overrides)
 
 
@@ -88,13 +101,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
     from metasched.learners.objectives import score_label
+    from metasched.training.checkpoint import load_model_weights
     from metasched.training.components import STREAMS, build_components
     from metasched.training.evaluation import evaluate, format_score
 
+    if args.tasks is not None and args.tasks < 1:
+        raise MetaschedError(f"--tasks {args.tasks}: give at least 1 (default: train.test_tasks)")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise MetaschedError(f"--seed {args.seed}: give a whole number from 0 to 2**63 - 1")
     path, payload, config = _load_run(args.target, args.set)
     parts = build_components(config)
-    parts.model.load_state_dict(payload["model"])
-    num_tasks = args.tasks or config.train.test_tasks
+    load_model_weights(parts.model, payload["model"], path)
+    num_tasks = config.train.test_tasks if args.tasks is None else args.tasks
     rng = np.random.default_rng(
         [config.seed if args.seed is None else args.seed, STREAMS[args.split]]
     )
@@ -120,21 +138,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import csv
 
+    from metasched.files import atomic_open
+    from metasched.training.checkpoint import load_model_weights
     from metasched.training.components import build_learner
     from metasched.training.domains import domain_of
 
     path, payload, config = _load_run(args.run, args.set)
     domain = domain_of(config)
     model = domain.model(config)
-    model.load_state_dict(payload["model"])
+    load_model_weights(model, payload["model"], path)
     learner = build_learner(config, model, model_device := next(model.parameters()).device)
     task = domain.new_task(config, Path(args.support), Path(args.query))
     predictions = learner.predict(learner.parameters(), task.episode.to(model_device))
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_open(out, "w", newline="") as handle:
         csv.writer(handle).writerows(domain.prediction_rows(predictions.cpu(), task))
-    tmp.replace(out)
     print(
         f"{len(task.query_names)} predictions from {path} (iteration {payload['iteration']}): {out}"
     )
@@ -407,11 +425,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetaschedError as error:
         print(f"metasched: error: {error}", file=sys.stderr)
         return 2
-    except TrainingInterrupted as error:
+    except OSError as error:
+        if error.filename is None:
+            raise  # not about a path the user gave: a bug, shown in full
+        print(f"metasched: error: {os_error(error)}", file=sys.stderr)
+        return 2
+    except (TrainingInterrupted, TrainingAborted) as error:
         print(f"metasched: {error}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("metasched: aborted; the last checkpoint on disk is intact", file=sys.stderr)
+        print("metasched: aborted", file=sys.stderr)
         return 130
     return 0
 

@@ -33,6 +33,7 @@ import yaml
 
 from metasched.config import Config, config_from_dict, load_config, read_config_file
 from metasched.errors import MetaschedError
+from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.schedulers import SCHEDULERS
 
 #: Named variants: a scheduler plus overrides.
@@ -166,6 +167,7 @@ def pretrain_config(preset: str, main: Config) -> Config:
 
 def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
     """(``done`` | ``resume`` | ``new`` | ``stale``, why) for a run directory."""
+    from metasched.training.checkpoint import older_copies
     from metasched.training.provenance import code_version, code_versions
 
     if not run_dir.exists():
@@ -192,7 +194,7 @@ def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
         return "done", ""
     if _is_forest(run_dir):
         return "stale", "it did not finish"
-    if (run_dir / "last.pt").is_file():
+    if (run_dir / "last.pt").is_file() or older_copies(run_dir / "last.pt"):
         return "resume", ""
     return "stale", "it holds no checkpoint"
 
@@ -537,9 +539,9 @@ def write_outputs(
         )
     )
     markdown = out / "results.md"
-    markdown.write_text(f"```bash\n{command}\n```\n\n{render_markdown(table)}\n")
+    atomic_write(markdown, f"```bash\n{command}\n```\n\n{render_markdown(table)}\n")
     path = out / "results.csv"
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["method", "seed", "best", "best_ci95", "final", "gap", "noisy_trained",
@@ -586,6 +588,6 @@ def plot(table: Table, path: Path) -> Path:
     right.barh(y, [np.mean(r.minutes) for r in rows], color="#fdae6b")
     right.set_xlabel("wall time per run (min)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -165,6 +166,10 @@ class TrainConfig:
     average that many (a control that gives uniform sampling the data a reward-driven
     scheduler consumes). ``clip_grad_norm`` rescales a meta-gradient whose global norm exceeds
     it (off when null), so that one diverging inner loop cannot wreck θ0 in a single step.
+    ``keep_checkpoints`` keeps that many of the newest ``last.pt`` (older ones as ``last.pt.1``,
+    ...); resuming takes the newest intact one. ``on_nonfinite`` says what a NaN or infinite
+    loss or gradient does: ``stop`` the run naming the cause, or ``skip`` the tasks that gave it
+    (the run still stops when every task of 20 iterations in a row was skipped).
     """
 
     iterations: int = 1000
@@ -179,6 +184,8 @@ class TrainConfig:
     retain_memory: bool = True  # CPU: reuse freed memory instead of page-faulting (allocator.py)
     reward_tasks_per_update: float = 0.0
     clip_grad_norm: float | None = None
+    keep_checkpoints: int = 2
+    on_nonfinite: str = "stop"
 
 
 @dataclass(frozen=True)
@@ -202,6 +209,9 @@ class Config:
         return values
 
 
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise MetaschedError(message)
@@ -216,6 +226,10 @@ def check_config(config: Config) -> None:
     _require(config.data.image_size >= 1, "data.image_size must be positive")
     _require(config.data.channels in (1, 3), "data.channels must be 1 (grey) or 3 (RGB)")
     task, learner, train = config.task, config.learner, config.train
+    _require(
+        0 <= config.seed < 2**63,
+        f"seed={config.seed} is out of range; use a whole number from 0 to 2**63 - 1",
+    )
     _require(task.n_way >= 2, f"task.n_way must be at least 2, got {task.n_way}")
     _require(task.k_shot >= 1, f"task.k_shot must be at least 1, got {task.k_shot}")
     _require(task.q_query >= 1, f"task.q_query must be at least 1, got {task.q_query}")
@@ -264,11 +278,16 @@ def check_config(config: Config) -> None:
         "val_tasks",
         "test_tasks",
         "checkpoint_every",
+        "keep_checkpoints",
     ):
         _require(getattr(train, key) >= 1, f"train.{key} must be at least 1")
     _require(
-        train.device == "auto" or train.device.split(":")[0] in ("cpu", "cuda", "mps"),
-        f"train.device={train.device!r} is not a device; use auto, cpu or cuda",
+        _DEVICE.fullmatch(train.device) is not None,
+        f"train.device={train.device!r} is not a device; use auto, cpu, cuda or cuda:N",
+    )
+    _require(
+        train.on_nonfinite in ("stop", "skip"),
+        f"train.on_nonfinite={train.on_nonfinite!r}; use stop or skip",
     )
     _require(train.reward_tasks_per_update >= 0, "train.reward_tasks_per_update must be >= 0")
     _require(
@@ -378,10 +397,15 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if isinstance(value, dict):
             return build(kind, value, key + ".")
     elif kind is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            number = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if number is not None:
+            if not math.isfinite(number):
+                raise MetaschedError(f"{key}={value!r} is not a finite number; give one")
+            return number
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

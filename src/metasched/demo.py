@@ -13,14 +13,33 @@ import time
 from pathlib import Path
 
 from metasched.config import load_config
+from metasched.errors import MetaschedError
+from metasched.files import os_error
 from metasched.report import write_report
 from metasched.training.trainer import Trainer
 
 
+MARK = ".metasched-demo"  # in a directory the demo made, so a rerun may replace its runs
+STAGES = ("pretrain", "uniform", "ats")
+
+
 def run_demo(out: Path, progress: bool = True) -> tuple[str, list[Path]]:
-    """Runs the three stages into ``out`` (replacing an earlier demo there)."""
-    if out.exists():
-        shutil.rmtree(out)
+    """Runs the three stages into ``out``: a new or empty directory, or an earlier demo's,
+    whose runs it replaces (nothing else is ever deleted)."""
+    if out.exists() and not out.is_dir():
+        raise MetaschedError(f"--out {str(out)!r} is a file; choose a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARK).exists():
+        raise MetaschedError(
+            f"--out {str(out)!r} is not empty and was not made by metasched demo; choose a new"
+            " or empty directory"
+        )
+    try:
+        for name in STAGES:
+            shutil.rmtree(out / name, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARK).touch()
+    except OSError as error:
+        raise os_error(error) from error
     stages = [
         ("pretrain", "demo-pretrain", []),
         ("uniform", "demo-noisy", ["scheduler.name=uniform"]),

@@ -12,6 +12,7 @@ import yaml
 
 from metasched.data.registry import ASSAYS, DATASETS
 from metasched.errors import MetaschedError
+from metasched.files import save_figure
 from metasched.learners.objectives import OBJECTIVES, score_label
 from metasched.training.evaluation import format_score
 from metasched.training.metrics import read_metrics
@@ -95,7 +96,7 @@ def plot_scores(runs: list[RunRecords], path: Path, label: str) -> None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 
@@ -128,7 +129,7 @@ def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
 
 

@@ -13,6 +13,7 @@ import yaml
 from metasched.config import Config
 from metasched.data.registry import ASSAYS, DATASETS, load_dataset
 from metasched.errors import MetaschedError
+from metasched.files import atomic_write
 from metasched.learners.forest import RandomForestBaseline
 from metasched.training.components import STREAMS
 from metasched.training.domains import domain_of
@@ -36,8 +37,7 @@ def run_forest(
     domain = domain_of(config)
     tests = domain.samplers(config, load_dataset(config.data))["test"]
     forest = RandomForestBaseline(domain.objective, trees, seed=config.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     record_start(run_dir, config)
     start = time.perf_counter()
     rng = np.random.default_rng([config.seed, STREAMS["test"]])

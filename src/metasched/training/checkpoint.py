@@ -1,36 +1,86 @@
-"""Checkpoints: written atomically, read back without unpickling arbitrary objects."""
+"""Checkpoints: written atomically with a checksum, kept in rotation, read back without
+unpickling arbitrary objects.
+
+A checkpoint file is a ``torch.save`` archive followed by a trailer: a marker and the
+SHA-256 of the archive. ``torch.load`` ignores the trailer, so the files stay ordinary
+PyTorch checkpoints; :func:`load_checkpoint` checks it, so a corrupted file is detected
+instead of resuming from damaged weights. Files from before the trailer load unchecked.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metasched.errors import MetaschedError
+from metasched.files import atomic_write, os_error
 
 CHECKPOINT_FORMAT = 1
+MARKER = b"\nmetasched-sha256:"
+TRAILER = len(MARKER) + 32
+REQUIRED = ("config", "iteration", "model")
+RESUMABLE = (*REQUIRED, "optimizer", "scheduler", "rng", "torch_rng", "best_score")
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, payload: dict[str, Any], keep: int = 1) -> None:
     """Writes ``payload`` to ``path`` via a temporary file and a rename, so a crash at any
-    moment leaves either the old checkpoint or the new one, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    moment leaves either the old checkpoint or the new one, never a torn file.
+
+    Args:
+        path: the file, e.g. ``last.pt``.
+        payload: what to save.
+        keep: how many to keep: the older ones move to ``path.1``, ``path.2``, ...
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
+    archive = buffer.getvalue()
+    if keep > 1 and path.exists():
+        _rotate(path, keep)
+    atomic_write(path, archive + MARKER + hashlib.sha256(archive).digest())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Reads a checkpoint with ``weights_only=True`` onto the CPU."""
+def rotated(path: Path, index: int) -> Path:
+    """The ``index``-th older copy of ``path`` (0: ``path`` itself)."""
+    return path if index == 0 else path.with_name(f"{path.name}.{index}")
+
+
+def _rotate(path: Path, keep: int) -> None:
+    """``path.{k}`` → ``path.{k+1}`` for the ``keep`` - 1 newest, ``path`` → ``path.1``; each
+    rename is atomic, and a kill between two leaves copies that resuming still finds."""
+    try:
+        rotated(path, keep).unlink(missing_ok=True)  # from a run that kept more before
+        for index in range(keep - 1, 0, -1):
+            if rotated(path, index - 1).exists():
+                os.replace(rotated(path, index - 1), rotated(path, index))
+    except OSError as error:
+        raise os_error(error, path) from error
+
+
+def load_checkpoint(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+    """Reads a checkpoint with ``weights_only=True`` onto the CPU, checking its checksum and
+    that it holds ``required``."""
     if not path.is_file():
         raise MetaschedError(f"checkpoint {str(path)!r} does not exist; check the path")
     try:
-        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as error:
+        raise os_error(error, path) from error
+    archive = data
+    if len(data) > TRAILER and data[-TRAILER:-32] == MARKER:
+        archive = data[:-TRAILER]
+        if hashlib.sha256(archive).digest() != data[-32:]:
+            raise MetaschedError(
+                f"checkpoint {str(path)!r} is corrupt (its checksum does not match); use an"
+                " older copy (last.pt.1, ...) or start again"
+            )
+    try:
+        payload = torch.load(io.BytesIO(archive), map_location="cpu", weights_only=True)
     except Exception as error:
         raise MetaschedError(
             f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}); it is not a"
@@ -40,4 +90,58 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise MetaschedError(
             f"{str(path)!r} is not a metasched checkpoint of format {CHECKPOINT_FORMAT}"
         )
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise MetaschedError(
+            f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is damaged or was not"
+            " written by metasched train"
+        )
     return payload
+
+
+def older_copies(path: Path) -> list[Path]:
+    """``path.1``, ``path.2``, ... as they exist."""
+    if not path.parent.is_dir():
+        return []
+    prefix = f"{path.name}."
+    names = [p.name for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    indices = sorted(int(n[len(prefix) :]) for n in names if n[len(prefix) :].isdigit())
+    return [rotated(path, i) for i in indices]
+
+
+def newest_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The valid checkpoint of the highest iteration among ``path`` and its older copies;
+    damaged ones are skipped with a warning."""
+    found: list[tuple[int, Path, dict[str, Any]]] = []
+    problems = []
+    for candidate in [path, *older_copies(path)]:
+        if not candidate.exists():
+            continue
+        try:
+            payload = load_checkpoint(candidate, RESUMABLE)
+        except MetaschedError as error:
+            problems.append(str(error))
+            continue
+        found.append((int(payload["iteration"]), candidate, payload))
+    if not found:
+        if problems:
+            raise MetaschedError(problems[0])
+        raise MetaschedError(
+            f"no checkpoint {str(path)!r} to resume from; the run saved none (start it again)"
+        )
+    for problem in problems:
+        warnings.warn(f"skipped: {problem}", RuntimeWarning, stacklevel=2)
+    _, chosen, payload = max(found, key=lambda item: item[0])
+    return chosen, payload
+
+
+def load_model_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:
+    """Loads ``weights`` (from checkpoint ``path``) into ``model``, or says why they do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise MetaschedError(
+            f"{str(path)!r} holds a different model than this config builds (e.g. another"
+            " model.filters or task.n_way); drop the --set that changed it, or pass a"
+            " checkpoint trained with the same model and task settings"
+        ) from error

@@ -37,6 +37,13 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MetaschedError(f"train.device={name!r} but CUDA is not available; use auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise MetaschedError(
+            f"train.device={name!r}: this machine has {torch.cuda.device_count()} CUDA devices;"
+            " use cuda:0 or auto"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MetaschedError(f"train.device={name!r} but MPS is not available; use auto or cpu")
     return device
 
 

@@ -4,7 +4,6 @@ objective's named metrics per task."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from metasched.files import atomic_open, atomic_write, dumps
 from metasched.learners.base import Params, TaskOutcome
 from metasched.learners.objectives import Objective
 from metasched.tasks.episode import Episode, TaskSource
@@ -159,9 +159,9 @@ def write_test_results(
         }
         if result.metrics:
             summary[name]["metrics"] = result.metric_summary()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(run_dir / "summary.json", dumps(summary, indent=2))
     names = list(best.metrics)
-    with open(run_dir / "test_tasks.csv", "w", newline="") as handle:
+    with atomic_open(run_dir / "test_tasks.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         columns = ["task", "source", "score_best", "loss_best", "score_final", "loss_final"]
         writer.writerow(columns + [f"{m}_{c}" for c in ("best", "final") for m in names])

@@ -3,35 +3,75 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
+from metasched.errors import MetaschedError
+from metasched.files import atomic_write, dumps, os_error
+
 
 class MetricsLog:
-    """Appends records to ``metrics.jsonl``; every record carries ``kind`` and ``iteration``."""
+    """Appends records to ``metrics.jsonl``; every record carries ``kind`` and ``iteration``.
+
+    A record is one ``write`` of one line, so a kill can tear at most the last line; readers
+    drop a torn last line, and :meth:`truncate_after` rewrites the file atomically.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, kind: str, iteration: int, **values: Any) -> None:
         record = {"kind": kind, "iteration": iteration, **values}
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(dumps(record) + "\n")
+        except OSError as error:
+            raise os_error(error, self.path) from error
 
     def truncate_after(self, iteration: int) -> None:
-        """Drops records written after ``iteration`` (by a run that crashed past a checkpoint)."""
+        """Drops records written after ``iteration`` (by a run that crashed past a checkpoint)
+        and the test records, replacing the file in one rename."""
         if not self.path.exists():
             return
         kept = [
             r
-            for r in read_metrics(self.path)
+            for r in read_metrics(self.path, quiet=True)
             if r["iteration"] <= iteration and r["kind"] != "test"
         ]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write(self.path, "".join(dumps(r) + "\n" for r in kept))
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics file."""
-    with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def read_metrics(path: Path, quiet: bool = False) -> list[dict[str, Any]]:
+    """All records of a metrics file. A torn last line (a write cut by a kill) is dropped,
+    with a warning unless ``quiet``; a damaged line elsewhere is an error naming it."""
+    try:
+        lines = path.read_text().split("\n")
+    except OSError as error:
+        raise os_error(error, path) from error
+    except UnicodeDecodeError as error:
+        raise MetaschedError(f"{str(path)!r} is not a metrics file (not text)") from error
+    records = []
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "kind" not in record or "iteration" not in record:
+                raise ValueError("not a metrics record")
+        except ValueError as error:
+            if number == last:  # a kill mid-write tears the last line only
+                if not quiet:
+                    warnings.warn(
+                        f"{path}: ignored its unfinished last line (a write cut short)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                break
+            raise MetaschedError(
+                f"{str(path)!r} line {number + 1} is not a metrics record ({error}); the file"
+                " is damaged: remove that line"
+            ) from error
+        records.append(record)
+    return records

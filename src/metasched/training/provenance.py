@@ -13,6 +13,7 @@ import torch
 
 import metasched
 from metasched.config import Config
+from metasched.files import atomic_write
 from metasched.schedulers import SCHEDULERS
 
 # The layers a training run executes; the CLI, reports and comparisons do not change results.
@@ -54,9 +55,7 @@ def record_start(run_dir: Path, config: Config) -> None:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(history, indent=1))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(history, indent=1))
 
 
 def code_versions(run_dir: Path) -> list[str]:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from metasched.errors import MetaschedError
+from metasched.errors import Diverged
 from metasched.learners.base import MetaLearner, Params
 from metasched.tasks.episode import Episode, TaskSource
 from metasched.training.gradients import CandidateGradients, clipped
@@ -71,13 +71,22 @@ class LoopServices:
             return float(np.mean([o.score.item() for o in outcomes]))
 
         reward = value(lookahead)
+        here = value(self.params) if paired or not math.isfinite(reward) else 0.0
         if paired:
-            reward -= value(self.params)
+            reward -= here
+        if not math.isfinite(here):
+            raise Diverged(
+                f"the scheduler's reward is {reward:.3g}, and the meta-model itself scores"
+                f" {here:.3g} on the reward tasks",
+                "the inner loop or the meta-update, not the look-ahead: lower learner.inner_lr"
+                " or train.meta_lr",
+            )
         if not math.isfinite(reward) or abs(reward) > 1e6:
-            raise MetaschedError(
-                f"the look-ahead model diverged (reward {reward:.3g}); lower the scheduler's"
-                f" look-ahead step (now {step_size}), e.g. scheduler.ats.lookahead_lr=0.01 for"
-                " MSE losses"
+            raise Diverged(
+                f"the look-ahead model diverged (reward {reward:.3g}) while the meta-model"
+                " itself scores finitely",
+                f"the scheduler's look-ahead step {step_size} is too large: lower it, e.g."
+                " scheduler.ats.lookahead_lr=0.01 for MSE losses",
             )
         return reward
 

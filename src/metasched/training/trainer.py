@@ -22,42 +22,54 @@ from tqdm import tqdm
 from metasched.allocator import retain_freed_cpu_memory
 from metasched.config import Config, config_from_dict
 from metasched.cpu import bf16_advice
-from metasched.errors import MetaschedError, TrainingInterrupted
+from metasched.errors import Diverged, MetaschedError, TrainingAborted, TrainingInterrupted
+from metasched.files import atomic_write, os_error, remove_stale_temporaries
 from metasched.learners.base import Params, PoolMeasurements
 from metasched.schedulers import Feature, Pool, Trained
 from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
-from metasched.training.checkpoint import load_checkpoint, save_checkpoint
+from metasched.training.checkpoint import (
+    load_checkpoint,
+    load_model_weights,
+    newest_checkpoint,
+    older_copies,
+    save_checkpoint,
+)
 from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate, write_test_results
-from metasched.training.gradients import CandidateGradients, Gradient, clipped
+from metasched.training.gradients import CandidateGradients, ChosenOutcome, Gradient, clipped
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import record_start
 from metasched.training.services import LoopServices
 
 LAST, BEST = "last.pt", "best.pt"
+RUN_FILES = {"config.yaml", "metrics.jsonl", "provenance.json", BEST}  # a run's own before last.pt
+SKIPS_IN_A_ROW = 20  # train.on_nonfinite=skip: this many iterations without an update stop
 
 
 @contextmanager
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turns the first Ctrl-C into a flag the loop checks between iterations; a second
-    Ctrl-C aborts at once (the last checkpoint on disk stays intact either way)."""
+    """Turns the first Ctrl-C or SIGTERM (what ``kill`` and job schedulers send) into a flag
+    the loop checks between iterations; a second one aborts at once (the last checkpoint on
+    disk stays intact either way)."""
     hit = [False]
 
     def handler(signum: int, frame: object) -> None:
         if hit[0]:
             raise KeyboardInterrupt
         hit[0] = True
-        tqdm.write("interrupt: saving a checkpoint after this iteration (Ctrl-C again to abort)")
+        name = signal.Signals(signum).name
+        tqdm.write(f"{name}: saving a checkpoint after this iteration ({name} again to abort)")
 
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield lambda: hit[0]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, action in previous.items():
+            signal.signal(number, action)
 
 
 @dataclass
@@ -106,21 +118,37 @@ class Trainer:
         self.state = TrainState()
         self._clock = time.perf_counter()  # wall time since the state's ``seconds``
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.saved_iteration: int | None = None  # that of the newest last.pt
+        self.resumed_from: Path | None = None
+        self._skipped_in_a_row = 0
+        self._iteration_done = True  # False while train_step runs
 
     # ------------------------------------------------------------------------------------------
     # Starting and resuming.
 
     @classmethod
     def create(cls, config: Config, run_dir: Path) -> Trainer:
-        """A new run in ``run_dir``, which must not hold one already."""
-        if (run_dir / LAST).exists():
+        """A new run in ``run_dir``, which must be new, empty, or a run that saved nothing."""
+        if run_dir.exists() and not run_dir.is_dir():
+            raise MetaschedError(f"run directory {str(run_dir)!r} is a file; choose another")
+        if (run_dir / LAST).exists() or older_copies(run_dir / LAST):
             raise MetaschedError(
                 f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir}"
                 " or choose another --run-dir"
             )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(run_dir)
+            foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
+            if foreign:
+                raise MetaschedError(
+                    f"run directory {str(run_dir)!r} holds other files ({', '.join(foreign[:3])});"
+                    " choose a new or empty directory"
+                )
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        except OSError as error:
+            raise os_error(error) from error
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         record_start(run_dir, config)
         trainer = cls(config, run_dir)
         if config.train.init_from:
@@ -131,35 +159,44 @@ class Trainer:
         """Starts θ0 from another run's model (e.g. one pre-trained on clean tasks)."""
         if path.is_dir():
             path = path / BEST
-        weights = load_checkpoint(path)["model"]
-        try:
-            self.parts.model.load_state_dict(weights)
-        except RuntimeError as error:
-            raise MetaschedError(
-                f"{str(path)!r} holds a different model than this config builds; pass a"
-                " checkpoint trained with the same model and task settings"
-            ) from error
+        load_model_weights(self.parts.model, load_checkpoint(path)["model"], path)
 
     @classmethod
     def resume(cls, run_dir: Path, overrides: list[str] | None = None) -> Trainer:
         """Continues the run in ``run_dir`` from its last checkpoint, exactly.
 
-        Only ``train.*`` settings (iterations, validation and checkpoint intervals, device)
-        may change on resume. Raising ``train.iterations`` continues the run but is not the
-        run that would have been planned longer: ATS reads progress as a fraction of it.
+        It starts from the newest intact checkpoint (``last.pt`` or an older copy, see
+        ``train.keep_checkpoints``). Only ``train.*`` settings may change on resume, and each
+        takes effect (a new ``train.meta_lr`` reaches the optimiser), except
+        ``train.init_from``, which only sets a new run's θ0. Raising ``train.iterations``
+        continues the run but is not the run that would have been planned longer: ATS reads
+        progress as a fraction of it.
         """
-        payload = load_checkpoint(run_dir / LAST)
+        if not run_dir.is_dir():
+            raise MetaschedError(f"{str(run_dir)!r} is not a run directory; check the path")
+        try:
+            remove_stale_temporaries(run_dir)
+        except OSError as error:
+            raise os_error(error) from error
+        path, payload = newest_checkpoint(run_dir / LAST)
         config = config_from_dict(payload["config"], overrides)
-        stored = config_from_dict(payload["config"]).to_dict()  # settings added since: defaults
+        before = config_from_dict(payload["config"])  # settings added since: their defaults
+        stored = before.to_dict()
         changed = {k for k, v in config.to_dict().items() if stored.get(k) != v}
         if changed - {"train"}:
             raise MetaschedError(
                 f"cannot change {', '.join(sorted(changed - {'train'}))} when resuming;"
                 " only train.* settings may change (start a new run instead)"
             )
+        if config.train.init_from != before.train.init_from:
+            raise MetaschedError(
+                "train.init_from sets the starting weights of a new run; a resumed run"
+                " continues from its own checkpoint (start a new run to change it)"
+            )
         record_start(run_dir, config)
         trainer = cls(config, run_dir)
         trainer.load_state(payload)
+        trainer.saved_iteration, trainer.resumed_from = trainer.state.iteration, path
         trainer.metrics.truncate_after(trainer.state.iteration)
         return trainer
 
@@ -181,6 +218,8 @@ class Trainer:
     def load_state(self, payload: dict[str, Any]) -> None:
         self.parts.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        for group in self.optimizer.param_groups:  # the saved state holds the old rate
+            group["lr"] = self.config.train.meta_lr
         self.scheduler.load_state_dict(payload["scheduler"])
         self.rng.bit_generator.state = payload["rng"]
         torch.set_rng_state(payload["torch_rng"])
@@ -222,6 +261,8 @@ class Trainer:
             self.config.train.clip_grad_norm,
         )
         selection = self.scheduler.choose(pool, batch, self.rng, services)
+        if selection.policy is not None and not torch.isfinite(selection.policy).all():
+            raise self._diverged("the scheduler's probabilities are not finite", params)
         record: dict[str, Any] = {"phase": "train" if selection.update == "step" else "warmup"}
         record.update(selection.diagnostics)
         if selection.policy is not None:
@@ -241,8 +282,15 @@ class Trainer:
                     weights = np.concatenate([weights, np.full(len(added), 1 / batch)])
                     weights = weights / weights.sum()
                 record["reward_tasks_trained"] = len(added)
-        outcome = gradients.combine(chosen, weights)
-        if selection.update == "step":
+        combined = gradients.combine(chosen, weights)
+        outcome: ChosenOutcome | None = combined
+        if not _finite(combined):
+            outcome, chosen, weights = self._without_nonfinite(
+                gradients, combined, chosen, weights, params, record
+            )
+        if outcome is None:
+            pass  # every chosen task gave a NaN or infinity and was skipped: no update
+        elif selection.update == "step":
             self._adam_step(params, outcome.gradient)
             self.state.updates += 1
             trained = Trained(chosen, outcome.losses, outcome.scores, self.progress)
@@ -255,14 +303,69 @@ class Trainer:
         if self.config.task.skew_fraction > 0:
             record.update(skewed=float(np.mean(trained_skewed)), pool_skewed=float(skewed.mean()))
         record.update(
-            loss=outcome.loss,
-            score=outcome.score,
+            loss=None if outcome is None else outcome.loss,
+            score=None if outcome is None else outcome.score,
             noisy=float(np.mean(trained_noisy)),
             pool_noisy=float(noisy.mean()),
             chosen=[int(i) for i in chosen],
             seconds=time.perf_counter() - start,
         )
         return record
+
+    def _without_nonfinite(
+        self,
+        gradients: CandidateGradients,
+        outcome: ChosenOutcome,
+        chosen: np.ndarray,
+        weights: np.ndarray | None,
+        params: Params,
+        record: dict[str, Any],
+    ) -> tuple[ChosenOutcome | None, np.ndarray, np.ndarray | None]:
+        """Stops the run at a NaN or infinite loss or meta-gradient, or, with
+        ``train.on_nonfinite=skip``, drops the tasks that gave one (None: all of them)."""
+        bad = ~np.isfinite(outcome.losses)
+        if self.config.train.on_nonfinite == "stop":
+            what = (
+                f"the query loss of {bad.sum()} of {len(bad)} chosen tasks is not finite"
+                if bad.any()
+                else "the meta-gradient is not finite"
+            )
+            raise self._diverged(what, params)
+        kept: ChosenOutcome | None = None
+        if bad.any() and not bad.all():
+            chosen = chosen[~bad]
+            if weights is not None:
+                weights = weights[~bad] / weights[~bad].sum()
+            kept = gradients.combine(chosen, weights)
+            kept = kept if _finite(kept) else None
+        record["skipped_tasks"] = len(bad) if kept is None else int(bad.sum())
+        self._skipped_in_a_row = self._skipped_in_a_row + 1 if kept is None else 0
+        if self._skipped_in_a_row >= SKIPS_IN_A_ROW:
+            raise self._diverged(
+                f"every chosen task gave a NaN or infinity for {SKIPS_IN_A_ROW} iterations", params
+            )
+        return kept, chosen, weights
+
+    def _diverged(self, what: str, params: Params) -> Diverged:
+        """The error for a non-finite quantity at this iteration, with its likely cause."""
+        config = self.config
+        finite = all(bool(torch.isfinite(p).all()) for p in params.values())
+        largest = max(float(p.detach().abs().max()) for p in params.values()) if finite else 0
+        if not finite or largest > 1e6:
+            state = "not finite" if not finite else f"as large as {largest:.3g}"
+            setting = f"train.meta_lr={config.train.meta_lr / 100:g}"
+            cause = f"the meta-update's step is too large (θ0 is {state}): lower it, {setting}"
+        elif config.learner.algorithm == "ridge":
+            setting = f"learner.ridge_penalty={config.learner.ridge_penalty * 10:g}"
+            cause = f"the closed-form head is ill-conditioned at this θ0: raise {setting}"
+        else:
+            setting = f"learner.inner_lr={config.learner.inner_lr / 10:g}"
+            cause = (
+                f"the inner loop ran away from a finite θ0 (learner.inner_lr="
+                f"{config.learner.inner_lr:g}): lower it, {setting}, or clip the meta-update"
+                " (train.clip_grad_norm=1)"
+            )
+        return Diverged(what, cause)
 
     def _measure(
         self, candidates: list[Episode], params: Params
@@ -328,6 +431,16 @@ class Trainer:
             candidates.append(sampler.sample(self.rng))
         return [c.to(self.parts.device) for c in candidates]
 
+    def _save_last(self) -> None:
+        """Writes ``last.pt``, keeping ``train.keep_checkpoints`` of them; never a model that
+        is no longer finite (the run stops instead, the older checkpoints intact)."""
+        params = self.parts.learner.parameters()
+        if not all(bool(torch.isfinite(p).all()) for p in params.values()):
+            raise self._diverged("the meta-model's weights are not finite", params)
+        payload = self.checkpoint_payload()
+        save_checkpoint(self.run_dir / LAST, payload, self.config.train.keep_checkpoints)
+        self.saved_iteration = self.state.iteration
+
     def _adam_step(self, params: Params, gradient: Gradient) -> None:
         """One Adam step on θ0 along ``gradient`` (parameters without one are left alone)."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -358,50 +471,77 @@ class Trainer:
 
     def fit(self, progress: bool = True) -> dict[str, Any]:
         """Trains to ``train.iterations``, then tests; returns the summary."""
+        self._clock = time.perf_counter()
+        try:
+            with deferred_interrupt() as interrupted:
+                self._train(progress, interrupted)
+        except KeyboardInterrupt:
+            raise TrainingAborted(self.run_dir, self.saved_iteration) from None
+        except Diverged as error:
+            at = self.state.iteration + (not self._iteration_done)
+            raise Diverged(
+                f"training diverged at iteration {at}: {error.what}", self._advice(error.cause)
+            ) from None
+        return self.test(progress)
+
+    def _train(self, progress: bool, interrupted: Callable[[], bool]) -> None:
         train = self.config.train
         recent: deque[tuple[float, float]] = deque(maxlen=50)
-        self._clock = time.perf_counter()
-        with (
-            deferred_interrupt() as interrupted,
-            tqdm(
-                total=self.total,
-                initial=self.state.iteration,
-                desc="meta-training",
-                disable=not progress,
-                dynamic_ncols=True,
-            ) as bar,
-        ):
+        with tqdm(
+            total=self.total,
+            initial=self.state.iteration,
+            desc="meta-training",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
             while self.state.updates < train.iterations:
                 before = self.state.updates
+                self._iteration_done = False
                 record = self.train_step()
                 self.state.iteration += 1
+                self._iteration_done = True
                 it = self.state.iteration
                 self.metrics.append("train", it, **record)
-                recent.append((record["loss"], record["score"]))
+                if record["loss"] is not None:
+                    recent.append((record["loss"], record["score"]))
                 updates = self.state.updates
                 done = updates == train.iterations
                 if updates > before and (updates % train.val_every == 0 or done):
                     self._validate()
                 if it % train.checkpoint_every == 0 or done:
-                    save_checkpoint(self.run_dir / LAST, self.checkpoint_payload())
+                    self._save_last()
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{np.mean([r[0] for r in recent]):.3f}",
-                    score=f"{np.mean([r[1] for r in recent]):.3f}",
-                    best_val=f"{self.state.best_score:.3f}",
-                )
+                if recent:
+                    bar.set_postfix(
+                        loss=f"{np.mean([r[0] for r in recent]):.3f}",
+                        score=f"{np.mean([r[1] for r in recent]):.3f}",
+                        best_val=f"{self.state.best_score:.3f}",
+                    )
                 if interrupted():
-                    save_checkpoint(self.run_dir / LAST, self.checkpoint_payload())
+                    self._save_last()
                     raise TrainingInterrupted(self.run_dir, it)
-        return self.test(progress)
+
+    def _advice(self, cause: str) -> str:
+        """``cause``, and where to go on from: the newest checkpoint, or a new run."""
+        if self.saved_iteration is None:
+            return f"{cause}; no checkpoint was saved before it, so start the run again"
+        return (
+            f"{cause}; the last good checkpoint is {self.run_dir / LAST} (iteration"
+            f" {self.saved_iteration}): train.* settings can change on --resume, others need a"
+            " new run"
+        )
 
     def _validate(self) -> None:
         result = self.evaluate_split("val", self.config.train.val_tasks)
         it = self.state.iteration
+        if not math.isfinite(result.loss):
+            raise self._diverged(
+                "the validation loss is not finite", self.parts.learner.parameters()
+            )
         self.metrics.append("val", it, score=result.mean, ci95=result.ci95, loss=result.loss)
         if result.mean > self.state.best_score:
             self.state.best_score, self.state.best_iteration = result.mean, it
-            save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())
+            save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())  # one, not rotated
 
     # ------------------------------------------------------------------------------------------
     # The final test.
@@ -438,6 +578,13 @@ class Trainer:
                 **{k: summary[name][k] for k in ("score", "ci95", "loss")},
             )
         return summary
+
+
+def _finite(outcome: ChosenOutcome) -> bool:
+    """Whether the chosen tasks' losses and their meta-gradient are all finite."""
+    present = [g for g in outcome.gradient if g is not None]
+    norm = torch.nn.utils.get_total_norm(present) if present else torch.zeros(())
+    return bool(np.isfinite(outcome.losses).all()) and bool(torch.isfinite(norm))
 
 
 def _probability_diagnostics(probabilities: torch.Tensor, noisy: np.ndarray) -> dict[str, Any]:
