@@ -192,7 +192,8 @@ def test_a_class_with_too_few_images_is_reported(tmp_path, capsys) -> None:
     argv += [f"--set=data.image_size={SIZE}", "--set=task.n_way=2", "--set=train.iterations=1"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert f"class {WNIDS['train'][4]!r} has 3 images" in err and "more images" in err
+    assert f"class {WNIDS['train'][4]!r} of the train split" in err and "has 3 images" in err
+    assert "more images" in err
 
 
 def test_a_malicious_pickle_is_never_executed(tmp_path, capsys) -> None:

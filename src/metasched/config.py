@@ -497,8 +497,9 @@ def preset_names() -> list[str]:
 def read_config_file(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
     """The dictionary in a preset (by name) or a YAML file (by path).
 
-    ``extends: PRESET`` (or a list of them) starts from those presets or files, merged in
-    order, and sets this file's values over them, section by section.
+    ``extends: PRESET`` (or a list of them) starts from those presets or files (a relative
+    path is looked up beside the extending file first), merged in order, and sets this
+    file's values over them, section by section.
     """
     path = Path(name_or_path).expanduser()
     if path.is_file():
@@ -525,6 +526,9 @@ def read_config_file(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[st
         raise MetaschedError(f"{name_or_path!r} extends itself through {' -> '.join(_chain)}")
     merged: dict[str, Any] = {}
     for parent in parents:
+        beside = path.parent / parent  # a file's parents are found beside it first
+        if path.is_file() and parent not in preset_names() and beside.is_file():
+            parent = str(beside)
         merged = _merged(merged, read_config_file(parent, (*_chain, name_or_path)))
     return _merged(merged, values)
 

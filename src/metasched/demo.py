@@ -18,7 +18,6 @@ from metasched.files import os_error
 from metasched.report import write_report
 from metasched.training.trainer import Trainer
 
-
 MARK = ".metasched-demo"  # in a directory the demo made, so a rerun may replace its runs
 STAGES = ("pretrain", "uniform", "ats")
 

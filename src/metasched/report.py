@@ -37,12 +37,22 @@ def load_run(run_dir: Path) -> RunRecords:
     records = read_metrics(metrics)
     summary_path = run_dir / "summary.json"
     config_path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        culprit = summary_path if isinstance(error, json.JSONDecodeError) else config_path
+        raise MetaschedError(
+            f"{str(culprit)!r} is damaged ({type(error).__name__}); restore it or remove it"
+        ) from error
+    if not isinstance(config, dict) or not (summary is None or isinstance(summary, dict)):
+        raise MetaschedError(f"{str(run_dir)!r}: config.yaml or summary.json is not a mapping")
     return RunRecords(
         name=run_dir.name,
-        config=yaml.safe_load(config_path.read_text()) if config_path.exists() else {},
+        config=config,
         train=[r for r in records if r["kind"] == "train"],
         val=[r for r in records if r["kind"] == "val"],
-        summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
+        summary=summary,
     )
 
 

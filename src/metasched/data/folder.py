@@ -38,14 +38,17 @@ def _is_image(name: str) -> bool:
 
 
 def scan_directory(root: Path) -> tuple[ClassFiles, Reader]:
-    """Finds every directory under ``root`` that holds image files."""
+    """Finds every directory under ``root`` that holds image files (named by full path, so
+    that an error names the file)."""
     classes: ClassFiles = defaultdict(list)
     for path in sorted(root.rglob("*")):
         if path.is_file() and _is_image(path.name):
-            classes[path.parent.relative_to(root).as_posix()].append(
-                path.relative_to(root).as_posix()
-            )
-    return dict(classes), lambda name: (root / name).read_bytes()
+            classes[path.parent.relative_to(root).as_posix()].append(str(path))
+    return dict(classes), _read_file
+
+
+def _read_file(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
 def scan_zip(archive: zipfile.ZipFile) -> tuple[ClassFiles, Reader]:

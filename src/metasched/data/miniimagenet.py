@@ -124,8 +124,8 @@ def _scan_csv(root: Path) -> tuple[ClassFiles, Reader]:
                         f"{path}, line {number} names {name}, which is not in {images}; restore"
                         " the image or remove the line"
                     )
-                classes.setdefault(f"{split}/{label}", []).append(name)
-    return classes, lambda name: (images / name).read_bytes()
+                classes.setdefault(f"{split}/{label}", []).append(str(images / name))
+    return classes, lambda path: Path(path).read_bytes()
 
 
 def _prepare_pickles(root: Path, out: Path, image_size: int, trust: bool) -> DataSplits[ClassPool]:

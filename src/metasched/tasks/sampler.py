@@ -109,6 +109,7 @@ class FewShotSampler:
         skew: (fraction, count): that fraction of the tasks draws its classes from a fixed
             subset of ``count`` of the allowed classes (the first of a permutation with a
             fixed seed), so their tasks recur: a skewed task distribution.
+        name: which split (and part) this is, for messages, e.g. "val split of data.root=DIR".
     """
 
     def __init__(
@@ -120,8 +121,10 @@ class FewShotSampler:
         noise: LabelNoise | None = None,
         classes: Budget = None,
         skew: tuple[float, int] | None = None,
+        name: str = "the split",
     ) -> None:
         self.pool = pool
+        self.name = name
         self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
         self.noise = noise or LabelNoise()
         self.classes = np.asarray(budget_classes(pool.class_names, classes))
@@ -146,17 +149,17 @@ class FewShotSampler:
             )
         if self.n_way > len(self.classes):
             raise MetaschedError(
-                f"task.n_way={self.n_way} but only {len(self.classes)} classes are available;"
-                f" lower task.n_way or allow more classes"
+                f"{self.name} has {len(self.classes)} classes, fewer than task.n_way={self.n_way};"
+                " give it more classes, or lower task.n_way"
             )
         counts = self.pool.counts()[self.classes]
         need = self.k_shot + self.q_query
         if counts.min() < need:
             label = int(self.classes[int(np.argmin(counts))])
             raise MetaschedError(
-                f"class {self.pool.class_names[label]!r} has {counts.min()} images but"
-                f" k_shot + q_query = {need}; lower task.k_shot or task.q_query, or give the class"
-                " more images"
+                f"class {self.pool.class_names[label]!r} of {self.name} has {counts.min()} images"
+                f" but k_shot + q_query = {need}; lower task.k_shot or task.q_query, or give the"
+                " class more images"
             )
 
     def sample(self, rng: np.random.Generator, index: int | None = None) -> Episode:

@@ -80,7 +80,9 @@ def load_checkpoint(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[st
                 " older copy (last.pt.1, ...) or start again"
             )
     try:
-        payload = torch.load(io.BytesIO(archive), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. about a pickle protocol: the error says enough
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(archive), map_location="cpu", weights_only=True)
     except Exception as error:
         raise MetaschedError(
             f"checkpoint {str(path)!r} cannot be read ({type(error).__name__}); it is not a"

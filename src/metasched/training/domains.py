@@ -14,6 +14,7 @@ from torch import nn
 
 from metasched.config import Config
 from metasched.data.assays import parse_value, read_rows
+from metasched.data.cache import SPLITS
 from metasched.data.fingerprints import FingerprintSpec, morgan_fingerprints
 from metasched.data.folder import decode_image, scan_directory
 from metasched.data.pool import AssayPool, ClassPool, DataSplits
@@ -81,14 +82,18 @@ class ImageClassification(Domain):
     def samplers(self, config: Config, splits: DataSplits[ClassPool]) -> dict[str, TaskSource]:
         task = config.task
         shape = (task.n_way, task.k_shot, task.q_query)
-        val = reward = FewShotSampler(splits.val, *shape)
+        where = f" of data.root={config.data.root}" if config.data.root else ""
+        name = {s: f"the {s} split{where} (data.name={config.data.name})" for s in SPLITS}
+        val = reward = FewShotSampler(splits.val, *shape, name=name["val"])
         if task.reward_split == "val-reward":
             selection, held_out = split_reward_classes(splits.val.num_classes)
-            val = FewShotSampler(splits.val, *shape, classes=selection)
-            reward = FewShotSampler(splits.val, *shape, classes=held_out)
+            val = FewShotSampler(splits.val, *shape, classes=selection, name=name["val"])
+            reward = FewShotSampler(
+                splits.val, *shape, classes=held_out, name=f"the reward half of {name['val']}"
+            )
         elif task.reward_split == "train-16":
             classes = list(range(min(FAITHFUL_REWARD_CLASSES, splits.train.num_classes)))
-            reward = FewShotSampler(splits.train, *shape, classes=classes)
+            reward = FewShotSampler(splits.train, *shape, classes=classes, name=name["train"])
         noise = LabelNoise(task.noise_ratio, task.flip_rate, task.noise)
         train = FewShotSampler(
             splits.train,
@@ -96,11 +101,12 @@ class ImageClassification(Domain):
             noise,
             task.train_classes,
             (task.skew_fraction, task.skew_classes),
+            name["train"],
         )
         return {
             "train": train,
             "val": val,
-            "test": FewShotSampler(splits.test, *shape),
+            "test": FewShotSampler(splits.test, *shape, name=name["test"]),
             "reward": reward,
         }
 
