@@ -1,0 +1,229 @@
+"""Nothing lost, nothing silent: kills, signals, damaged files, full disks and diverging runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metasched.cli import main
+from metasched.config import load_config
+from metasched.errors import Diverged, MetaschedError, TrainingInterrupted
+from metasched.files import atomic_write, remove_stale_temporaries, temporary_path
+from metasched.training.checkpoint import load_checkpoint
+from metasched.training.metrics import read_metrics
+from metasched.training.trainer import Trainer
+
+from .conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(**extra: object):
+    values = {"train.iterations": 12, "train.val_tasks": 4, "train.test_tasks": 4}
+    values.update(extra)
+    return load_config("glyphs-5w1s", tiny_overrides(**values))
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [
+        {k: v for k, v in r.items() if k != "seconds"}
+        for r in read_metrics(run_dir / "metrics.jsonl")
+    ]
+
+
+def test_kills_at_random_iterations_and_mid_write_resume_to_identical_records(tmp_path) -> None:
+    """SIGKILL at a random iteration and half-way through a checkpoint write, then --resume:
+    every record and the final model equal an uninterrupted run's (experiments/kill_test.py,
+    which also runs the long version)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "kill_test.py"), "--kills", "2",
+         "--iterations", "15", "--modes", "kill,write", "--seed", "3", "--scheduler", "uniform",
+         "--out", str(tmp_path / "kill")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "identical" in result.stdout and "temporary files left: 0" in result.stdout
+    kills = result.stdout.splitlines()[0]
+    assert "kill@" in kills and "write#" in kills and kills.count("rc=-9") == 2, kills
+
+
+def test_sigterm_saves_a_checkpoint_like_ctrl_c(tmp_path, glyphs, monkeypatch) -> None:
+    config = _config(**{"train.checkpoint_every": 100})
+    Trainer.create(config, tmp_path / "full").fit(progress=False)
+    trainer = Trainer.create(config, tmp_path / "cut")
+    step = trainer.train_step
+
+    def terminated_step():
+        record = step()
+        if trainer.state.iteration == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return record
+
+    monkeypatch.setattr(trainer, "train_step", terminated_step)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        trainer.fit(progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["iteration"] == 5
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+    Trainer.resume(tmp_path / "cut").fit(progress=False)
+    assert _records(tmp_path / "cut") == _records(tmp_path / "full")
+
+
+def test_resume_skips_a_corrupt_checkpoint_for_an_older_copy(tmp_path, glyphs) -> None:
+    config = _config(**{"train.checkpoint_every": 3, "train.keep_checkpoints": 3})
+    Trainer.create(config, tmp_path / "full").fit(progress=False)
+    run = tmp_path / "run"
+    cut = Trainer.create(config, run)
+    step = cut.train_step
+
+    def crash():
+        if cut.state.iteration == 10:
+            raise RuntimeError("power cut")
+        return step()
+
+    cut.train_step = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        cut.fit(progress=False)
+    iterations = [
+        load_checkpoint(run / n)["iteration"] for n in ("last.pt", "last.pt.1", "last.pt.2")
+    ]
+    assert iterations == [9, 6, 3] and not (run / "last.pt.3").exists()
+    data = bytearray((run / "last.pt").read_bytes())
+    data[len(data) // 2] ^= 1  # one bit flipped in the newest
+    (run / "last.pt").write_bytes(bytes(data))
+    with pytest.raises(MetaschedError, match="checksum"):
+        load_checkpoint(run / "last.pt")
+    with pytest.warns(RuntimeWarning, match="skipped: .*last.pt' is corrupt"):
+        resumed = Trainer.resume(run)
+    assert resumed.resumed_from == run / "last.pt.1" and resumed.state.iteration == 6
+    resumed.fit(progress=False)
+    assert _records(run) == _records(tmp_path / "full")
+
+
+def test_stale_temporary_files_are_removed_and_failed_writes_leave_none(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    atomic_write(target, "old")
+    stale = tmp_path / ".last.pt.tmp999999999"  # no such process
+    stale.write_bytes(b"half")
+    mine = temporary_path(tmp_path / "x")
+    assert remove_stale_temporaries(tmp_path) == [stale] and not mine.exists()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(MetaschedError, match=r"disk is full.*last checkpoint is intact"):
+        atomic_write(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission")],
+)
+def test_a_failing_disk_stops_training_with_one_line(
+    tmp_path, glyphs, monkeypatch, capsys, code, message
+) -> None:
+    def failing(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", failing)
+    argv = ["train", "--config", "glyphs-5w1s", "--run-dir", str(tmp_path / "run"), "--quiet"]
+    assert main([*argv, *[f"--set={o}" for o in tiny_overrides()]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metasched: error: cannot write") and message in err
+    assert "config.yaml" in err and len(err.splitlines()) == 1
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(tmp_path, glyphs) -> None:
+    config = _config(**{"train.iterations": 6, "train.checkpoint_every": 3})
+    Trainer.create(config, tmp_path / "full").fit(progress=False)
+    run = tmp_path / "run"
+    cut = Trainer.create(config, run)
+    step = cut.train_step
+
+    def crash():
+        if cut.state.iteration == 4:
+            with open(run / "metrics.jsonl", "a") as handle:
+                handle.write('{"kind": "train", "iteration": 5, "lo')  # killed mid-append
+            raise RuntimeError("killed")
+        return step()
+
+    cut.train_step = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        cut.fit(progress=False)
+    with pytest.warns(RuntimeWarning, match="unfinished last line"):
+        assert len(read_metrics(run / "metrics.jsonl")) == 4
+    with pytest.warns(RuntimeWarning, match="unfinished last line"):
+        assert main(["report", str(run), "--out", str(tmp_path / "plots")]) == 0
+    Trainer.resume(run).fit(progress=False)
+    assert _records(run) == _records(tmp_path / "full")
+
+
+def test_a_new_meta_lr_on_resume_reaches_the_optimiser(tmp_path, glyphs) -> None:
+    Trainer.create(_config(), tmp_path / "run").fit(progress=False)
+    trainer = Trainer.resume(tmp_path / "run", ["train.meta_lr=0.5", "train.iterations=14"])
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.5]
+    trainer.fit(progress=False)
+    assert (
+        load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"][0]["lr"] == 0.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "culprit"),
+    [("train.meta_lr=1.0e+30", "train.meta_lr"), ("learner.inner_lr=1.0e+30", "learner.inner_lr")],
+)
+def test_divergence_stops_the_run_naming_the_cause_and_saves_no_nan_model(
+    tmp_path, glyphs, setting, culprit
+) -> None:
+    config = load_config(
+        "glyphs-5w1s",
+        [*tiny_overrides(**{"train.iterations": 30, "train.checkpoint_every": 1}), setting],
+    )
+    run = tmp_path / "run"
+    with pytest.raises(Diverged, match=rf"training diverged at iteration \d+: .*{culprit}"):
+        Trainer.create(config, run).fit(progress=False)
+    assert not (run / "summary.json").exists()
+    for name in ("last.pt", "best.pt"):
+        if (run / name).exists():
+            weights = load_checkpoint(run / name)["model"]
+            assert all(torch.isfinite(w).all() for w in weights.values())
+    metrics = run / "metrics.jsonl"  # none when it diverged at the first iteration
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))
+
+
+def test_skip_drops_the_tasks_that_give_nan_and_trains_on(tmp_path, glyphs, monkeypatch) -> None:
+    """With train.on_nonfinite=skip, a task whose loss is NaN is left out of the update."""
+    config = _config(**{"train.on_nonfinite": "skip", "train.meta_batch_size": 3})
+    trainer = Trainer.create(config, tmp_path / "run")
+    learner = trainer.parts.learner
+    outcomes = learner.outcomes
+    poisoned: set[int] = set()
+
+    def one_nan(params, episodes):
+        results = outcomes(params, episodes)
+        it = trainer.state.iteration
+        if it % 3 == 1 and it not in poisoned:  # one task of every third iteration
+            poisoned.add(it)
+            results[0] = dataclasses.replace(results[0], loss=results[0].loss * float("nan"))
+        return results
+
+    monkeypatch.setattr(learner, "outcomes", one_nan)
+    trainer.fit(progress=False)
+    train = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r.get("skipped_tasks", 0) for r in train] == [1 if i % 3 == 1 else 0 for i in range(12)]
+    assert all(np.isfinite(r["loss"]) for r in train)
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
