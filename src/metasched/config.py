@@ -503,7 +503,13 @@ def read_config_file(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[st
     """
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise MetaschedError(
+                f"{name_or_path!r} cannot be read as a YAML text file ({type(error).__name__});"
+                " give a config file"
+            ) from error
     elif name_or_path in preset_names():
         text = (resources.files("metasched") / "configs" / f"{name_or_path}.yaml").read_text()
     else:

@@ -106,8 +106,16 @@ def read_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
                 )
             reader = csv.reader(handle, delimiter=delimiter)
             for line, values in enumerate(reader, start=2):
-                if values:
-                    yield line, dict(zip(columns, values))
+                if not values:
+                    continue
+                row = dict(zip(columns, values))
+                short = [c for c in required if c not in row]
+                if short:
+                    raise MetaschedError(
+                        f"{path}, line {line}: {len(values)} fields, so no {short[0]!r} (the"
+                        f" header has {len(columns)}); fix or remove the line"
+                    )
+                yield line, row
     except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, csv.Error) as error:
         raise MetaschedError(
             f"{path}: the file is truncated or corrupt ({type(error).__name__}: {error});"
