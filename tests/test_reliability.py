@@ -227,3 +227,49 @@ def test_skip_drops_the_tasks_that_give_nan_and_trains_on(tmp_path, glyphs, monk
     assert all(np.isfinite(r["loss"]) for r in train)
     weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+_PEAK_RSS_CHILD = """
+import json, sys
+import torch.nn.functional as F
+from metasched.cli import main
+if sys.argv[1] == "leak":  # the control: keep every loss and its graph, as a careless loop would
+    kept, plain = [], F.cross_entropy
+    F.cross_entropy = lambda *a, **k: kept.append(plain(*a, **k)) or kept[-1]
+rc = main(sys.argv[2:])
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"rc": rc, "peak_kib": int(peak.split()[1])}))
+"""
+
+
+def _peak_rss_mib(run_dir: Path, iterations: int, leak: bool = False) -> float:
+    """Peak RSS (MiB) of a fresh process that trains a small ATS run for ``iterations``."""
+    settings = tiny_overrides(**{
+        "scheduler.name": "ats", "scheduler.pool_size": 6, "scheduler.ats.warmup": 5,
+        "train.iterations": iterations, "train.val_every": iterations, "train.val_tasks": 10,
+        "train.test_tasks": 10, "train.checkpoint_every": iterations, "model.filters": 8,
+    })  # fmt: skip
+    argv = ["train", "--config", "glyphs-5w1s", "--quiet", "--run-dir", str(run_dir)]
+    argv += [item for s in settings for item in ("--set", s)]
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_CHILD, "leak" if leak else "clean", *argv],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["rc"] == 0
+    return measured["peak_kib"] / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_memory_stays_flat_over_many_iterations(tmp_path) -> None:
+    """Six times the iterations cost (almost) no more peak memory: nothing is kept per
+    iteration. A control that keeps each loss's graph (20 MiB an iteration) passes the bound
+    in the short run's length, so the check can fail (benchmarks/memory.py measures the 84x84
+    curve over 2,000 iterations)."""
+    short = _peak_rss_mib(tmp_path / "short", 30)
+    long = _peak_rss_mib(tmp_path / "long", 180)
+    leaky = _peak_rss_mib(tmp_path / "leaky", 30, leak=True)
+    bound = 12.0  # MiB over 150 more iterations: 80 KiB per iteration
+    assert long - short < bound, (short, long)
+    assert leaky - short > bound, (short, leaky)
