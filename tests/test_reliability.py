@@ -273,3 +273,24 @@ def test_memory_stays_flat_over_many_iterations(tmp_path) -> None:
     bound = 12.0  # MiB over 150 more iterations: 80 KiB per iteration
     assert long - short < bound, (short, long)
     assert leaky - short > bound, (short, leaky)
+
+
+def test_nan_and_infinity_are_written_as_json_null(tmp_path) -> None:
+    """A NaN score (a constant prediction's Pearson R², say) must not make summary.json or
+    metrics.jsonl invalid JSON, as Python's json module would by default."""
+    from metasched.files import dumps
+    from metasched.training.metrics import MetricsLog
+
+    record = {"score": float("nan"), "ci95": float("inf"), "nested": [1.0, float("-inf")]}
+    assert json.loads(dumps(record), parse_constant=_refuse) == {
+        "score": None, "ci95": None, "nested": [1.0, None]
+    }  # fmt: skip
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.append("val", 1, **record)
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert read_metrics(tmp_path / "metrics.jsonl")[0]["score"] is None
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
