@@ -20,6 +20,11 @@ Variants (``--variants``):
 
     python benchmarks/memory.py --iterations 2000 --variants uniform ats   # flat over a long run?
     python benchmarks/memory.py --iterations 40 --warmup 10                # every variant
+    python benchmarks/memory.py --plot OUT.png A.csv B.csv C.csv:ats-float32  # runs in one figure
+
+``--plot`` draws the curves of several CSVs in one figure; ``FILE.csv:VARIANT`` draws that
+variant's peak as a dashed level instead (e.g. the float32 loading of a short run beside the
+curves of long ones).
 
 Writes ``memory.csv`` (the curves) and ``memory.png`` to ``--out`` and a Markdown table to stdout.
 """
@@ -208,7 +213,45 @@ def _plot(results: list[Measured], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def plot_csvs(path: Path, sources: list[str]) -> None:
+    """One figure of the curves in ``sources`` (CSVs written by :func:`_write`); a source
+    ``FILE.csv:VARIANT`` is drawn as a dashed level at that variant's peak instead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for source in sources:
+        file, _, only = source.partition(":")
+        curves: dict[str, list[tuple[int, int]]] = {}
+        with open(file, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if not only or row["variant"] == only:
+                    curve = curves.setdefault(row["variant"], [])
+                    curve.append((int(row["iteration"]), int(row["rss_bytes"])))
+        for variant, curve in curves.items():
+            run = max(i for i, _ in curve)
+            if only:  # a level: the peak of a (short) run
+                peak = max(r for _, r in curve) / GIB
+                label = f"{variant}: peak {peak:.2f} GiB ({run}-iteration run)"
+                axis.axhline(peak, linestyle="--", color=f"C{len(axis.lines)}", label=label)
+            else:
+                label = f"{variant} ({run} iterations)"
+                axis.plot([i for i, _ in curve], [r / GIB for _, r in curve], label=label)
+    axis.set_xlabel("training iteration (warm-up included)")
+    axis.set_ylabel("resident memory (GiB)")
+    axis.set_ylim(bottom=0)
+    axis.legend(loc="center right", fontsize="small")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child-float32":
         sys.exit(child_with_float32_splits(sys.argv[2:]))
+    if len(sys.argv) > 2 and sys.argv[1] == "--plot":
+        plot_csvs(Path(sys.argv[2]), sys.argv[3:])
+        sys.exit(0)
     main()
