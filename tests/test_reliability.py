@@ -6,9 +6,11 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +296,65 @@ def test_nan_and_infinity_are_written_as_json_null(tmp_path) -> None:
 
 def _refuse(constant: str) -> None:
     raise AssertionError(f"{constant} is not JSON")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_a_stopped_comparison_says_so_in_one_line_and_rerunning_continues_it(tmp_path, how) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to the
+    comparison alone: the running jobs save and stop, the queued one never starts, one line says
+    how to continue, and the same command then resumes every run to its exact end."""
+    out = tmp_path / "cmp"
+    command = [
+        sys.executable, "-m", "metasched.cli", "compare", "--config",
+        str(ROOT / "tests" / "corpus" / "configs" / "tiny.yaml"), "--schedulers",
+        "uniform,greedy,spl", "--seeds", "1", "--workers", "2", "--out", str(out),
+        "--set", "train.iterations=60", "--set", "train.checkpoint_every=5",
+        "--set", "scheduler.pool_size=4",
+    ]  # fmt: skip
+    log = (tmp_path / "stdout").open("w")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    metrics = {m: out / f"{m}-seed0" / "metrics.jsonl" for m in ("uniform", "greedy", "spl")}
+    deadline = time.monotonic() + 120
+
+    def started() -> list[str]:
+        return [m for m, f in metrics.items() if f.exists() and f.read_text().count("\n") >= 6]
+
+    while len(started()) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        time.sleep(0.2)
+    if how == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("metasched: interrupted;"), stderr
+    assert "run the same metasched compare command again" in stderr, stderr
+    assert "Traceback" not in stderr and "Warning" not in stderr, stderr
+    running = started()
+    assert len(running) == 2 and all((out / f"{m}-seed0" / "last.pt").is_file() for m in running)
+    queued = next(m for m in metrics if m not in running)
+    assert not metrics[queued].exists()  # never started after the stop
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("resuming") == 2, again.stdout
+    for m in metrics.values():
+        train = [r for r in read_metrics(m) if r["kind"] == "train"]
+        assert [r["iteration"] for r in train] == list(range(1, 61))
+
+
+def test_a_run_failing_inside_a_parallel_comparison_is_named_in_one_line(tmp_path) -> None:
+    """A worker's error (here a divergence) reaches the user as one line naming the run."""
+    command = [
+        sys.executable, "-m", "metasched.cli", "compare", "--config",
+        str(ROOT / "tests" / "corpus" / "configs" / "tiny.yaml"), "--schedulers", "uniform",
+        "--seeds", "2", "--workers", "2", "--out", str(tmp_path / "cmp"),
+        "--set", "train.meta_lr=1.0e+30",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.match(r"metasched: error: uniform-seed\d: training diverged at iteration", last), last
+    assert "train.meta_lr" in last and "Traceback" not in done.stderr, done.stderr

@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metasched.errors import MetaschedError, TrainingAborted, TrainingInterrupted
+from metasched.errors import (
+    ComparisonInterrupted,
+    MetaschedError,
+    TrainingAborted,
+    TrainingInterrupted,
+)
 from metasched.files import os_error
 
 
@@ -430,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # not about a path the user gave: a bug, shown in full
         print(f"metasched: error: {os_error(error)}", file=sys.stderr)
         return 2
-    except (TrainingInterrupted, TrainingAborted) as error:
+    except (TrainingInterrupted, TrainingAborted, ComparisonInterrupted) as error:
         print(f"metasched: {error}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

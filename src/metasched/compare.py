@@ -21,18 +21,26 @@ import shutil
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import yaml
 
 from metasched.config import Config, config_from_dict, load_config, read_config_file
-from metasched.errors import MetaschedError
+from metasched.errors import (
+    ComparisonInterrupted,
+    MetaschedError,
+    TrainingAborted,
+    TrainingInterrupted,
+)
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.schedulers import SCHEDULERS
 
@@ -236,8 +244,11 @@ def set_aside(run_dir: Path, out: Path) -> Path:
     return target
 
 
-def run_job(job: tuple[dict[str, Any], str, int]) -> tuple[str, float]:
-    """Trains one run in this process (``threads`` threads); returns (run_dir, seconds)."""
+def run_job(
+    job: tuple[dict[str, Any], str, int], stop: Callable[[], bool] | None = None
+) -> tuple[str, float]:
+    """Trains one run in this process (``threads`` threads); returns (run_dir, seconds).
+    ``stop`` is checked after each iteration: when true, the run saves and stops."""
     import torch
 
     from metasched.training.baselines import run_forest
@@ -253,7 +264,7 @@ def run_job(job: tuple[dict[str, Any], str, int]) -> tuple[str, float]:
         run_forest(config, run_dir)
     else:
         trainer = Trainer.resume(run_dir) if state == "resume" else Trainer.create(config, run_dir)
-        trainer.fit(progress=False)
+        trainer.fit(progress=False, stop=stop)
     seconds = time.perf_counter() - start
     print(f"done {run_dir} in {seconds / 60:.1f} min", flush=True)
     return str(run_dir), seconds
@@ -301,16 +312,102 @@ def run_comparison(
     todo = prepare(jobs, out, say)
     todo.sort(key=lambda j: -_expected_cost(j.config))  # long runs first: better packing
     payload = [(j.config.to_dict(), str(j.run_dir), threads) for j in todo]
-    if workers > 1 and len(payload) > 1:
-        context = get_context("spawn")
-        with _exit_on_sigterm(), context.Pool(workers, initializer=_die_with_parent) as pool:
-            pool.map(run_job, payload, chunksize=1)  # leaving the block terminates the workers
-    else:
-        for item in payload:
-            run_job(item)
+    try:
+        if workers > 1 and len(payload) > 1:
+            run_in_processes(payload, workers)
+        else:
+            with _exit_on_sigterm():
+                for item in payload:
+                    run_job(item)
+    except (TrainingInterrupted, TrainingAborted, KeyboardInterrupt, SystemExit) as stopped:
+        # A run's own message names one run; the user reruns the whole comparison.
+        raise ComparisonInterrupted(out) from stopped
     table = summarise(jobs, out / "pretrain" if pretrain else None)
     files = write_outputs(table, out, preset, methods, seeds, overrides, pretrain)
     return render_markdown(table), files
+
+
+def run_in_processes(payload: list[tuple[dict[str, Any], str, int]], workers: int) -> None:
+    """Runs each job in a fresh process, ``workers`` at a time.
+
+    The first Ctrl-C or SIGTERM asks the running jobs to save and stop through a shared event
+    (the trainer checks it like its own Ctrl-C, so a job that also got the terminal's Ctrl-C is
+    not asked twice and does not abort) and starts no new job; a second one kills them, their
+    newest checkpoints intact. A run stopped on its own stops the comparison too.
+
+    Raises:
+        ComparisonInterrupted: some run was stopped before it finished.
+        MetaschedError: a run failed on bad input (the first such message, naming the run).
+        RuntimeError: a run crashed; its traceback is on stderr above.
+    """
+    context = get_context("spawn")
+    stop = context.Event()
+    reports = context.SimpleQueue()  # (kind, run_dir, message) from each failed job
+    pending = list(payload)
+    running: dict[int, BaseProcess] = {}  # by sentinel
+    failures: list[tuple[str, str, str]] = []
+    with _stop_on_first_signal(stop):
+        try:
+            while pending or running:
+                while pending and len(running) < workers and not stop.is_set():
+                    process = context.Process(
+                        target=_job_process, args=(pending.pop(0), stop, reports)
+                    )
+                    process.start()
+                    running[process.sentinel] = process
+                if not running:
+                    break
+                for ready in wait(list(running), timeout=1.0):
+                    running.pop(cast(int, ready)).join()
+                while not reports.empty():
+                    failures.append(reports.get())
+                    if failures[-1][0] == "interrupted":
+                        stop.set()
+        except KeyboardInterrupt:  # the second signal: no more waiting
+            for child in running.values():
+                child.kill()
+                child.join()
+            raise
+    if stop.is_set():
+        raise ComparisonInterrupted(Path(payload[0][1]).parent)  # runs live in OUT/<name>
+    for kind, run_dir, message in failures:
+        if kind == "error":
+            raise MetaschedError(f"{Path(run_dir).name}: {message}")
+    if failures:
+        raise RuntimeError(f"run {failures[0][1]} crashed; its traceback is above")
+
+
+def _job_process(job: tuple[dict[str, Any], str, int], stop: Any, reports: Any) -> None:
+    """A job's process: runs it and reports how it failed, if it did."""
+    _die_with_parent()
+    try:
+        run_job(job, stop.is_set)
+    except (TrainingInterrupted, TrainingAborted, KeyboardInterrupt):
+        reports.put(("interrupted", job[1], ""))
+    except MetaschedError as error:
+        reports.put(("error", job[1], str(error)))
+    except BaseException:
+        traceback.print_exc()
+        reports.put(("crash", job[1], ""))
+        raise SystemExit(1) from None
+
+
+@contextmanager
+def _stop_on_first_signal(stop: Any) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM sets ``stop``; a second raises KeyboardInterrupt."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"{signal.Signals(signum).name}: asking every run to save and stop", flush=True)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
 
 
 def _die_with_parent() -> None:

@@ -45,3 +45,13 @@ class TrainingAborted(Exception):
                 f" with: metasched train --resume {run_dir}"
             )
         super().__init__(message)
+
+
+class ComparisonInterrupted(Exception):
+    """Raised when a comparison is stopped (Ctrl-C, SIGTERM, or one of its runs was)."""
+
+    def __init__(self, out: object) -> None:
+        super().__init__(
+            f"interrupted; the unfinished runs in {out} keep their newest checkpoints: run the"
+            " same metasched compare command again to continue them"
+        )

@@ -469,12 +469,21 @@ class Trainer:
             f"{split} tasks" if show else None,
         )
 
-    def fit(self, progress: bool = True) -> dict[str, Any]:
-        """Trains to ``train.iterations``, then tests; returns the summary."""
+    def fit(
+        self, progress: bool = True, stop: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        """Trains to ``train.iterations``, then tests; returns the summary.
+
+        Args:
+            progress: show a progress bar.
+            stop: checked after each iteration like Ctrl-C: when true, save and raise
+                :class:`TrainingInterrupted` (compare's parent asks its workers this way).
+        """
         self._clock = time.perf_counter()
         try:
             with deferred_interrupt() as interrupted:
-                self._train(progress, interrupted)
+                asked = interrupted if stop is None else lambda: interrupted() or stop()
+                self._train(progress, asked)
         except KeyboardInterrupt:
             raise TrainingAborted(self.run_dir, self.saved_iteration) from None
         except Diverged as error:
