@@ -469,9 +469,7 @@ class Trainer:
             f"{split} tasks" if show else None,
         )
 
-    def fit(
-        self, progress: bool = True, stop: Callable[[], bool] | None = None
-    ) -> dict[str, Any]:
+    def fit(self, progress: bool = True, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         """Trains to ``train.iterations``, then tests; returns the summary.
 
         Args:
