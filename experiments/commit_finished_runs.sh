@@ -8,6 +8,7 @@ added=()
 for summary in experiments/runs/*/*/summary.json; do
   run=$(dirname "$summary")
   case "$run" in */stale/*) continue;; esac
+  [ -n "$(git status --porcelain -- "$run")" ] || continue  # committed already
   git add "$run" && added+=("$(basename "$(dirname "$run")")/$(basename "$run")")
 done
 for table in experiments/runs/*/results.{csv,md,png}; do
