@@ -44,6 +44,7 @@ from metasched.learners import ANIL, Adaptation, Regression
 from metasched.models import Conv4, FingerprintMLP
 from metasched.models.layout import keep_nchw
 from metasched.schedulers import ATSScheduler
+from metasched.schedulers.base import SchedulerSetup
 from metasched.tasks import Episode, FewShotSampler, TaskSource
 from metasched.training.components import (
     Components,
@@ -131,7 +132,14 @@ def make_trainer(
             if target.type == "cuda"
             else "loop",
         )
-    scheduler = build_scheduler(config, len(learner.scored_layers()))
+    setup = SchedulerSetup(
+        num_layers=len(learner.scored_layers()),
+        n_way=config.task.n_way,
+        batch_size=config.train.meta_batch_size,
+        iterations=config.train.iterations,
+        seed=config.seed,
+    )
+    scheduler = build_scheduler(config, setup)
     return Trainer(config, run_dir, Components(samplers, model, learner, scheduler, target))
 
 

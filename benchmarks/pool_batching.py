@@ -30,7 +30,7 @@ from torch.func import functional_call, grad, vmap
 sys.path.insert(0, str(Path(__file__).parent))
 from ats_speed import CONFIGS, make_trainer, timed
 
-from metasched.learners.base import layer_agreement
+from metasched.learners.base import gradient_rows
 from metasched.models.layout import keep_nchw
 from metasched.tasks import EpisodeBatch
 
@@ -58,16 +58,24 @@ def timings(config_name: str, device_name: str, rounds: int) -> dict[str, float]
             wanted = [params[n] for n in layers]
             support = torch.autograd.grad(set_loss(params, e.support_x, e.support_y), wanted)
             query = torch.autograd.grad(set_loss(params, e.query_x, e.query_y), wanted)
-            rows.append(layer_agreement(support, query, wanted))
+            one = [g.unsqueeze(0) for g in wanted]
+            rows.append(
+                gradient_rows(
+                    [g.unsqueeze(0) for g in support], [g.unsqueeze(0) for g in query], one
+                )
+            )
         return (
-            torch.stack([r[0] for r in rows]),
-            torch.stack([r[1] for r in rows]),
-            torch.stack([r[2] for r in rows]),
+            torch.cat([r[0] for r in rows]),
+            torch.cat([r[1] for r in rows]),
+            torch.cat([r[2] for r in rows]),
         )
 
     def grouped() -> Agreement:
-        stats = learner.measure_pool_grouped(params, batch).stats
-        return stats.support_norm, stats.query_norm, stats.dot
+        learner.batching = "grouped"  # the learner's own grouped measurement, adaptation included
+        stats = learner.measure_pool(params, pool, keep_graph=False).stats
+        learner.batching = "loop"
+        assert stats is not None
+        return stats.gradient_terms()
 
     def vmapped() -> Agreement:  # in NCHW order: vmap cannot clone to channels-last
         detached = {n: p.detach() for n, p in params.items()}

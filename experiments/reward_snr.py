@@ -46,24 +46,20 @@ def main() -> None:
             episode = samplers["train"].sample(rng)
             (noisy if episode.noisy else clean).append(episode)
         validation = [samplers["reward"].sample(rng) for _ in range(2)]
-        before = [learner.evaluate(params, v, learner.train_adaptation) for v in validation]
+        before = learner.evaluate(params, validation, learner.train_adaptation, metrics=False)
         values: dict[tuple[str, float], dict[str, float]] = {}
         for name, group in (("clean", clean[:2]), ("noisy", noisy[:2])):
-            loss = torch.stack([learner.query_outcome(params, e).loss for e in group]).mean()
+            loss = torch.stack(learner.outcomes(params, group).graphs or ()).mean()
             grads = torch.autograd.grad(loss, list(params.values()))
             for beta in args.betas:
                 lookahead = {n: (p - beta * g).detach() for (n, p), g in zip(params.items(), grads)}
-                after = [
-                    learner.evaluate(lookahead, v, learner.train_adaptation) for v in validation
-                ]
+                after = learner.evaluate(
+                    lookahead, validation, learner.train_adaptation, metrics=False
+                )
                 values[(name, beta)] = {
-                    "accuracy, unpaired": np.mean([a.score.item() for a in after]),
-                    "accuracy, paired": np.mean(
-                        [a.score.item() - b.score.item() for a, b in zip(after, before)]
-                    ),
-                    "-loss, paired": -np.mean(
-                        [a.loss.item() - b.loss.item() for a, b in zip(after, before)]
-                    ),
+                    "accuracy, unpaired": float(after.scores.double().mean()),
+                    "accuracy, paired": float((after.scores - before.scores).double().mean()),
+                    "-loss, paired": -float((after.losses - before.losses).double().mean()),
                 }
         for (name, beta), kinds in values.items():
             for kind, value in kinds.items():

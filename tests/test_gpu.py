@@ -44,8 +44,8 @@ def test_grouped_scoring_on_cuda_matches_the_cpu_loop(kind) -> None:
             model, Classification(), Adaptation(0.1, 3), Adaptation(0.1, 3), batching=batching
         )
         stats = learner.measure_pool(learner.parameters(), episodes, keep_graph=False).stats
-        outcomes = learner.outcomes(learner.parameters(), episodes)
-        loss = torch.stack([o.loss for o in outcomes]).mean()
+        graphs = learner.outcomes(learner.parameters(), episodes).graphs
+        loss = torch.stack(graphs).mean()
         grads = torch.autograd.grad(loss, list(learner.parameters().values()))
         results.append((stats, [g.cpu() for g in grads]))
     (cpu_stats, cpu_grads), (gpu_stats, gpu_grads) = results

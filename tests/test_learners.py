@@ -28,9 +28,15 @@ def _tiny_task(seed: int = 0) -> tuple[Conv4, Episode]:
     return model, episode
 
 
+def _query_loss(learner, params, episode: Episode) -> torch.Tensor:
+    """The adapted query loss of one task, differentiable w.r.t. ``params``."""
+    graphs = learner.outcomes(params, [episode]).graphs
+    return graphs[0]
+
+
 def _meta_gradient(learner, episode: Episode) -> list[torch.Tensor]:
     params = learner.parameters()
-    loss = learner.query_outcome(params, episode).loss
+    loss = _query_loss(learner, params, episode)
     return list(torch.autograd.grad(loss, list(params.values())))
 
 
@@ -74,7 +80,7 @@ def test_second_order_gradient_matches_finite_differences(kind) -> None:
     def loss_at(sign: float) -> float:
         shifted = {n: (p + sign * eps * d).detach() for (n, p), d in zip(params.items(), direction)}
         shifted = {n: p.requires_grad_() for n, p in shifted.items()}
-        return learner.query_outcome(shifted, episode).loss.item()
+        return _query_loss(learner, shifted, episode).item()
 
     numeric = (loss_at(1.0) - loss_at(-1.0)) / (2 * eps)
     analytic = sum(float((g * d).sum()) for g, d in zip(gradient, direction))
@@ -106,16 +112,17 @@ def test_first_order_maml_is_the_query_gradient_at_the_adapted_weights() -> None
 def test_evaluation_adapts_without_a_meta_graph() -> None:
     model, episode = _tiny_task(4)
     learner = MAML(model, Classification(), Adaptation(0.3, 1), Adaptation(0.5, 5))
-    before = learner.evaluate(learner.parameters(), episode)
-    assert not before.loss.requires_grad and all(p.grad is None for p in model.parameters())
+    before = learner.evaluate(learner.parameters(), [episode])
+    assert before.graphs is None and not before.losses.requires_grad
+    assert all(p.grad is None for p in model.parameters())
     # More inner steps on the support lower the support loss: evaluation really adapts.
     no_steps = MAML(model, Classification(), Adaptation(0.3, 1), Adaptation(0.5, 0))
     support_only = Episode(
         episode.support_x, episode.support_y, episode.support_x, episode.support_y
     )
     assert (
-        learner.evaluate(learner.parameters(), support_only).loss
-        < no_steps.evaluate(no_steps.parameters(), support_only).loss
+        learner.evaluate(learner.parameters(), [support_only]).losses
+        < no_steps.evaluate(no_steps.parameters(), [support_only]).losses
     )
 
 
@@ -158,17 +165,25 @@ def test_ridge_head_is_the_penalised_least_squares_solution_around_the_meta_head
     model, episode = _regression_task()
     learner = RidgeANIL(model, Regression(), Adaptation(0.05, 3), Adaptation(0.05, 3), penalty=0.7)
     params = {n: p.detach() for n, p in learner.parameters().items()}
-    features = learner.features(params, episode.support_x)
+    one = {n: p.unsqueeze(0) for n, p in params.items()}
+    features = learner.features(one, episode.support_x.unsqueeze(0))[0]
     head = {"weight": params["head.weight"], "bias": params["head.bias"]}
-    adapted = learner.adapt_head(head, features, episode.support_y, Adaptation(0.05, 3), False)
+    adapted = learner.adapt_head(
+        {n: p.unsqueeze(0) for n, p in head.items()},
+        features.unsqueeze(0),
+        episode.support_y.unsqueeze(0),
+        Adaptation(0.05, 3),
+        False,
+    )
+    adapted = {n: p[0] for n, p in adapted.items()}
     design = torch.cat([features, torch.ones(len(features), 1, dtype=features.dtype)], dim=1)
     residual = episode.support_y - (features @ head["weight"].T + head["bias"]).squeeze(1)
     normal = design.T @ design + 0.7 * torch.eye(design.shape[1], dtype=features.dtype)
     delta = torch.linalg.solve(normal, design.T @ residual)
     torch.testing.assert_close(adapted["weight"], head["weight"] + delta[:-1].unsqueeze(0))
     torch.testing.assert_close(adapted["bias"], head["bias"] + delta[-1:])
-    # grouped (T tasks at once) gives each task the same head as the loop
-    grouped = learner.grouped_adapt_head(
+    # T tasks at once give each task the same head as one alone
+    grouped = learner.adapt_head(
         {n: p.expand(2, *p.shape) for n, p in head.items()},
         features.expand(2, *features.shape),
         episode.support_y.expand(2, -1),
@@ -190,7 +205,7 @@ def test_ridge_meta_gradient_matches_finite_differences() -> None:
         losses = []
         for sign in (1, -1):
             params[name][index] += sign * 1e-6
-            losses.append(float(learner.query_outcome(params, episode).loss))
+            losses.append(float(_query_loss(learner, params, episode)))
             params[name][index] -= sign * 1e-6
     assert gradient[position][index] != 0
     torch.testing.assert_close(

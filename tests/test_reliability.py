@@ -219,7 +219,11 @@ def test_skip_drops_the_tasks_that_give_nan_and_trains_on(tmp_path, glyphs, monk
         it = trainer.state.iteration
         if it % 3 == 1 and it not in poisoned:  # one task of every third iteration
             poisoned.add(it)
-            results[0] = dataclasses.replace(results[0], loss=results[0].loss * float("nan"))
+            graphs = list(results.graphs)
+            graphs[0] = graphs[0] * float("nan")
+            losses = results.losses.clone()
+            losses[0] = float("nan")
+            return dataclasses.replace(results, losses=losses, graphs=tuple(graphs))
         return results
 
     monkeypatch.setattr(learner, "outcomes", one_nan)

@@ -45,15 +45,16 @@ def test_the_paired_lookahead_value_is_the_change_in_reward_task_loss() -> None:
     _, reward_episodes = _tiny_pool(9)
     learner, params, episodes, services = _services(reward_episodes[:2])
     value = services.lookahead_value(np.array([1, 3]), 0.5, "loss", True, 2)
-    loss = torch.stack([learner.query_outcome(params, episodes[i]).loss for i in (1, 3)]).mean()
+    graphs = learner.outcomes(params, [episodes[1], episodes[3]]).graphs
+    loss = torch.stack(graphs).mean()
     grads = torch.autograd.grad(loss, list(params.values()))
     lookahead = {n: (p - 0.5 * g).detach() for (n, p), g in zip(params.items(), grads)}
 
     def mean_loss(weights):
-        outcomes = [
-            learner.evaluate(weights, e, learner.train_adaptation) for e in reward_episodes[:2]
+        results = [
+            learner.evaluate(weights, [e], learner.train_adaptation) for e in reward_episodes[:2]
         ]
-        return float(np.mean([o.loss.item() for o in outcomes]))
+        return float(np.mean([r.losses.item() for r in results]))
 
     assert value == pytest.approx(mean_loss(params) - mean_loss(lookahead), rel=1e-9)
     assert services.reward_tasks_drawn == 2

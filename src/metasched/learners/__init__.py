@@ -1,7 +1,7 @@
 """Meta-learners: MAML, first-order MAML, ANIL and ridge-head ANIL on parameter dictionaries."""
 
 from metasched.learners.anil import ANIL
-from metasched.learners.base import Adaptation, MetaLearner, Params, TaskOutcome, sgd_steps
+from metasched.learners.base import Adaptation, MetaLearner, Params, TaskResults, sgd_steps
 from metasched.learners.maml import MAML
 from metasched.learners.objectives import OBJECTIVES, Classification, Objective, Regression
 from metasched.learners.ridge import RidgeANIL
@@ -17,6 +17,6 @@ __all__ = [
     "Params",
     "Regression",
     "RidgeANIL",
-    "TaskOutcome",
+    "TaskResults",
     "sgd_steps",
 ]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from metasched.learners.base import (
     Adaptation,
+    GradientRows,
     MetaLearner,
     Params,
     Predictor,
-    TaskMeasurement,
+    gradient_rows,
     sgd_steps,
 )
-from metasched.tasks.episode import Episode
+from metasched.models.grouped import task_linear
+from metasched.tasks.episode import EpisodeBatch
 
 
 def split_params(params: Params, prefix: str) -> tuple[Params, Params]:
@@ -40,11 +41,11 @@ class ANIL(MetaLearner):
         create_graph: bool,
     ) -> Predictor:
         head, _ = split_params(params, "head")
-        support_features = self.features(params, support_x)
+        features = self.features(params, support_x)
         if not create_graph:  # first order: the support acts only through constant gradients
-            support_features = support_features.detach()
-        head = self.adapt_head(head, support_features, support_y, adaptation, create_graph)
-        return lambda x: F.linear(self.features(params, x), head["weight"], head["bias"])
+            features = features.detach()
+        head = self.adapt_head(head, features, support_y, adaptation, create_graph)
+        return lambda x: task_linear(self.features(params, x), head["weight"], head["bias"])
 
     def adapt_head(
         self,
@@ -54,25 +55,36 @@ class ANIL(MetaLearner):
         adaptation: Adaptation,
         create_graph: bool,
     ) -> Params:
-        """SGD on the head alone, given fixed features."""
+        """SGD on T heads alone, given fixed (T, N, D) features; heads with a leading T."""
 
         def support_loss(fast: Params) -> torch.Tensor:
-            return self.loss_fn(F.linear(features, fast["weight"], fast["bias"]), targets)
+            predictions = task_linear(features, fast["weight"], fast["bias"])
+            return self.objective.losses(predictions, targets).sum()
 
         return sgd_steps(support_loss, head, adaptation, create_graph)
 
-    def measure_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskMeasurement:
+    def measure(
+        self, support: Params, query: Params, batch: EpisodeBatch, keep_graph: bool
+    ) -> tuple[torch.Tensor, GradientRows]:
         """One backbone pass per set serves the gradients at θ0 and the adapted loss."""
-        head, _ = split_params(params, "head")
-        support_features = self.features(params, episode.support_x)
-        query_features = self.features(params, episode.query_x)
-        support_loss = self.loss_fn(
-            F.linear(support_features, head["weight"], head["bias"]), episode.support_y
+        head, _ = split_params(support, "head")
+        query_head, _ = split_params(query, "head")
+        support_features = self.features(support, batch.support_x)
+        query_features = self.features(query, batch.query_x)
+        support_loss = self.objective.losses(
+            task_linear(support_features, head["weight"], head["bias"]), batch.support_y
+        ).sum()
+        query_loss = self.objective.losses(
+            task_linear(query_features, query_head["weight"], query_head["bias"]), batch.query_y
+        ).sum()
+        layers = self.scored_layers()
+        support_grads = torch.autograd.grad(
+            support_loss, [support[n] for n in layers], retain_graph=True, allow_unused=True
         )
-        query_loss = self.loss_fn(
-            F.linear(query_features, head["weight"], head["bias"]), episode.query_y
+        query_grads = torch.autograd.grad(
+            query_loss, [query[n] for n in layers], retain_graph=keep_graph, allow_unused=True
         )
-        norms = self.gradient_agreement(support_loss, query_loss, params, retain_graph=keep_graph)
+        rows = gradient_rows(support_grads, query_grads, [query[n] for n in layers])
         second_order = keep_graph and not self.first_order
         if not keep_graph:
             support_features, query_features = support_features.detach(), query_features.detach()
@@ -80,47 +92,7 @@ class ANIL(MetaLearner):
         elif not second_order:
             support_features = support_features.detach()
         adapted = self.adapt_head(
-            head, support_features, episode.support_y, self.train_adaptation, second_order
+            head, support_features, batch.support_y, self.train_adaptation, second_order
         )
-        logits = F.linear(query_features, adapted["weight"], adapted["bias"])
-        loss = self.loss_fn(logits, episode.query_y)
-        score = self.objective.score(logits.detach(), episode.query_y)
-        return TaskMeasurement(loss if keep_graph else loss.detach(), score, *norms)
-
-    def grouped_adapt(
-        self,
-        params: Params,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        adaptation: Adaptation,
-        create_graph: bool,
-    ) -> Predictor:
-        head, _ = split_params(params, "head")
-        features = self.grouped_features(params, support_x)
-        if not create_graph:
-            features = features.detach()
-
-        head = self.grouped_adapt_head(head, features, support_y, adaptation, create_graph)
-        return lambda x: torch.baddbmm(
-            head["bias"].unsqueeze(1),
-            self.grouped_features(params, x),
-            head["weight"].transpose(1, 2),
-        )
-
-    def grouped_adapt_head(
-        self,
-        head: Params,
-        features: torch.Tensor,
-        targets: torch.Tensor,
-        adaptation: Adaptation,
-        create_graph: bool,
-    ) -> Params:
-        """:meth:`adapt_head` for T tasks: (T, N, D) features, heads with a leading T."""
-
-        def support_loss(fast: Params) -> torch.Tensor:
-            logits = torch.baddbmm(
-                fast["bias"].unsqueeze(1), features, fast["weight"].transpose(1, 2)
-            )
-            return self.objective.losses(logits, targets).sum()
-
-        return sgd_steps(support_loss, head, adaptation, create_graph)
+        with torch.set_grad_enabled(keep_graph):
+            return task_linear(query_features, adapted["weight"], adapted["bias"]), rows

@@ -1,34 +1,35 @@
-"""Gradient-based meta-learners, written functionally on parameter dictionaries."""
+"""Gradient-based meta-learners, written functionally on parameter dictionaries.
+
+One computation serves every use: parameters carry a leading task dimension T and episodes
+are stacked, so a learner adapts, predicts and measures T tasks at once. Running it on tasks
+one at a time (``batching: loop``), on all same-shaped tasks together (``grouped``) or on a
+rank's share of the tasks are three ways of calling the same code, and the results of any of
+them are one :class:`TaskResults`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar, cast
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from metasched.errors import MetaschedError
 from metasched.learners.objectives import Objective
+from metasched.models.grouped import GroupedModule, task_linear
 from metasched.models.layout import keep_nchw
 from metasched.models.norm import TaskBatchNorm, cancelled_parameters
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, EpisodeBatch
 
 Params = dict[str, torch.Tensor]
-Measured = TypeVar("Measured")
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+GradientRows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 BATCHING = ("loop", "grouped")
-
-
-class GroupedBackbone(Protocol):
-    """A backbone that evaluates T tasks at once with per-task parameters."""
-
-    def grouped(self, params: Params, x: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -46,47 +47,74 @@ class Adaptation:
 
 
 @dataclass(frozen=True)
-class PoolMeasurements:
-    """Scheduler inputs for a pool of candidates, and (optionally) their training losses.
+class TaskResults:
+    """What the learner's computation gives for T tasks; row t belongs to task t.
 
-    ``losses[i]`` is candidate i's query loss after adaptation, still differentiable w.r.t.
-    θ0, so a look-ahead step or the meta-update on chosen candidates can reuse the pool's
-    forward passes instead of recomputing them. ``scores`` are the candidates' adapted query
-    scores (the objective's score: accuracy, or squared Pearson correlation).
+    Attributes:
+        losses: (T,) query losses after adaptation, detached.
+        scores: (T,) the objective's scores of the adapted query predictions (accuracy, or
+            squared Pearson correlation).
+        stats: the scheduler's inputs (:class:`PoolStats`), when a pool was measured.
+        graphs: the T query losses still differentiable w.r.t. θ0, when kept: for the
+            meta-update, or a look-ahead step that reuses the pool's forward passes.
+        metrics: the objective's named metrics, (T,) each, on the data's original scale.
     """
 
-    stats: PoolStats
-    losses: list[torch.Tensor] | None
+    losses: torch.Tensor
     scores: torch.Tensor
+    stats: PoolStats | None = None
+    graphs: tuple[torch.Tensor, ...] | None = None
+    metrics: dict[str, torch.Tensor] | None = None
 
+    def __len__(self) -> int:
+        return int(self.losses.shape[0])
 
-@dataclass(frozen=True)
-class TaskMeasurement:
-    """One candidate's row of :class:`PoolStats`, its adapted query loss and score."""
+    def without_graphs(self) -> TaskResults:
+        return replace(self, graphs=None)
 
-    query_loss: torch.Tensor
-    query_score: torch.Tensor
-    support_norm: torch.Tensor
-    query_norm: torch.Tensor
-    dot: torch.Tensor
-
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    """A task's query loss after adaptation, its score (the objective's: accuracy, or squared
-    Pearson correlation) and, from :meth:`MetaLearner.evaluate`, the objective's metrics."""
-
-    loss: torch.Tensor
-    score: torch.Tensor
-    metrics: dict[str, float] = field(default_factory=dict)
+    @staticmethod
+    def cat(parts: Sequence[TaskResults]) -> TaskResults:
+        """The rows of several results in order (chunks of a pool, or ranks' shares)."""
+        first = parts[0]
+        stats = None
+        if first.stats is not None:
+            columns = [p.stats for p in parts]
+            stats = PoolStats(
+                torch.cat([c.query_loss for c in columns if c is not None]),
+                *(
+                    None
+                    if getattr(first.stats, name) is None
+                    else torch.cat([getattr(c, name) for c in columns if c is not None])
+                    for name in ("support_norm", "query_norm", "dot")
+                ),
+            )
+        graphs = None
+        if all(p.graphs is not None for p in parts):
+            graphs = tuple(g for p in parts for g in p.graphs or ())
+        metrics = None
+        if first.metrics is not None:
+            metrics = {
+                name: torch.cat([(p.metrics or {})[name] for p in parts]) for name in first.metrics
+            }
+        return TaskResults(
+            torch.cat([p.losses for p in parts]),
+            torch.cat([p.scores for p in parts]),
+            stats,
+            graphs,
+            metrics,
+        )
 
 
 class MetaLearner(ABC):
     """Adapts a model to each task's support set and scores it on the query set.
 
-    The model must have a ``backbone`` and a linear ``head`` (see :mod:`metasched.models`).
-    Meta-parameters live in the model; every method takes them as a dictionary so that the
-    same code serves the meta-model, a look-ahead copy, or a detached evaluation copy.
+    The model must have a ``backbone`` with a ``grouped(params, x)`` computation and a linear
+    ``head`` (see :mod:`metasched.models`). Meta-parameters live in the model; every method
+    takes them as a dictionary so that the same code serves the meta-model, a look-ahead
+    copy, or a detached evaluation copy.
+
+    A learner implements two things, both for T tasks at once: :meth:`adapt` (the inner loop)
+    and :meth:`measure` (the inner loop together with the pool statistics, sharing its work).
 
     Args:
         model: the network whose parameters are meta-learned.
@@ -120,10 +148,10 @@ class MetaLearner(ABC):
         self.scored = scored
         self.batching = batching
         self.objective = objective
-        self.loss_fn = objective.loss
         self.train_adaptation = train
         self.eval_adaptation = eval
         self.first_order = first_order
+        self._live_layers: torch.Tensor | None = None
 
     def parameters(self) -> Params:
         """The meta-parameters, by name."""
@@ -145,195 +173,19 @@ class MetaLearner(ABC):
             layers = backbone[-2:] + head
         return layers
 
-    def measure_pool(
-        self,
-        params: Params,
-        episodes: list[Episode],
-        keep_graph: bool,
-        gradients: bool = True,
-        graph_budget: int | None = None,
-    ) -> PoolMeasurements:
-        """Pool statistics at ``params`` for every candidate, computed once.
+    # The one computation, on T tasks: parameters with a leading task dimension.
 
-        Args:
-            params: the meta-parameters θ0.
-            episodes: the candidates.
-            keep_graph: also return each candidate's adapted query loss with its graph, for
-                reuse by a look-ahead step and the meta-update (costs memory for P graphs).
-            gradients: also measure the per-layer support/query gradient statistics; without
-                them only the adapted query losses are computed.
-            graph_budget: bytes the kept graphs may take (``None``: no limit); see
-                :meth:`_measure_each`.
-        """
-        if not gradients:
-            return self._measure_losses(params, episodes, keep_graph, graph_budget)
-        if not keep_graph and self._grouped(episodes):
-            measured = self.measure_pool_grouped(params, EpisodeBatch.stack(episodes))
-        else:
-            rows, keep_graph = _measure_each(
-                episodes,
-                keep_graph,
-                graph_budget,
-                lambda episode, keep: self.measure_task(params, episode, keep),
-                lambda row: replace(row, query_loss=row.query_loss.detach()),
-                lambda row: row.query_loss,
-            )
-            measured = PoolMeasurements(
-                PoolStats(
-                    torch.stack([r.query_loss.detach() for r in rows]),
-                    torch.stack([r.support_norm for r in rows]),
-                    torch.stack([r.query_norm for r in rows]),
-                    torch.stack([r.dot for r in rows]),
-                ),
-                [r.query_loss for r in rows] if keep_graph else None,
-                torch.stack([r.query_score for r in rows]),
-            )
-        return self._without_cancelled_layers(measured)
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """The model on T tasks, each with its own parameters: (T, N, ...) to (T, N, out)."""
+        return task_linear(self.features(params, x), params["head.weight"], params["head.bias"])
 
-    def _measure_losses(
-        self, params: Params, episodes: list[Episode], keep_graph: bool, graph_budget: int | None
-    ) -> PoolMeasurements:
-        """Adapted query losses (and scores) only."""
-        outcomes, keep_graph = _measure_each(
-            episodes,
-            keep_graph,
-            graph_budget,
-            lambda episode, keep: (
-                self.query_outcome(params, episode)
-                if keep
-                else self.evaluate(params, episode, self.train_adaptation)
-            ),
-            lambda outcome: replace(outcome, loss=outcome.loss.detach()),
-            lambda outcome: outcome.loss,
-        )
-        losses = torch.stack([o.loss.detach() for o in outcomes])
-        return PoolMeasurements(
-            PoolStats(losses),
-            [o.loss for o in outcomes] if keep_graph else None,
-            torch.stack([torch.as_tensor(o.score) for o in outcomes]),
-        )
-
-    def _without_cancelled_layers(self, measured: PoolMeasurements) -> PoolMeasurements:
-        """Zeroes the statistics of layers whose gradient is zero by structure (a bias before
-        batch norm), which float round-off would otherwise fill with noise of 1e-5..1e-8."""
-        cancelled = cancelled_parameters(self.model)
-        live = torch.tensor([name not in cancelled for name in self.scored_layers()])
-        stats = measured.stats
-        if live.all() or stats.support_norm is None:
-            return measured
-        mask = live.to(stats.query_loss.device, stats.support_norm.dtype)
-        assert stats.query_norm is not None and stats.dot is not None
-        zeroed = PoolStats(
-            stats.query_loss, stats.support_norm * mask, stats.query_norm * mask, stats.dot * mask
-        )
-        return PoolMeasurements(zeroed, measured.losses, measured.scores)
-
-    @abstractmethod
-    def measure_task(self, params: Params, episode: Episode, keep_graph: bool) -> TaskMeasurement:
-        """One candidate's statistics; its query loss keeps its graph if ``keep_graph``."""
-
-    def outcomes(self, params: Params, episodes: list[Episode]) -> list[TaskOutcome]:
-        """Training outcomes of several tasks (:meth:`query_outcome` each), grouped if set."""
-        if not self._grouped(episodes):
-            return [self.query_outcome(params, episode) for episode in episodes]
-        batch = EpisodeBatch.stack(episodes)
-        shared = {n: p.expand(len(episodes), *p.shape) for n, p in params.items()}
-        predict = self.grouped_adapt(
-            shared, batch.support_x, batch.support_y, self.train_adaptation, not self.first_order
-        )
-        predictions = predict(batch.query_x)
-        losses = self.objective.losses(predictions, batch.query_y)
-        scores = self.objective.scores(predictions.detach(), batch.query_y)
-        return [TaskOutcome(loss, score) for loss, score in zip(losses, scores)]
-
-    def measure_pool_grouped(self, params: Params, batch: EpisodeBatch) -> PoolMeasurements:
-        """:meth:`measure_pool` for T same-shaped tasks in grouped passes: each task gets its
-        own copy of θ0 for its support and for its query set, so one backward pass yields
-        every task's support and query gradients."""
-        tasks = batch.support_x.shape[0]
-        layers = self.scored_layers()
-        copies = [
-            {
-                n: p.detach().expand(tasks, *p.shape).clone().requires_grad_()
-                for n, p in params.items()
-            }
-            for _ in range(2)
-        ]
-        support_loss = self.objective.losses(
-            self.grouped_forward(copies[0], batch.support_x), batch.support_y
-        )
-        query_loss = self.objective.losses(
-            self.grouped_forward(copies[1], batch.query_x), batch.query_y
-        )
-        grads = torch.autograd.grad(
-            (support_loss + query_loss).sum(),
-            [c[n] for c in copies for n in layers],
-            allow_unused=True,
-        )
-        support = [_flat(g, copies[0][n]) for g, n in zip(grads, layers)]
-        query = [_flat(g, copies[1][n]) for g, n in zip(grads[len(layers) :], layers)]
-        detached = {n: p.detach().expand(tasks, *p.shape) for n, p in params.items()}
-        predict = self.grouped_adapt(
-            detached, batch.support_x, batch.support_y, self.train_adaptation, False
-        )
-        with torch.no_grad():
-            predictions = predict(batch.query_x)
-        stats = PoolStats(
-            self.objective.losses(predictions, batch.query_y),
-            torch.stack([g.norm(dim=1) for g in support], dim=1),
-            torch.stack([g.norm(dim=1) for g in query], dim=1),
-            torch.stack([(a * b).sum(dim=1) for a, b in zip(support, query)], dim=1),
-        )
-        return PoolMeasurements(stats, None, self.objective.scores(predictions, batch.query_y))
-
-    def grouped_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """The model on T tasks at once with per-task parameters (leading dimension T)."""
-        features = self.grouped_features(params, x)
-        return torch.baddbmm(
-            params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2)
-        )
-
-    def grouped_features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features of T tasks at once with per-task parameters."""
+    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of T tasks, each with its own parameters: (T, N, D)."""
         backbone = {
             n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")
         }
-        module = cast(GroupedBackbone, self.model.get_submodule("backbone"))
+        module = cast(GroupedModule, self.model.get_submodule("backbone"))
         return module.grouped(backbone, x)
-
-    @abstractmethod
-    def grouped_adapt(
-        self,
-        params: Params,
-        support_x: torch.Tensor,
-        support_y: torch.Tensor,
-        adaptation: Adaptation,
-        create_graph: bool,
-    ) -> Predictor:
-        """:meth:`adapt` for T tasks at once; ``params`` carry a leading task dimension."""
-
-    def _grouped(self, episodes: list[Episode]) -> bool:
-        return (
-            self.batching == "grouped"
-            and len(episodes) > 1
-            and hasattr(self.model.get_submodule("backbone"), "grouped")
-            and EpisodeBatch.stackable(episodes)
-        )
-
-    def gradient_agreement(
-        self,
-        support_loss: torch.Tensor,
-        query_loss: torch.Tensor,
-        params: Params,
-        retain_graph: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-layer support and query gradient norms and their inner products at θ0."""
-        layers = [params[name] for name in self.scored_layers()]
-        support = torch.autograd.grad(support_loss, layers, retain_graph=True, allow_unused=True)
-        query = torch.autograd.grad(
-            query_loss, layers, retain_graph=retain_graph, allow_unused=True
-        )
-        return layer_agreement(support, query, layers)
 
     @abstractmethod
     def adapt(
@@ -344,31 +196,196 @@ class MetaLearner(ABC):
         adaptation: Adaptation,
         create_graph: bool,
     ) -> Predictor:
-        """Adapts to a support set and returns the adapted model as a function of inputs."""
+        """Adapts T tasks to their support sets ((T, N, ...) inputs, parameters with a leading
+        T) and returns the adapted models as one function of (T, M, ...) inputs."""
 
-    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features of ``x`` under ``params``."""
-        backbone = {
-            n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")
-        }
-        return functional_call(self.model.get_submodule("backbone"), backbone, (x,))
+    @abstractmethod
+    def measure(
+        self, support: Params, query: Params, batch: EpisodeBatch, keep_graph: bool
+    ) -> tuple[torch.Tensor, GradientRows]:
+        """The adapted query predictions of T tasks and their pool statistics at θ0.
+
+        ``support`` and ``query`` are two views of θ0 with a leading task dimension: the
+        gradients of the support and of the query losses are taken with respect to each, so
+        every task's gradients are its own slice. Returns (T, M, out) predictions, which keep
+        their graph to θ0 if ``keep_graph``, and the rows of :func:`gradient_rows`.
+        """
+
+    def run(
+        self,
+        params: Params,
+        episodes: list[Episode],
+        adaptation: Adaptation | None = None,
+        keep_graph: bool = False,
+        gradients: bool = False,
+        metrics: bool = False,
+        separate_graphs: bool = False,
+        graph_budget: int | None = None,
+    ) -> TaskResults:
+        """The computation on ``episodes``, one task at a time or grouped (``batching``).
+
+        Args:
+            params: the meta-parameters θ0 (no task dimension).
+            episodes: the tasks.
+            adaptation: the inner loop (the training settings unless given).
+            keep_graph: keep the query losses differentiable w.r.t. ``params``.
+            gradients: also measure the pool statistics (per-layer gradients at θ0).
+            metrics: also compute the objective's named metrics.
+            separate_graphs: keep each task's graph on its own (tasks then run one at a time),
+                so that backpropagating one of them does not run through the others.
+            graph_budget: bytes the kept graphs may take (``None``: no limit). The first
+                task's graph decides: if P graphs its size would exceed the budget, it is
+                dropped and none is kept (the chosen tasks are then recomputed, the same
+                results up to float round-off).
+        """
+        adaptation = adaptation or self.train_adaptation
+        together = self._grouped(episodes) and not (keep_graph and separate_graphs)
+        chunks = [episodes] if together else [[e] for e in episodes]
+        parts: list[TaskResults] = []
+        keep = keep_graph
+        for index, chunk in enumerate(chunks):
+            part = self._run_chunk(params, chunk, adaptation, keep, gradients, metrics)
+            if keep and index == 0 and graph_budget is not None and part.graphs is not None:
+                over = graph_bytes(part.graphs[0]) * len(episodes) > graph_budget
+                keep, part = not over, part.without_graphs() if over else part
+            parts.append(part)
+        return TaskResults.cat(parts)
+
+    def _run_chunk(
+        self,
+        params: Params,
+        episodes: list[Episode],
+        adaptation: Adaptation,
+        keep_graph: bool,
+        gradients: bool,
+        metrics: bool,
+    ) -> TaskResults:
+        batch = EpisodeBatch.stack(episodes)
+        tasks = len(episodes)
+        base = params if keep_graph else {n: p.detach() for n, p in params.items()}
+        with torch.enable_grad():  # the inner loop differentiates, at evaluation too
+            if gradients:
+                if not keep_graph:
+                    base = {n: p.requires_grad_() for n, p in base.items()}
+                support, query = (task_views(base, tasks) for _ in range(2))
+                predictions, rows = self.measure(support, query, batch, keep_graph)
+            else:
+                create_graph = keep_graph and not self.first_order
+                predict = self.adapt(
+                    task_views(base, tasks),
+                    batch.support_x,
+                    batch.support_y,
+                    adaptation,
+                    create_graph,
+                )
+                with torch.set_grad_enabled(keep_graph):
+                    predictions = predict(batch.query_x)
+        results = judged(self.objective, predictions.detach(), batch.query_y, metrics, episodes)
+        if gradients:
+            results = replace(results, stats=PoolStats(results.losses, *self._live(rows)))
+        if keep_graph:
+            graphs = self.objective.losses(predictions, batch.query_y)
+            results = replace(results, graphs=tuple(graphs.unbind()))
+        return results
+
+    def _live(self, rows: GradientRows) -> GradientRows:
+        """Zeroes the statistics of layers whose gradient is zero by structure (a bias before
+        batch norm), which float round-off would otherwise fill with noise of 1e-5..1e-8."""
+        if self._live_layers is None:  # the model's structure does not change
+            cancelled = cancelled_parameters(self.model)
+            self._live_layers = torch.tensor([n not in cancelled for n in self.scored_layers()])
+        live = self._live_layers
+        if live.all():
+            return rows
+        mask = live.to(rows[0].device, rows[0].dtype)
+        return rows[0] * mask, rows[1] * mask, rows[2] * mask
+
+    def _grouped(self, episodes: list[Episode]) -> bool:
+        return self.batching == "grouped" and len(episodes) > 1 and EpisodeBatch.stackable(episodes)
+
+    # What the training loop, schedulers and evaluation ask for.
+
+    def measure_pool(
+        self,
+        params: Params,
+        episodes: list[Episode],
+        keep_graph: bool,
+        gradients: bool = True,
+        graph_budget: int | None = None,
+    ) -> TaskResults:
+        """Pool statistics at ``params`` for every candidate, computed once.
+
+        Args:
+            params: the meta-parameters θ0.
+            episodes: the candidates.
+            keep_graph: also keep each candidate's adapted query loss with its graph, for
+                reuse by a look-ahead step and the meta-update (costs memory for P graphs;
+                each task then runs on its own).
+            gradients: also measure the per-layer support/query gradient statistics; without
+                them only the adapted query losses are computed (``stats`` then holds losses).
+            graph_budget: bytes the kept graphs may take (``None``: no limit); see :meth:`run`.
+        """
+        results = self.run(
+            params,
+            episodes,
+            keep_graph=keep_graph,
+            gradients=gradients,
+            separate_graphs=True,
+            graph_budget=graph_budget,
+        )
+        return results if gradients else replace(results, stats=PoolStats(results.losses))
+
+    def outcomes(self, params: Params, episodes: list[Episode]) -> TaskResults:
+        """Training: the tasks' query losses after adaptation, differentiable w.r.t. ``params``
+        (``graphs``; backpropagate them together)."""
+        return self.run(params, episodes, keep_graph=True)
+
+    def evaluate(
+        self,
+        params: Params,
+        episodes: list[Episode],
+        adaptation: Adaptation | None = None,
+        metrics: bool = True,
+    ) -> TaskResults:
+        """Evaluation: adapt (the eval settings unless given) without a meta-graph, and the
+        loss, score and (if asked) metrics of each task's query predictions."""
+        return self.run(params, episodes, adaptation or self.eval_adaptation, metrics=metrics)
+
+    def predict(
+        self, params: Params, episode: Episode, adaptation: Adaptation | None = None
+    ) -> torch.Tensor:
+        """The query predictions after adapting to the support (the eval settings unless
+        given), without a meta-graph: what a user's new task gets, and what evaluation scores."""
+        detached = task_views({name: p.detach() for name, p in params.items()}, 1)
+        with torch.enable_grad():
+            predict = self.adapt(
+                detached,
+                episode.support_x.unsqueeze(0),
+                episode.support_y.unsqueeze(0),
+                adaptation or self.eval_adaptation,
+                create_graph=False,
+            )
+        with torch.no_grad():
+            return predict(episode.query_x.unsqueeze(0))[0]
 
     def embed(self, params: Params, episodes: list[Episode]) -> torch.Tensor:
         """(P, D) task embeddings: the mean backbone features of each task's support and query
         inputs at ``params``, L2-normalised. They describe which inputs a task covers, not its
         labels."""
+        one = task_views(params, 1)
         with torch.no_grad():
             rows = [
                 F.normalize(
-                    self.features(params, torch.cat([e.support_x, e.query_x])).mean(0), dim=0
+                    self.features(one, torch.cat([e.support_x, e.query_x]).unsqueeze(0))[0].mean(0),
+                    dim=0,
                 )
                 for e in episodes
             ]
         return torch.stack(rows)
 
     def full_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """The whole model under ``params``."""
-        return functional_call(self.model, params, (x,))
+        """The whole model under ``params`` on one task's inputs."""
+        return self.forward(task_views(params, 1), x.unsqueeze(0))[0]
 
     def two_step_parameters(self, params: Params, episode: Episode) -> torch.Tensor:
         """(2, D): the flat parameters after one SGD step of the whole network on the support,
@@ -378,7 +395,7 @@ class MetaLearner(ABC):
         weights = {n: p.detach().requires_grad_() for n, p in params.items()}
         flats = []
         for x, y in ((episode.support_x, episode.support_y), (episode.query_x, episode.query_y)):
-            loss = self.loss_fn(self.full_forward(weights, x), y)
+            loss = self.objective.loss(self.full_forward(weights, x), y)
             grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
             weights = {
                 n: (p if g is None else p - lr * g).detach().requires_grad_()
@@ -401,68 +418,70 @@ class MetaLearner(ABC):
         detached = {n: p.detach() for n, p in params.items()}
 
         def support_loss(weights: Params) -> torch.Tensor:
-            return self.loss_fn(self.full_forward(weights, episode.support_x), episode.support_y)
+            return self.objective.loss(
+                self.full_forward(weights, episode.support_x), episode.support_y
+            )
 
         with torch.enable_grad():
             fast = sgd_steps(support_loss, detached, Adaptation(self.train_adaptation.lr, 1), False)
         with torch.no_grad():
-            return float(self.loss_fn(self.full_forward(fast, episode.query_x), episode.query_y))
+            return float(
+                self.objective.loss(self.full_forward(fast, episode.query_x), episode.query_y)
+            )
 
     def query_confusion(self, params: Params, episode: Episode) -> torch.Tensor:
         """(N, N): row c is the mean predicted class distribution of the query examples of true
         class c, after adaptation (training settings) at ``params``; classification only."""
-        detached = {n: p.detach() for n, p in params.items()}
-        with torch.enable_grad():
-            predict = self.adapt(
-                detached, episode.support_x, episode.support_y, self.train_adaptation, False
-            )
         with torch.no_grad():
-            probabilities = F.softmax(predict(episode.query_x), dim=-1)
+            probabilities = F.softmax(self.predict(params, episode, self.train_adaptation), dim=-1)
             classes = probabilities.shape[-1]
             one_hot = F.one_hot(episode.query_y.long(), classes).to(probabilities.dtype)
             counts = one_hot.sum(0).clamp_min(1).unsqueeze(1)
             return one_hot.T @ probabilities / counts
 
-    def query_outcome(self, params: Params, episode: Episode) -> TaskOutcome:
-        """Training: the query loss after adaptation, differentiable w.r.t. ``params``."""
-        predict = self.adapt(
-            params,
-            episode.support_x,
-            episode.support_y,
-            self.train_adaptation,
-            create_graph=not self.first_order,
-        )
-        predictions = predict(episode.query_x)
-        loss = self.loss_fn(predictions, episode.query_y)
-        return TaskOutcome(loss, self.objective.score(predictions.detach(), episode.query_y))
 
-    def predict(
-        self, params: Params, episode: Episode, adaptation: Adaptation | None = None
-    ) -> torch.Tensor:
-        """The query predictions after adapting to the support (the eval settings unless
-        given), without a meta-graph: what a user's new task gets, and what evaluation scores."""
-        detached = {name: p.detach() for name, p in params.items()}
-        with torch.enable_grad():
-            predict = self.adapt(
-                detached,
-                episode.support_x,
-                episode.support_y,
-                adaptation or self.eval_adaptation,
-                create_graph=False,
-            )
-        with torch.no_grad():
-            return predict(episode.query_x)
+def judged(
+    objective: Objective,
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    metrics: bool = False,
+    episodes: Sequence[Episode] = (),
+) -> TaskResults:
+    """The losses, scores and (if asked) metrics of T tasks' (T, M, out) query predictions;
+    the metrics read each episode's target scale."""
+    named = None
+    if metrics:
+        rows = [objective.metrics(p, e) for p, e in zip(predictions, episodes)]
+        named = {name: torch.tensor([row[name] for row in rows]) for name in rows[0]}
+    return TaskResults(
+        objective.losses(predictions, targets),
+        objective.scores(predictions, targets),
+        metrics=named,
+    )
 
-    def evaluate(
-        self, params: Params, episode: Episode, adaptation: Adaptation | None = None
-    ) -> TaskOutcome:
-        """Evaluation: the loss, score and metrics of :meth:`predict`'s query predictions."""
-        predictions = self.predict(params, episode, adaptation)
-        return TaskOutcome(
-            self.loss_fn(predictions, episode.query_y),
-            self.objective.score(predictions, episode.query_y),
-            self.objective.metrics(predictions, episode),
-        )
+
+def task_views(params: Params, tasks: int) -> Params:
+    """θ0 seen as T tasks' parameters (a leading task dimension, no copy): the gradient of a
+    loss with respect to a view is each task's own, and the graph still reaches θ0."""
+    if tasks == 1:  # unsqueeze's backward is a view; expand's sums, copying every gradient
+        return {n: p.unsqueeze(0) for n, p in params.items()}
+    return {n: p.expand(tasks, *p.shape) for n, p in params.items()}
+
+
+def gradient_rows(
+    support: Sequence[torch.Tensor | None],
+    query: Sequence[torch.Tensor | None],
+    like: Sequence[torch.Tensor],
+) -> GradientRows:
+    """(‖g_s‖, ‖g_q‖, ⟨g_s, g_q⟩), (T, L) each, from per-task gradients (T, ...) of L layers;
+    a layer a loss does not reach has zero gradient."""
+    flat_s = [_flat(g, p) for g, p in zip(support, like)]
+    flat_q = [_flat(g, p) for g, p in zip(query, like)]
+    return (
+        torch.stack([g.norm(dim=1) for g in flat_s], dim=1),
+        torch.stack([g.norm(dim=1) for g in flat_q], dim=1),
+        torch.stack([(a * b).sum(dim=1) for a, b in zip(flat_s, flat_q)], dim=1),
+    )
 
 
 def sgd_steps(
@@ -490,30 +509,9 @@ def sgd_steps(
     return fast
 
 
-def layer_agreement(
-    support: tuple[torch.Tensor | None, ...],
-    query: tuple[torch.Tensor | None, ...],
-    layers: list[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(‖g_s‖, ‖g_q‖, ⟨g_s, g_q⟩) per layer; a layer a loss does not reach has zero gradient."""
-    flat_s = [
-        (g if g is not None else torch.zeros_like(p)).detach().flatten()
-        for g, p in zip(support, layers)
-    ]
-    flat_q = [
-        (g if g is not None else torch.zeros_like(p)).detach().flatten()
-        for g, p in zip(query, layers)
-    ]
-    return (
-        torch.stack([g.norm() for g in flat_s]),
-        torch.stack([g.norm() for g in flat_q]),
-        torch.stack([torch.dot(a, b) for a, b in zip(flat_s, flat_q)]),
-    )
-
-
 def _flat(gradient: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """A per-task gradient (T, ...) as (T, n); zeros where the loss does not reach."""
-    return (gradient if gradient is not None else torch.zeros_like(like)).flatten(1)
+    """A per-task gradient (T, ...) as (T, n), detached; zeros where the loss does not reach."""
+    return (gradient if gradient is not None else torch.zeros_like(like)).detach().flatten(1)
 
 
 def _leaves(params: Params) -> Params:
@@ -552,31 +550,3 @@ def graph_bytes(output: torch.Tensor) -> int:
                         seen_storages.add(storage.data_ptr())
                         total += storage.nbytes()
     return total
-
-
-def _measure_each(
-    episodes: list[Episode],
-    keep_graph: bool,
-    graph_budget: int | None,
-    measure: Callable[[Episode, bool], Measured],
-    drop_graph: Callable[[Measured], Measured],
-    loss_of: Callable[[Measured], torch.Tensor],
-) -> tuple[list[Measured], bool]:
-    """``measure(episode, keep)`` for each candidate, and whether their graphs were kept.
-
-    Kept graphs save recomputing the chosen candidates, at the memory of P graphs: 2 GiB for
-    a pool of 10 at 84x84 (docs/benchmarks.md). The first candidate's graph decides: if P
-    graphs its size would exceed ``graph_budget`` bytes, it is dropped and none is kept. The
-    chosen tasks are then recomputed: the same results up to float round-off.
-    """
-    results: list[Measured] = []
-    keep = keep_graph
-    for index, episode in enumerate(episodes):
-        if keep and index == 0 and graph_budget is not None:
-            result = measure(episode, True)
-            if graph_bytes(loss_of(result)) * len(episodes) > graph_budget:
-                keep, result = False, drop_graph(result)
-        else:
-            result = measure(episode, keep)
-        results.append(result)
-    return results, keep

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from metasched.errors import MetaschedError
-from metasched.learners.base import Params, TaskOutcome
+from metasched.learners.base import Params, TaskResults, judged
 from metasched.learners.objectives import Objective
 
 
@@ -41,15 +41,13 @@ class RandomForestBaseline:
             n_estimators=trees, max_features=max_features, random_state=seed, n_jobs=1
         )
 
-    def evaluate(self, params: Params, episode: Any) -> TaskOutcome:
-        """Fits a forest on the episode's support and scores its query predictions."""
+    def evaluate(self, params: Params, episodes: list[Any]) -> TaskResults:
+        """Fits a forest on each episode's support and judges its query predictions."""
+        return TaskResults.cat([self._evaluate(episode.to("cpu")) for episode in episodes])
+
+    def _evaluate(self, episode: Any) -> TaskResults:
         forest = self._forest()
-        forest.fit(episode.support_x.cpu().numpy(), episode.support_y.cpu().numpy())
-        predicted = forest.predict(episode.query_x.cpu().numpy())
-        predictions = torch.as_tensor(predicted, dtype=torch.float32).unsqueeze(-1)
-        targets = episode.query_y.cpu()
-        return TaskOutcome(
-            self.objective.loss(predictions, targets),
-            self.objective.score(predictions, targets),
-            self.objective.metrics(predictions, episode.to("cpu")),
-        )
+        forest.fit(episode.support_x.numpy(), episode.support_y.numpy())
+        predicted = forest.predict(episode.query_x.numpy())
+        predictions = torch.as_tensor(predicted, dtype=torch.float32).view(1, -1, 1)
+        return judged(self.objective, predictions, episode.query_y.unsqueeze(0), True, [episode])

@@ -50,20 +50,6 @@ class RidgeANIL(ANIL):
         adaptation: Adaptation,
         create_graph: bool,
     ) -> Params:
-        batched = {name: p.unsqueeze(0) for name, p in head.items()}
-        solved = self.grouped_adapt_head(
-            batched, features.unsqueeze(0), targets.unsqueeze(0), adaptation, create_graph
-        )
-        return {name: p.squeeze(0) for name, p in solved.items()}
-
-    def grouped_adapt_head(
-        self,
-        head: Params,
-        features: torch.Tensor,
-        targets: torch.Tensor,
-        adaptation: Adaptation,
-        create_graph: bool,
-    ) -> Params:
         weight, bias = head["weight"], head["bias"]
         tasks, shots, _ = features.shape
         if weight.shape[-2] != 1:

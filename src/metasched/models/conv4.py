@@ -9,18 +9,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasched.errors import MetaschedError
+from metasched.models.grouped import shared_weights
 from metasched.models.layout import cpu_layout
-from metasched.models.norm import TaskBatchNorm
+from metasched.models.norm import TaskBatchNorm, task_batch_norm
+
+
+def conv_block(
+    h: torch.Tensor, block: dict[str, torch.Tensor], tasks: int, eps: float = 1e-5
+) -> torch.Tensor:
+    """conv 3x3, batch norm, ReLU, max-pool 2 for T tasks, each with its own weights.
+
+    ``h`` is (N, T * C, H, W): task t's channels form group t. ``block`` holds the block's
+    parameters with a leading task dimension (``conv.weight`` (T, C', C, 3, 3), ...). Batch
+    norm uses each task's own batch statistics. The rectifier runs after max-pooling: ReLU is
+    monotone, so it commutes with the pooling, outputs and gradients are those of the textbook
+    order, and it runs on a quarter of the activations (a uniform 84x84 ANIL iteration on CPU
+    takes 8.5% less time: docs/benchmarks.md; ``tests/test_models.py`` checks the equality).
+    """
+    h = F.conv2d(
+        h, block["conv.weight"].flatten(0, 1), block["conv.bias"].flatten(), 1, 1, 1, tasks
+    )
+    h = task_batch_norm(h, block["norm.weight"], block["norm.bias"], eps)
+    return F.relu(F.max_pool2d(h, 2))
 
 
 class ConvBlock(nn.Module):
-    """conv 3x3, batch norm, ReLU, max-pool 2, computed as max-pool before ReLU.
-
-    ReLU is monotone, so it commutes with max-pooling: outputs and gradients are those of the
-    textbook order, and the rectifier runs on a quarter of the activations (a uniform 84x84
-    ANIL iteration on CPU takes 8.5% less time: docs/benchmarks.md; ``tests/test_models.py``
-    checks the equality).
-    """
+    """The parameters of one :func:`conv_block`; calling it runs one task."""
 
     cancelled_by_norm = ("conv.bias",)  # batch norm subtracts it again: zero gradient
 
@@ -29,15 +43,17 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         self.norm = TaskBatchNorm(out_channels)
 
-    def forward(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
-        return F.relu(F.max_pool2d(self.norm(self.conv(x), tasks), 2))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        block = {n: p.unsqueeze(0) for n, p in self.named_parameters()}
+        return conv_block(x, block, 1, self.norm.eps)
 
 
 class Conv4Backbone(nn.Module):
-    """The feature extractor: (N, C, H, W) or (T, N, C, H, W) images to flat features.
+    """The feature extractor: (N, C, H, W) images to flat features (N, D).
 
-    A leading task dimension T makes every task use its own batch-norm statistics, so several
-    tasks can share one batched forward pass. On CPUs it runs channels-last
+    :meth:`grouped` is the one computation: T tasks at once, each with its own weights and
+    batch statistics; calling the module runs it for one task (or for T tasks sharing the
+    module's weights, given (T, N, C, H, W)). On CPUs a single task runs channels-last
     (:func:`metasched.models.layout.cpu_layout`).
     """
 
@@ -56,12 +72,7 @@ class Conv4Backbone(nn.Module):
         self.out_features = filters * side * side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-3]
-        tasks = lead[0] if len(lead) == 2 else 1
-        h = cpu_layout(x.reshape(-1, *x.shape[-3:]))
-        for block in self.blocks:
-            h = block(h, tasks)
-        return h.reshape(*lead, -1)
+        return shared_weights(self, x, 3)
 
     def grouped(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Features of T tasks at once, each with its own weights: (T, N, C, H, W) to (T, N, D).
@@ -72,17 +83,13 @@ class Conv4Backbone(nn.Module):
         backward pass gives each task its own weight gradients.
         """
         tasks, n = x.shape[:2]
-        h = x.transpose(0, 1).flatten(1, 2)  # (N, T * C, H, W): NCHW, see cpu_layout
+        h = x.transpose(0, 1).flatten(1, 2)  # (N, T * C, H, W)
+        if tasks == 1:  # channels-last grouped convolutions round differently: see cpu_layout
+            h = cpu_layout(h)
         for i in range(len(self.blocks)):
             prefix = f"blocks.{i}."
-            block = {
-                k.removeprefix(prefix): v.flatten(0, 1)
-                for k, v in params.items()
-                if k.startswith(prefix)
-            }
-            h = F.conv2d(h, block["conv.weight"], block["conv.bias"], padding=1, groups=tasks)
-            h = F.batch_norm(h, None, None, block["norm.weight"], block["norm.bias"], training=True)
-            h = F.relu(F.max_pool2d(h, 2))  # as ConvBlock
+            block = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+            h = conv_block(h, block, tasks)
         return h.reshape(n, tasks, -1).transpose(0, 1)
 
 

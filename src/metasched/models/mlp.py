@@ -6,14 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metasched.models.norm import TaskBatchNorm
+from metasched.models.grouped import shared_weights, task_linear
+from metasched.models.norm import TaskBatchNorm, task_batch_norm
 
 
 class FingerprintBackbone(nn.Module):
     """Two fully connected layers of ``hidden`` units with LeakyReLU.
 
     ``batch_norm=True`` adds the per-task batch norm the reference code puts after each layer.
-    Accepts (N, F) or (T, N, F).
+    Accepts (N, F) or (T, N, F); :meth:`grouped` is the one computation.
     """
 
     def __init__(self, in_features: int, hidden: int = 500, batch_norm: bool = False) -> None:
@@ -30,26 +31,18 @@ class FingerprintBackbone(nn.Module):
         return tuple(f"layers.{i}.bias" for i in range(len(self.layers))) if self.norms else ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        tasks = lead[0] if len(lead) == 2 else 1
-        h = x.reshape(-1, x.shape[-1])
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if self.norms is not None:
-                h = self.norms[i](h, tasks)
-            h = F.leaky_relu(h)
-        return h.reshape(*lead, -1)
+        return shared_weights(self, x, 1)
 
     def grouped(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Features of T tasks at once, each with its own weights: (T, N, F) to (T, N, D)."""
         h = x
         for i in range(len(self.layers)):
-            weight, bias = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            h = task_linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
             if self.norms is not None:
-                var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
-                scale, shift = params[f"norms.{i}.weight"], params[f"norms.{i}.bias"]
-                h = (h - mean) * torch.rsqrt(var + 1e-5) * scale.unsqueeze(1) + shift.unsqueeze(1)
+                tasks, n, width = h.shape
+                flat = h.transpose(0, 1).reshape(n, tasks * width)  # task t: channel group t
+                flat = task_batch_norm(flat, params[f"norms.{i}.weight"], params[f"norms.{i}.bias"])
+                h = flat.reshape(n, tasks, width).transpose(0, 1)
             h = F.leaky_relu(h)
         return h
 

@@ -8,25 +8,20 @@ from torch import nn
 
 
 def task_batch_norm(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, tasks: int, eps: float = 1e-5
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
 ) -> torch.Tensor:
-    """Normalises ``x`` (tasks * n, C, ...) with per-task, per-channel batch statistics.
+    """Normalises ``x`` (N, T * C, ...) with per-task, per-channel batch statistics.
 
-    With ``tasks == 1`` this is ``F.batch_norm`` in training mode without running statistics,
-    as the reference code uses for every forward pass (meta-training and evaluation alike).
+    Task t's channels are group t of the channel dimension, and ``weight`` and ``bias`` are
+    (T, C). Each (task, channel) pair is one channel of ``F.batch_norm`` in training mode
+    without running statistics, as the reference code uses for every forward pass
+    (meta-training and evaluation alike).
     """
-    if tasks == 1:
-        return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
-    grouped = x.reshape(tasks, -1, *x.shape[1:])
-    dims = (1, *range(3, grouped.dim()))
-    var, mean = torch.var_mean(grouped, dim=dims, keepdim=True, correction=0)
-    shape = (1, 1, -1) + (1,) * (grouped.dim() - 3)
-    normed = (grouped - mean) * torch.rsqrt(var + eps) * weight.view(shape) + bias.view(shape)
-    return normed.reshape(x.shape)
+    return F.batch_norm(x, None, None, weight.flatten(), bias.flatten(), training=True, eps=eps)
 
 
 class TaskBatchNorm(nn.Module):
-    """Affine batch normalisation that always uses the current task's batch statistics."""
+    """The affine parameters of :func:`task_batch_norm`; calling it normalises one task."""
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -34,8 +29,8 @@ class TaskBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor, tasks: int = 1) -> torch.Tensor:
-        return task_batch_norm(x, self.weight, self.bias, tasks, self.eps)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return task_batch_norm(x, self.weight.unsqueeze(0), self.bias.unsqueeze(0), self.eps)
 
 
 def cancelled_parameters(model: nn.Module) -> set[str]:

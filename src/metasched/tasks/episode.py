@@ -63,6 +63,11 @@ class EpisodeBatch:
 
     @classmethod
     def stack(cls, episodes: list[Episode]) -> EpisodeBatch:
+        if len(episodes) == 1:  # a view, not a copy: the per-task loop stacks every task
+            (one,) = episodes
+            return cls(
+                one.support_x[None], one.support_y[None], one.query_x[None], one.query_y[None]
+            )
         return cls(
             *(
                 torch.stack([getattr(e, name) for e in episodes])

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from metasched.files import atomic_open, atomic_write, dumps
-from metasched.learners.base import Params, TaskOutcome
+from metasched.learners.base import Params, TaskResults
 from metasched.learners.objectives import Objective
 from metasched.tasks.episode import Episode, TaskSource
 
@@ -32,7 +32,7 @@ def ci95(values: np.ndarray) -> float:
 class TaskEvaluator(Protocol):
     """A meta-learner, or a per-task baseline with the same evaluation call."""
 
-    def evaluate(self, params: Params, episode: Episode) -> TaskOutcome: ...
+    def evaluate(self, params: Params, episodes: list[Episode]) -> TaskResults: ...
 
 
 def format_score(value: float, interval: float, percent: bool) -> str:
@@ -108,7 +108,7 @@ def evaluate(
     """Adapts to ``num_tasks`` episodes (eval inner loop) and scores each query set.
 
     ``learner`` is a :class:`MetaLearner` or anything with the same ``evaluate(params,
-    episode)`` (a per-task baseline such as the random forest). Episode ``i`` is drawn with
+    episodes)`` (a per-task baseline such as the random forest). Episode ``i`` is drawn with
     index ``i``, so a source may cover its assays in turn.
     """
     scores, losses = np.empty(num_tasks), np.empty(num_tasks)
@@ -116,10 +116,10 @@ def evaluate(
     sources, names = [], []
     for i in tqdm(range(num_tasks), desc=description, disable=description is None, leave=False):
         episode = tasks.sample(rng, i)
-        outcome = learner.evaluate(params, episode.to(device))
-        scores[i], losses[i] = outcome.score.item(), outcome.loss.item()
-        for name, value in outcome.metrics.items():
-            metrics.setdefault(name, np.full(num_tasks, np.nan))[i] = value
+        results = learner.evaluate(params, [episode.to(device)])
+        scores[i], losses[i] = results.scores.item(), results.losses.item()
+        for name, values in (results.metrics or {}).items():
+            metrics.setdefault(name, np.full(num_tasks, np.nan))[i] = values.item()
         sources.append(episode.source)
         names.append(episode.source_name)
     return EvalResult(scores, losses, metrics, sources, names)

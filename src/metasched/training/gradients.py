@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metasched.learners.base import MetaLearner, Params, PoolMeasurements
+from metasched.learners.base import MetaLearner, Params, TaskResults
 from metasched.tasks.episode import Episode
 
 Gradient = list[torch.Tensor | None]
@@ -66,12 +66,12 @@ class CandidateGradients:
         learner: MetaLearner,
         params: Params,
         candidates: list[Episode],
-        measured: PoolMeasurements | None,
+        measured: TaskResults | None,
     ) -> None:
         self.learner = learner
         self.params = params
         self.candidates = list(candidates)
-        self.graphs = measured.losses if measured is not None else None
+        self.graphs = measured.graphs if measured is not None else None
         self.measured = measured
         self.cache: dict[int, tuple[Gradient, float, float]] = {}
         self.memo: dict[tuple[tuple[int, ...], tuple[float, ...] | None], ChosenOutcome] = {}
@@ -111,7 +111,8 @@ class CandidateGradients:
             outcomes = self.learner.outcomes(
                 self.params, [self.candidates[chosen[k]] for k in fresh]
             )
-            stacked = torch.stack([o.loss for o in outcomes])
+            assert outcomes.graphs is not None
+            stacked = torch.stack(outcomes.graphs)
             if w is None and not kept:  # plain mean, as the meta-loss of uniform sampling
                 loss = stacked.mean()
                 scale = 1.0
@@ -125,8 +126,8 @@ class CandidateGradients:
                 torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
             )
             parts.append((gradient, scale))
-            for k, o in zip(fresh, outcomes):
-                losses[k], scores[k] = o.loss.item(), float(o.score)
+            for k, loss, score in zip(fresh, outcomes.losses, outcomes.scores):
+                losses[k], scores[k] = loss.item(), float(score)
         return ChosenOutcome(_weighted(parts, equal=w is None and not fresh), losses, scores)
 
     def _cached(self, index: int) -> tuple[Gradient, float, float]:

@@ -65,10 +65,10 @@ class LoopServices:
         learner = self.learner
 
         def value(weights: Params) -> float:
-            outcomes = [learner.evaluate(weights, e, learner.train_adaptation) for e in episodes]
+            results = learner.evaluate(weights, episodes, learner.train_adaptation, metrics=False)
             if metric == "loss":
-                return -float(np.mean([o.loss.item() for o in outcomes]))
-            return float(np.mean([o.score.item() for o in outcomes]))
+                return -float(np.mean(results.losses.double().cpu().numpy()))
+            return float(np.mean(results.scores.double().cpu().numpy()))
 
         reward = value(lookahead)
         here = value(self.params) if paired or not math.isfinite(reward) else 0.0

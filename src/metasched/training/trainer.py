@@ -24,7 +24,7 @@ from metasched.config import Config, config_from_dict
 from metasched.cpu import bf16_advice
 from metasched.errors import Diverged, MetaschedError, TrainingAborted, TrainingInterrupted
 from metasched.files import atomic_write, os_error, remove_stale_temporaries
-from metasched.learners.base import Params, PoolMeasurements
+from metasched.learners.base import Params, TaskResults
 from metasched.schedulers import Feature, Pool, Trained
 from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
@@ -369,7 +369,7 @@ class Trainer:
 
     def _measure(
         self, candidates: list[Episode], params: Params
-    ) -> tuple[PoolMeasurements | None, Pool]:
+    ) -> tuple[TaskResults | None, Pool]:
         """The features the scheduler declared, and nothing else."""
         features = self.scheduler.features
         spec = self.config.scheduler
@@ -394,7 +394,7 @@ class Trainer:
             progress=self.progress,
             iteration=self.state.iteration,
             total_iterations=self.total,
-            stats=measured.stats.to("cpu") if measured else None,
+            stats=measured.stats.to("cpu") if measured and measured.stats else None,
             embeddings=learner.embed(params, candidates).cpu()
             if features & Feature.EMBEDDINGS
             else None,
