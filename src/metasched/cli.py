@@ -65,9 +65,19 @@ def _metrics_line(metrics: dict) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from metasched.config import load_config
+    from metasched.training.ranks import join_process_group
     from metasched.training.trainer import Trainer
 
     overrides = list(args.set)
+    if args.nproc is not None:
+        if args.config:  # bad settings: one line here, not one per process
+            load_config(args.config, overrides)
+            if args.run_dir is None:
+                raise MetaschedError("--nproc needs --run-dir (one directory for every process)")
+        elif not Path(args.resume).is_dir():
+            raise MetaschedError(f"{args.resume!r} is not a run directory; check the path")
+        _launch(args.nproc, args.argv)
+        return
     if args.init_from:
         overrides.append(f"train.init_from={args.init_from}")
     if args.resume:
@@ -76,18 +86,79 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"--resume continues {args.resume} from its own checkpoint and directory; drop"
                 f" {'--init-from' if args.init_from else '--run-dir'} (or start a new run)"
             )
+        ranks = join_process_group("auto")
         trainer = Trainer.resume(Path(args.resume), args.set)
         assert trainer.resumed_from is not None
-        print(
-            f"resuming from {trainer.resumed_from} (iteration {trainer.state.iteration})",
-            file=sys.stderr,
-        )
+        if ranks.is_main:
+            print(
+                f"resuming from {trainer.resumed_from} (iteration {trainer.state.iteration})",
+                file=sys.stderr,
+            )
     else:
         config = load_config(args.config, overrides)
+        ranks = join_process_group(config.train.device)
         run_dir = _run_dir(args.config, args.run_dir)
+        if ranks.size > 1 and args.run_dir is None:
+            raise MetaschedError("training on several processes needs --run-dir (one for all)")
         trainer = Trainer.create(config, run_dir)
     summary = trainer.fit(progress=not args.quiet)
-    _print_summary(summary)
+    if ranks.is_main:
+        _print_summary(summary)
+
+
+def _launch(nproc: int, argv: list[str]) -> None:
+    """Runs this same command in ``nproc`` local processes through torchrun's machinery
+    (torch.distributed.run): each joins the group and takes its share of every task."""
+    import logging
+    import signal
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1:
+        raise MetaschedError(f"--nproc {nproc}: give at least 1 process")
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # ranks say it
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
+        max_restarts=0,
+    )
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+    previous = {number: signal.getsignal(number) for number in handled}
+    try:
+        codes = elastic_launch(config, _process_main)(_without_nproc(argv))
+    except ChildFailedError as error:
+        # the process has said why in one line (or its traceback): exit with its status
+        raise SystemExit(error.get_first_failure()[1].exitcode or 1) from None
+    finally:  # the launcher installs its own handlers and leaves them
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    worst = max(codes.values(), default=0)
+    if worst:
+        raise SystemExit(worst)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line without ``--nproc N`` (or ``--nproc=N``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _process_main(argv: list[str]) -> int:
+    """One launched process: the command itself (its rank comes from the environment)."""
+    return main(argv)
 
 
 def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:
@@ -297,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="start θ0 from a checkpoint or run directory (e.g. a clean pre-trained model)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="share each iteration's tasks among N local processes (torch.distributed: gloo on"
+        " CPUs, NCCL on GPUs); for several machines use torchrun -m metasched train",
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="test a checkpoint on fresh tasks")
@@ -424,6 +502,7 @@ def _one_line_warning(message: Warning | str, *_: object, **__: object) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc runs again
     warnings.formatwarning = _one_line_warning
     try:
         args.handler(args)

@@ -239,6 +239,8 @@ class MetaLearner(ABC):
                 results up to float round-off).
         """
         adaptation = adaptation or self.train_adaptation
+        if not episodes:  # a rank's empty share
+            return self._no_tasks(keep_graph, gradients, metrics)
         together = self._grouped(episodes) and not (keep_graph and separate_graphs)
         chunks = [episodes] if together else [[e] for e in episodes]
         parts: list[TaskResults] = []
@@ -250,6 +252,17 @@ class MetaLearner(ABC):
                 keep, part = not over, part.without_graphs() if over else part
             parts.append(part)
         return TaskResults.cat(parts)
+
+    def _no_tasks(self, keep_graph: bool, gradients: bool, metrics: bool) -> TaskResults:
+        none = torch.zeros(0)
+        layers = torch.zeros(0, len(self.scored_layers()))
+        return TaskResults(
+            none,
+            none,
+            PoolStats(none, layers, layers, layers) if gradients else None,
+            () if keep_graph else None,
+            {} if metrics else None,
+        )
 
     def _run_chunk(
         self,
@@ -452,7 +465,9 @@ def judged(
     named = None
     if metrics:
         rows = [objective.metrics(p, e) for p, e in zip(predictions, episodes)]
-        named = {name: torch.tensor([row[name] for row in rows]) for name in rows[0]}
+        named = {
+            name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]
+        }
     return TaskResults(
         objective.losses(predictions, targets),
         objective.scores(predictions, targets),

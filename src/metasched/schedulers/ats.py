@@ -144,6 +144,10 @@ class ATSNetwork(nn.Module):
         inputs: which of loss, gradients and progress the network reads (default: all).
     """
 
+    # A softmax over the pool ignores a shift common to all logits, so the last bias gets a
+    # zero gradient up to round-off (which Adam turns into steps of ±lr that change nothing).
+    shift_invariant = ("fusion.2.bias",)
+
     def __init__(
         self,
         num_layers: int,

@@ -17,6 +17,7 @@ from metasched.files import atomic_open, atomic_write, dumps
 from metasched.learners.base import Params, TaskResults
 from metasched.learners.objectives import Objective
 from metasched.tasks.episode import Episode, TaskSource
+from metasched.training.ranks import OneProcess, Ranks
 
 R2_SUCCESS = 0.3  # pQSAR's threshold for a useful assay model (squared Pearson correlation)
 
@@ -104,25 +105,29 @@ def evaluate(
     rng: np.random.Generator,
     device: torch.device,
     description: str | None = None,
+    ranks: Ranks | None = None,
 ) -> EvalResult:
     """Adapts to ``num_tasks`` episodes (eval inner loop) and scores each query set.
 
     ``learner`` is a :class:`MetaLearner` or anything with the same ``evaluate(params,
     episodes)`` (a per-task baseline such as the random forest). Episode ``i`` is drawn with
-    index ``i``, so a source may cover its assays in turn.
+    index ``i``, so a source may cover its assays in turn. With several ranks, every rank
+    draws every episode (the same stream) and evaluates its share; the rows are gathered.
     """
-    scores, losses = np.empty(num_tasks), np.empty(num_tasks)
-    metrics: dict[str, np.ndarray] = {}
-    sources, names = [], []
+    ranks = ranks or OneProcess()
+    mine = ranks.share(num_tasks)
+    parts, sources, names = [], [], []
     for i in tqdm(range(num_tasks), desc=description, disable=description is None, leave=False):
         episode = tasks.sample(rng, i)
-        results = learner.evaluate(params, [episode.to(device)])
-        scores[i], losses[i] = results.scores.item(), results.losses.item()
-        for name, values in (results.metrics or {}).items():
-            metrics.setdefault(name, np.full(num_tasks, np.nan))[i] = values.item()
+        if i in mine:
+            parts.append(learner.evaluate(params, [episode.to(device)]))
         sources.append(episode.source)
         names.append(episode.source_name)
-    return EvalResult(scores, losses, metrics, sources, names)
+    empty = TaskResults(torch.zeros(0), torch.zeros(0), metrics={})
+    results = ranks.gather_results(TaskResults.cat(parts) if parts else empty, num_tasks)
+    metrics = {name: v.double().cpu().numpy() for name, v in (results.metrics or {}).items()}
+    scores = results.scores.double().cpu().numpy()
+    return EvalResult(scores, results.losses.double().cpu().numpy(), metrics, sources, names)
 
 
 def write_test_results(

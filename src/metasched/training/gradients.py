@@ -9,6 +9,7 @@ import torch
 
 from metasched.learners.base import MetaLearner, Params, TaskResults
 from metasched.tasks.episode import Episode
+from metasched.training.ranks import OneProcess, Ranks
 
 Gradient = list[torch.Tensor | None]
 
@@ -54,11 +55,19 @@ class CandidateGradients:
     added after the pool was measured) are recomputed together at each call; a repeated call
     with the same choice and weights returns the same outcome without recomputing.
 
+    With several ranks, a kept candidate's gradient comes from the rank that measured it, the
+    recomputed ones are shared out among the ranks, and the weighted gradients, losses and
+    scores are summed over ranks, so every rank holds the same outcome.
+
     Args:
         learner: the meta-learner.
         params: θ0.
         candidates: the pool.
-        measured: the pool's measurements, if it was measured (with graphs, if they were kept).
+        measured: the pool's per-task rows, if it was measured (every rank's).
+        graphs: this rank's kept graphs, by candidate index (default: those ``measured``
+            holds, for one process).
+        kept: the candidates whose graph some rank kept.
+        ranks: the processes the work is shared by.
     """
 
     def __init__(
@@ -67,12 +76,19 @@ class CandidateGradients:
         params: Params,
         candidates: list[Episode],
         measured: TaskResults | None,
+        graphs: dict[int, torch.Tensor] | None = None,
+        kept: set[int] | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.learner = learner
         self.params = params
         self.candidates = list(candidates)
-        self.graphs = measured.graphs if measured is not None else None
+        if graphs is None and measured is not None and measured.graphs is not None:
+            graphs = dict(enumerate(measured.graphs))  # one process measured them all
+        self.graphs = graphs or {}
+        self.kept = set(self.graphs) if kept is None else kept
         self.measured = measured
+        self.ranks = ranks or OneProcess()
         self.cache: dict[int, tuple[Gradient, float, float]] = {}
         self.memo: dict[tuple[tuple[int, ...], tuple[float, ...] | None], ChosenOutcome] = {}
 
@@ -95,46 +111,53 @@ class CandidateGradients:
             self.memo[key] = self._combine(chosen, w)
         return self.memo[key]
 
-    def _has_graph(self, index: int) -> bool:
-        return self.graphs is not None and index < len(self.graphs)
-
     def _combine(self, chosen: list[int], w: tuple[float, ...] | None) -> ChosenOutcome:
         weights = np.full(len(chosen), 1.0 / len(chosen)) if w is None else np.array(w)
-        kept = [k for k, i in enumerate(chosen) if self._has_graph(i)]
-        fresh = [k for k, i in enumerate(chosen) if not self._has_graph(i)]
-        losses, scores = np.empty(len(chosen)), np.empty(len(chosen))
+        alone = self.ranks.size == 1
+        kept = [k for k, i in enumerate(chosen) if i in self.kept]
+        fresh = [k for k, i in enumerate(chosen) if i not in self.kept]
+        mine = [k for k in kept if chosen[k] in self.graphs or chosen[k] in self.cache]
+        losses, scores = np.zeros(len(chosen)), np.zeros(len(chosen))
         parts: list[tuple[Gradient, float]] = []
-        for k in kept:
+        for k in mine:
             gradient, losses[k], scores[k] = self._cached(chosen[k])
             parts.append((gradient, weights[k]))
-        if fresh:
+        my_fresh = self.ranks.mine(fresh)
+        if my_fresh:
             outcomes = self.learner.outcomes(
-                self.params, [self.candidates[chosen[k]] for k in fresh]
+                self.params, [self.candidates[chosen[k]] for k in my_fresh]
             )
             assert outcomes.graphs is not None
             stacked = torch.stack(outcomes.graphs)
             if w is None and not kept:  # plain mean, as the meta-loss of uniform sampling
-                loss = stacked.mean()
+                loss = stacked.mean() if alone else stacked.sum() / len(fresh)
                 scale = 1.0
             else:
-                share = weights[fresh].sum()
+                share = weights[my_fresh].sum()
                 loss = (
-                    stacked * torch.as_tensor(weights[fresh] / share, dtype=stacked.dtype)
+                    stacked * torch.as_tensor(weights[my_fresh] / share, dtype=stacked.dtype)
                 ).sum()
                 scale = float(share)
             gradient = list(
                 torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
             )
             parts.append((gradient, scale))
-            for k, loss, score in zip(fresh, outcomes.losses, outcomes.scores):
-                losses[k], scores[k] = loss.item(), float(score)
-        return ChosenOutcome(_weighted(parts, equal=w is None and not fresh), losses, scores)
+            for k, loss_k, score_k in zip(my_fresh, outcomes.losses, outcomes.scores):
+                losses[k], scores[k] = loss_k.item(), float(score_k)
+        combined: Gradient = [None] * len(self.params)
+        if parts:
+            combined = _weighted(parts, equal=w is None and not fresh and alone)
+        if alone:
+            return ChosenOutcome(combined, losses, scores)
+        rows = self.ranks.sum(torch.from_numpy(np.stack([losses, scores])))
+        summed = self.ranks.sum_gradient(combined)
+        return ChosenOutcome(summed, rows[0].numpy(), rows[1].numpy())
 
     def _cached(self, index: int) -> tuple[Gradient, float, float]:
         """Candidate ``index``'s gradient, loss and score; its graph is freed on first use."""
         if index not in self.cache:
-            assert self.graphs is not None and self.measured is not None
-            loss = self.graphs[index]
+            assert self.measured is not None
+            loss = self.graphs.pop(index)
             gradient = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)
             self.cache[index] = (list(gradient), loss.item(), float(self.measured.scores[index]))
         return self.cache[index]

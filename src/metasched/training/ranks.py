@@ -8,11 +8,19 @@ which nothing is sent (docs/plans/multi-device.md, step 2).
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from metasched.learners.base import TaskResults
+from metasched.stats import PoolStats
+
+Item = TypeVar("Item")
 
 Gradient = list[torch.Tensor | None]
 
@@ -40,10 +48,68 @@ class Ranks(ABC):
         """This rank's tasks among ``count``."""
         return share(count, self.rank, self.size)
 
+    def mine(self, items: Sequence[Item]) -> list[Item]:
+        """This rank's share of ``items``."""
+        return [items[i] for i in self.share(len(items))]
+
     @abstractmethod
-    def gather_rows(self, rows: torch.Tensor, count: int) -> torch.Tensor:
+    def gather_rows(self, rows: torch.Tensor | None, count: int) -> torch.Tensor:
         """Every rank's ``rows`` (this rank's share of ``count`` tasks, one row each, same
-        trailing shape on every rank) stacked in task order, on every rank."""
+        trailing shape on every rank; None for an empty share) stacked in task order, on
+        every rank."""
+
+    @abstractmethod
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``values`` over ranks, on every rank."""
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on some rank (so that every rank stops together)."""
+        return bool(self.sum(torch.tensor([float(flag)])).item() > 0)
+
+    @abstractmethod
+    def barrier(self) -> None:
+        """Waits for every rank (before reading what rank 0 wrote)."""
+
+    def map_rows(
+        self, function: Callable[[Item], torch.Tensor], items: Sequence[Item]
+    ) -> torch.Tensor:
+        """``function`` on this rank's share of ``items``, every rank's rows gathered in order."""
+        mine = self.mine(items)
+        return self.gather_rows(
+            torch.stack([function(x) for x in mine]) if mine else None, len(items)
+        )
+
+    def gather_results(self, mine: TaskResults, count: int) -> TaskResults:
+        """Every rank's per-task rows of :class:`TaskResults`, in task order; the graphs stay
+        with the rank that computed them and are dropped here."""
+        if self.size == 1:
+            return mine.without_graphs()
+        some = len(mine) > 0
+
+        def gathered(rows: torch.Tensor | None) -> torch.Tensor:
+            return self.gather_rows(rows if some else None, count)
+
+        stats = None
+        if mine.stats is not None:
+            columns = [mine.stats.support_norm, mine.stats.query_norm, mine.stats.dot]
+            stats = PoolStats(
+                gathered(mine.stats.query_loss),
+                *(None if c is None else gathered(c) for c in columns),
+            )
+        metrics = None
+        if mine.metrics is not None:
+            names = [sorted(mine.metrics)]
+            if count < self.size:  # an empty share knows no names: rank 0's are everyone's
+                dist.broadcast_object_list(names, src=0)
+            metrics = {name: gathered(mine.metrics.get(name)) for name in names[0]}
+        return replace(
+            mine,
+            losses=gathered(mine.losses),
+            scores=gathered(mine.scores),
+            stats=stats,
+            graphs=None,
+            metrics=metrics,
+        )
 
     @abstractmethod
     def sum_gradient(self, gradient: Gradient) -> Gradient:
@@ -56,8 +122,16 @@ class OneProcess(Ranks):
 
     rank, size = 0, 1
 
-    def gather_rows(self, rows: torch.Tensor, count: int) -> torch.Tensor:
+    def gather_rows(self, rows: torch.Tensor | None, count: int) -> torch.Tensor:
+        if rows is None:
+            raise ValueError("one process holds every task: its rows cannot be empty")
         return rows
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        return values
+
+    def barrier(self) -> None:
+        pass
 
     def sum_gradient(self, gradient: Gradient) -> Gradient:
         return gradient
@@ -71,10 +145,26 @@ class ProcessGroup(Ranks):
         if not dist.is_initialized():
             raise RuntimeError("torch.distributed is not initialised (init_process_group)")
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
 
-    def gather_rows(self, rows: torch.Tensor, count: int) -> torch.Tensor:
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        summed = values.to(self.device, copy=True)
+        dist.all_reduce(summed)
+        return summed.to(values.device)
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def gather_rows(self, rows: torch.Tensor | None, count: int) -> torch.Tensor:
         shares = [share(count, r, self.size) for r in range(self.size)]
         longest = max(len(s) for s in shares)
+        if count < self.size:  # some shares are empty: rank 0's (never empty) gives the shape
+            like = [None if rows is None else (rows.shape[1:], rows.dtype)]
+            dist.broadcast_object_list(like, src=0)
+            trailing, dtype = like[0]  # type: ignore[misc]
+            if rows is None:
+                rows = torch.zeros((0, *trailing), dtype=dtype, device=self.device)
+        assert rows is not None
         # all_gather needs equal shapes: pad every share to the longest, then drop the padding
         padded = rows.new_zeros((longest, *rows.shape[1:]))
         padded[: len(rows)] = rows
@@ -136,3 +226,25 @@ def _zeros(shape: Sequence[int], like: torch.Tensor | None) -> torch.Tensor:
     if like is None:
         return torch.zeros(tuple(shape))
     return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
+
+
+def current_ranks() -> Ranks:
+    """The process group this process belongs to, or one process."""
+    return ProcessGroup() if dist.is_available() and dist.is_initialized() else OneProcess()
+
+
+def join_process_group(device: str) -> Ranks:
+    """Joins the group that ``torchrun`` (or ``metasched train --nproc``) started this process
+    in, from its environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL when training
+    on CUDA, gloo otherwise. Without that environment: one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return OneProcess()
+    if not dist.is_initialized():
+        cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        elif "OMP_NUM_THREADS" not in os.environ:  # the machine's cores, shared out
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return ProcessGroup()

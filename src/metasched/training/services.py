@@ -65,7 +65,11 @@ class LoopServices:
         learner = self.learner
 
         def value(weights: Params) -> float:
-            results = learner.evaluate(weights, episodes, learner.train_adaptation, metrics=False)
+            ranks = self.gradients.ranks  # each rank scores its share of the reward tasks
+            mine = learner.evaluate(
+                weights, ranks.mine(episodes), learner.train_adaptation, metrics=False
+            )
+            results = ranks.gather_results(mine, len(episodes))
             if metric == "loss":
                 return -float(np.mean(results.losses.double().cpu().numpy()))
             return float(np.mean(results.scores.double().cpu().numpy()))
@@ -94,23 +98,27 @@ class LoopServices:
         if self.contexts is None:
             raise ValueError("lookahead_losses needs the CONTEXTS feature")
         pool = self.contexts.shape[0]
-        losses = np.empty(len(indices))
-        for k, index in enumerate(indices):
-            start = self.learner.unflatten(self.contexts[int(index), 1].to(self.device))
+        tasks: list[list[Episode]] = []  # drawn for every index on every rank: one stream
+        for _ in indices:
             if source == "pool":
                 picks = self.rng.choice(pool, min(num_tasks, pool), replace=False)
-                episodes = [self.gradients.candidates[int(i)] for i in picks]
+                tasks.append([self.gradients.candidates[int(i)] for i in picks])
             elif source == "reward":
-                episodes = self._reward_episodes(num_tasks)
+                tasks.append(self._reward_episodes(num_tasks))
             else:
                 raise ValueError(f"lookahead_losses: source {source!r} is not pool or reward")
-            losses[k] = np.mean([self.learner.one_step_query_loss(start, e) for e in episodes])
-        return losses
+
+        def loss(k: int) -> torch.Tensor:
+            assert self.contexts is not None
+            start = self.learner.unflatten(self.contexts[int(indices[k]), 1].to(self.device))
+            value = np.mean([self.learner.one_step_query_loss(start, e) for e in tasks[k]])
+            return torch.tensor(value, dtype=torch.float64)
+
+        return self.gradients.ranks.map_rows(loss, range(len(indices))).numpy()
 
     def query_confusion(self, indices: np.ndarray) -> torch.Tensor:
-        return torch.stack(
-            [
-                self.learner.query_confusion(self.params, self.gradients.candidates[int(i)]).cpu()
-                for i in indices
-            ]
+        candidates = self.gradients.candidates
+        return self.gradients.ranks.map_rows(
+            lambda i: self.learner.query_confusion(self.params, candidates[int(i)]).cpu(),
+            list(indices),
         )

@@ -40,6 +40,7 @@ from metasched.training.evaluation import EvalResult, evaluate, write_test_resul
 from metasched.training.gradients import CandidateGradients, ChosenOutcome, Gradient, clipped
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import record_start
+from metasched.training.ranks import Ranks, current_ranks
 from metasched.training.services import LoopServices
 
 LAST, BEST = "last.pt", "best.pt"
@@ -99,10 +100,20 @@ class Trainer:
         config: the run's settings.
         run_dir: where checkpoints, metrics and results go.
         components: prebuilt data/model/learner (built from ``config`` when omitted).
+        ranks: the processes that share each iteration's tasks (``torch.distributed``; one
+            process when omitted and no process group is initialised). Every rank holds the
+            same meta-model, scheduler and random streams; only rank 0 writes.
     """
 
-    def __init__(self, config: Config, run_dir: Path, components: Components | None = None):
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        components: Components | None = None,
+        ranks: Ranks | None = None,
+    ):
         self.config = config
+        self.ranks = ranks or current_ranks()
         self.run_dir = Path(run_dir)
         self.parts = components or build_components(config)
         if self.parts.device.type == "cpu" and config.train.retain_memory:
@@ -129,6 +140,11 @@ class Trainer:
     @classmethod
     def create(cls, config: Config, run_dir: Path) -> Trainer:
         """A new run in ``run_dir``, which must be new, empty, or a run that saved nothing."""
+        if not current_ranks().is_main:  # rank 0 prepares the directory and writes
+            trainer = cls(config, run_dir)
+            if config.train.init_from:
+                trainer.initialise_from(Path(config.train.init_from))
+            return trainer
         if run_dir.exists() and not run_dir.is_dir():
             raise MetaschedError(f"run directory {str(run_dir)!r} is a file; choose another")
         if (run_dir / LAST).exists() or older_copies(run_dir / LAST):
@@ -193,11 +209,14 @@ class Trainer:
                 "train.init_from sets the starting weights of a new run; a resumed run"
                 " continues from its own checkpoint (start a new run to change it)"
             )
-        record_start(run_dir, config)
+        main = current_ranks().is_main
+        if main:
+            record_start(run_dir, config)
         trainer = cls(config, run_dir)
         trainer.load_state(payload)
         trainer.saved_iteration, trainer.resumed_from = trainer.state.iteration, path
-        trainer.metrics.truncate_after(trainer.state.iteration)
+        if main:
+            trainer.metrics.truncate_after(trainer.state.iteration)
         return trainer
 
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -248,8 +267,10 @@ class Trainer:
         candidates = self._draw_candidates(batch)
         noisy = np.array([c.noisy for c in candidates])
         params = self.parts.learner.parameters()
-        measured, pool = self._measure(candidates, params)
-        gradients = CandidateGradients(self.parts.learner, params, candidates, measured)
+        measured, graphs, kept, pool = self._measure(candidates, params)
+        gradients = CandidateGradients(
+            self.parts.learner, params, candidates, measured, graphs, kept, self.ranks
+        )
         services = LoopServices(
             self.parts.learner,
             params,
@@ -369,36 +390,46 @@ class Trainer:
 
     def _measure(
         self, candidates: list[Episode], params: Params
-    ) -> tuple[TaskResults | None, Pool]:
-        """The features the scheduler declared, and nothing else."""
+    ) -> tuple[TaskResults | None, dict[int, torch.Tensor], set[int], Pool]:
+        """The features the scheduler declared, and nothing else: each rank measures its
+        share of the candidates, and every rank gets every row. Also returns this rank's kept
+        graphs by candidate, and which candidates some rank kept a graph of."""
         features = self.scheduler.features
         spec = self.config.scheduler
-        learner = self.parts.learner
-        measured = None
+        learner, ranks = self.parts.learner, self.ranks
+        measured, graphs, kept = None, {}, set()
         if features & (Feature.LOSSES | Feature.GRADIENTS):
             bf16 = spec.pool_precision == "bf16"
             # Grouped measurement runs the pool as one batch: backpropagating through it for two
             # chosen tasks would cost more than recomputing them, so its graphs are not kept.
             keep = spec.reuse_graphs and not bf16 and learner.batching == "loop"
+            share = ranks.share(len(candidates))
             with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
                 budget = spec.graph_memory_gb
-                measured = learner.measure_pool(
+                mine = learner.measure_pool(
                     params,
-                    candidates,
+                    [candidates[i] for i in share],
                     keep,
                     gradients=bool(features & Feature.GRADIENTS),
                     graph_budget=None if budget is None else int(budget * 2**30),
                 )
+            graphs = dict(zip(share, mine.graphs or ()))
+            flags = torch.full((len(share),), float(mine.graphs is not None))
+            kept_flags = ranks.gather_rows(flags if len(share) else None, len(candidates))
+            kept = {i for i, flag in enumerate(kept_flags.tolist()) if flag}
+            measured = ranks.gather_results(mine, len(candidates))
         pool = Pool(  # the schedulers' networks are tiny: they live on the CPU
             size=len(candidates),
             progress=self.progress,
             iteration=self.state.iteration,
             total_iterations=self.total,
             stats=measured.stats.to("cpu") if measured and measured.stats else None,
-            embeddings=learner.embed(params, candidates).cpu()
+            embeddings=ranks.map_rows(lambda c: learner.embed(params, [c])[0], candidates).cpu()
             if features & Feature.EMBEDDINGS
             else None,
-            contexts=torch.stack([learner.two_step_parameters(params, c) for c in candidates]).cpu()
+            contexts=ranks.map_rows(
+                lambda c: learner.two_step_parameters(params, c), candidates
+            ).cpu()
             if features & Feature.CONTEXTS
             else None,
             classes=np.array([c.source for c in candidates])
@@ -408,7 +439,7 @@ class Trainer:
             if features & Feature.NOISE_FLAGS
             else None,
         )
-        return measured, pool
+        return measured, graphs, kept, pool
 
     def _reward_tasks_for_update(self) -> list[Episode]:
         """Clean reward-split tasks for this meta-update: ``train.reward_tasks_per_update`` on
@@ -437,8 +468,9 @@ class Trainer:
         params = self.parts.learner.parameters()
         if not all(bool(torch.isfinite(p).all()) for p in params.values()):
             raise self._diverged("the meta-model's weights are not finite", params)
-        payload = self.checkpoint_payload()
-        save_checkpoint(self.run_dir / LAST, payload, self.config.train.keep_checkpoints)
+        if self.ranks.is_main:
+            payload = self.checkpoint_payload()
+            save_checkpoint(self.run_dir / LAST, payload, self.config.train.keep_checkpoints)
         self.saved_iteration = self.state.iteration
 
     def _adam_step(self, params: Params, gradient: Gradient) -> None:
@@ -466,7 +498,8 @@ class Trainer:
             num_tasks,
             rng,
             self.parts.device,
-            f"{split} tasks" if show else None,
+            f"{split} tasks" if show and self.ranks.is_main else None,
+            self.ranks,
         )
 
     def fit(self, progress: bool = True, stop: Callable[[], bool] | None = None) -> dict[str, Any]:
@@ -498,7 +531,7 @@ class Trainer:
             total=self.total,
             initial=self.state.iteration,
             desc="meta-training",
-            disable=not progress,
+            disable=not progress or not self.ranks.is_main,
             dynamic_ncols=True,
         ) as bar:
             while self.state.updates < train.iterations:
@@ -508,7 +541,8 @@ class Trainer:
                 self.state.iteration += 1
                 self._iteration_done = True
                 it = self.state.iteration
-                self.metrics.append("train", it, **record)
+                if self.ranks.is_main:
+                    self.metrics.append("train", it, **record)
                 if record["loss"] is not None:
                     recent.append((record["loss"], record["score"]))
                 updates = self.state.updates
@@ -524,7 +558,7 @@ class Trainer:
                         score=f"{np.mean([r[1] for r in recent]):.3f}",
                         best_val=f"{self.state.best_score:.3f}",
                     )
-                if interrupted():
+                if self.ranks.any(interrupted()):  # every rank stops at the same iteration
                     self._save_last()
                     raise TrainingInterrupted(self.run_dir, it)
 
@@ -545,10 +579,12 @@ class Trainer:
             raise self._diverged(
                 "the validation loss is not finite", self.parts.learner.parameters()
             )
-        self.metrics.append("val", it, score=result.mean, ci95=result.ci95, loss=result.loss)
+        if self.ranks.is_main:
+            self.metrics.append("val", it, score=result.mean, ci95=result.ci95, loss=result.loss)
         if result.mean > self.state.best_score:
             self.state.best_score, self.state.best_iteration = result.mean, it
-            save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())  # one, not rotated
+            if self.ranks.is_main:
+                save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())  # one, not rotated
 
     # ------------------------------------------------------------------------------------------
     # The final test.
@@ -563,6 +599,7 @@ class Trainer:
         results = {"final": (self.state.iteration, final)}
         if self.state.best_iteration not in (0, self.state.iteration):
             current = {k: v.clone() for k, v in self.parts.model.state_dict().items()}
+            self.ranks.barrier()  # rank 0 wrote best.pt
             self.parts.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
             results["best"] = (
                 self.state.best_iteration,
@@ -571,6 +608,8 @@ class Trainer:
             self.parts.model.load_state_dict(current)
         else:
             results["best"] = results["final"]
+        if not self.ranks.is_main:
+            return {}
         summary = write_test_results(
             self.run_dir,
             results,
