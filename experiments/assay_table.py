@@ -1,0 +1,77 @@
+"""The assay-regression table of a comparison: per method, over seeds, the best-on-validation
+checkpoint's mean and median squared Pearson R², mean and median out-of-sample R², the test
+tasks with R² > 0.3, and the wall time of a run.
+
+    python experiments/assay_table.py experiments/runs/fsmol-16-noisy
+
+Each cell is the mean over seeds of each seed's value (± half the Student-t 95% interval over
+seeds); medians are per run, over its test tasks, then averaged over seeds. Means of R²_os can
+be dominated by a few tasks whose query values barely vary (R²_os divides by their spread);
+the medians are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+from scipy import stats
+
+ORDER = ["uniform", "oracle", "greedy", "spl", "focal", "daml", "paml", "bass", "agreement", "ats"]
+
+
+def interval(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.3f}"
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return f"{mean:.3f} ± {half:.3f}"
+
+
+def number(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 1e3 else f"{value:.1e}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    runs: dict[str, list[dict]] = {}
+    for summary in sorted(args.out.glob("*-seed*/summary.json")):
+        method = summary.parent.name.rsplit("-seed", 1)[0]
+        runs.setdefault(method, []).append(json.loads(summary.read_text()))
+    methods = [m for m in ORDER if m in runs] + sorted(set(runs) - set(ORDER))
+    print(
+        "| method | seeds | pearson R² mean | pearson R² median | R²_os mean | R²_os median"
+        " | tasks with R² > 0.3 | wall time per run |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for method in methods:
+        best = [r["best"]["metrics"] for r in runs[method]]
+        pearson = [b["pearson_r2"] for b in best]
+        oos = [b["oos_r2"] for b in best]
+        seconds = [r.get("train_seconds", 0) + r.get("test_seconds", 0) for r in runs[method]]
+        oos_mean = [o["mean"] for o in oos]
+        oos_cell = (
+            interval(oos_mean)
+            if max(abs(v) for v in oos_mean) < 1e3
+            else ", ".join(number(v) for v in oos_mean)
+        )
+        cells = [
+            method,
+            str(len(best)),
+            interval([p["mean"] for p in pearson]),
+            interval([p["median"] for p in pearson]),
+            oos_cell,
+            interval([o["median"] for o in oos]),
+            f"{statistics.fmean(p['tasks_above_0.3'] for p in pearson):.0f}",
+            f"{statistics.fmean(seconds) / 60:.1f} min",
+        ]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
