@@ -165,15 +165,18 @@ class ProcessGroup(Ranks):
             if rows is None:
                 rows = torch.zeros((0, *trailing), dtype=dtype, device=self.device)
         assert rows is not None
+        home = rows.device  # NCCL sends only CUDA tensors: rows travel on the group's device
         # all_gather needs equal shapes: pad every share to the longest, then drop the padding
-        padded = rows.new_zeros((longest, *rows.shape[1:]))
-        padded[: len(rows)] = rows
+        padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=self.device)
+        padded[: len(rows)] = rows.to(self.device)
         parts = [torch.empty_like(padded) for _ in range(self.size)]
-        dist.all_gather(parts, padded.contiguous())
-        return torch.cat([part[: len(s)] for part, s in zip(parts, shares, strict=True)])
+        dist.all_gather(parts, padded)
+        gathered = torch.cat([part[: len(s)] for part, s in zip(parts, shares, strict=True)])
+        return gathered.to(home)
 
     def sum_gradient(self, gradient: Gradient) -> Gradient:
-        local = torch.tensor([g is not None for g in gradient], dtype=torch.int32)
+        flags = [g is not None for g in gradient]
+        local = torch.tensor(flags, dtype=torch.int32, device=self.device)
         # per parameter: reached on some rank; then whether some rank lacks one another has
         reached = local.clone()
         dist.all_reduce(reached, op=dist.ReduceOp.MAX)
