@@ -26,9 +26,15 @@ class Objective(ABC):
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean loss of one task: (N, outputs) predictions, (N,) targets."""
 
-    @abstractmethod
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(T,) mean losses from (T, N, outputs) predictions and (T, N) targets."""
+        if len(predictions) == 1:  # the one-task kernel, so a per-task loop rounds as before
+            return self.loss(predictions.squeeze(0), targets.squeeze(0)).unsqueeze(0)
+        return self.batched_losses(predictions, targets)
+
+    @abstractmethod
+    def batched_losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """:meth:`losses` for T > 1 tasks, in one batched computation."""
 
     @abstractmethod
     def scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -51,9 +57,7 @@ class Classification(Objective):
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(predictions, targets)
 
-    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if len(predictions) == 1:  # the one-task kernel, so a per-task loop rounds as before
-            return self.loss(predictions.squeeze(0), targets.squeeze(0)).unsqueeze(0)
+    def batched_losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         losses = F.cross_entropy(predictions.flatten(0, 1), targets.flatten(), reduction="none")
         return losses.view(targets.shape).mean(dim=1)
 
@@ -76,9 +80,7 @@ class Regression(Objective):
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(predictions.squeeze(-1), targets.float())
 
-    def losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if len(predictions) == 1:  # the one-task kernel, so a per-task loop rounds as before
-            return self.loss(predictions.squeeze(0), targets.squeeze(0)).unsqueeze(0)
+    def batched_losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return (predictions.squeeze(-1) - targets.float()).pow(2).mean(dim=1)
 
     def scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
