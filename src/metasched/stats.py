@@ -7,6 +7,7 @@ query-loss gradients at the meta-initialisation and their inner product.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,12 +74,24 @@ class PoolStats:
         support, query, dot = self.gradient_terms()
         return (support**2 + query**2 + 2 * dot).clamp_min(0).sqrt()
 
+    def map(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> PoolStats:
+        """The same columns, each passed through ``transform`` (a move, a gather across ranks)."""
+        gradients = (self.support_norm, self.query_norm, self.dot)
+        return PoolStats(
+            transform(self.query_loss), *(None if t is None else transform(t) for t in gradients)
+        )
+
     def to(self, device: torch.device | str) -> PoolStats:
         """The same statistics on ``device``."""
-        return PoolStats(
-            self.query_loss.to(device),
-            *(
-                None if t is None else t.to(device)
-                for t in (self.support_norm, self.query_norm, self.dot)
-            ),
-        )
+        return self.map(lambda t: t.to(device))
+
+    @staticmethod
+    def cat(parts: Sequence[PoolStats]) -> PoolStats:
+        """The rows of several pools' statistics, in order (chunks of a pool, ranks' shares)."""
+
+        def joined(name: str) -> torch.Tensor | None:
+            column = [getattr(part, name) for part in parts]
+            return None if column[0] is None else torch.cat(column)
+
+        gradients = (joined("support_norm"), joined("query_norm"), joined("dot"))
+        return PoolStats(torch.cat([part.query_loss for part in parts]), *gradients)

@@ -78,16 +78,7 @@ class TaskResults:
         first = parts[0]
         stats = None
         if first.stats is not None:
-            columns = [p.stats for p in parts]
-            stats = PoolStats(
-                torch.cat([c.query_loss for c in columns if c is not None]),
-                *(
-                    None
-                    if getattr(first.stats, name) is None
-                    else torch.cat([getattr(c, name) for c in columns if c is not None])
-                    for name in ("support_norm", "query_norm", "dot")
-                ),
-            )
+            stats = PoolStats.cat([p.stats for p in parts if p.stats is not None])
         graphs = None
         if all(p.graphs is not None for p in parts):
             graphs = tuple(g for p in parts for g in p.graphs or ())

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 
 from metasched.learners.base import TaskResults
-from metasched.stats import PoolStats
 
 Item = TypeVar("Item")
 
@@ -89,13 +88,7 @@ class Ranks(ABC):
         def gathered(rows: torch.Tensor | None) -> torch.Tensor:
             return self.gather_rows(rows if some else None, count)
 
-        stats = None
-        if mine.stats is not None:
-            columns = [mine.stats.support_norm, mine.stats.query_norm, mine.stats.dot]
-            stats = PoolStats(
-                gathered(mine.stats.query_loss),
-                *(None if c is None else gathered(c) for c in columns),
-            )
+        stats = None if mine.stats is None else mine.stats.map(gathered)
         metrics = None
         if mine.metrics is not None:
             names = [sorted(mine.metrics)]
