@@ -4,6 +4,9 @@ Seeds share the warm start, so the difference seed by seed is the fairer pairing
 interval is Student's t over the seeds both methods ran.
 
     python experiments/paired_differences.py docs/figures/glyphs-noisy/results.csv --against ats
+
+Given several files (comparisons of the same seeds in two settings), the methods of every file
+after the first are named METHOD@FOLDER, e.g. uniform@fsmol-16-raw.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from scipy import stats
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results_csv", type=Path)
+    parser.add_argument("results_csv", type=Path, nargs="+")
     parser.add_argument("--against", default="ats", help="the method others are compared with")
     args = parser.parse_args()
     best: dict[str, dict[int, float]] = defaultdict(dict)
-    with open(args.results_csv, newline="") as handle:
-        for row in csv.DictReader(handle):
-            best[row["method"]][int(row["seed"])] = float(row["best"])
+    for index, path in enumerate(args.results_csv):
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                name = row["method"] if index == 0 else f"{row['method']}@{path.parent.name}"
+                best[name][int(row["seed"])] = float(row["best"])
     reference = best[args.against]
     print(f"| {args.against} − | per seed | mean ± 95% CI |")
     print("|---|---|---|")
