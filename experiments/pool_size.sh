@@ -4,7 +4,7 @@
 # ranks"), so pools of 10, 20 and 40 are the settings that equal wall time buys on 1, 2 and 4
 # processes. Noisy glyphs (the main table's setting and warm start), 3 seeds, the same number
 # of meta-updates; uniform, the oracle (trains on clean tasks only) and uniform-reward (uniform
-# plus the clean reward tasks ATS sees) once, as references. Finished runs in experiments/runs are reused.
+# plus the clean reward tasks ATS sees) once, as references. Finished runs are reused.
 set -euo pipefail
 I="--set train.init_from=experiments/warm-starts/glyphs-pretrain-1shot.pt"
 for P in 10 20 40; do
