@@ -131,7 +131,7 @@ def _launch(nproc: int, argv: list[str]) -> None:
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
     previous = {number: signal.getsignal(number) for number in handled}
     try:
-        codes = elastic_launch(config, _process_main)(_without_nproc(argv))
+        codes = elastic_launch(config, main)(_without_nproc(argv))  # each runs this command
     except ChildFailedError as error:
         # the process has said why in one line (or its traceback): exit with its status
         raise SystemExit(error.get_first_failure()[1].exitcode or 1) from None
@@ -154,11 +154,6 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif not arg.startswith("--nproc="):
             out.append(arg)
     return out
-
-
-def _process_main(argv: list[str]) -> int:
-    """One launched process: the command itself (its rank comes from the environment)."""
-    return main(argv)
 
 
 def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:

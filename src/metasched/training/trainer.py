@@ -140,11 +140,16 @@ class Trainer:
     @classmethod
     def create(cls, config: Config, run_dir: Path) -> Trainer:
         """A new run in ``run_dir``, which must be new, empty, or a run that saved nothing."""
-        if not current_ranks().is_main:  # rank 0 prepares the directory and writes
-            trainer = cls(config, run_dir)
-            if config.train.init_from:
-                trainer.initialise_from(Path(config.train.init_from))
-            return trainer
+        if current_ranks().is_main:  # rank 0 prepares the directory and writes
+            cls._prepare_run_dir(config, run_dir)
+        trainer = cls(config, run_dir)
+        if config.train.init_from:
+            trainer.initialise_from(Path(config.train.init_from))
+        return trainer
+
+    @staticmethod
+    def _prepare_run_dir(config: Config, run_dir: Path) -> None:
+        """Checks that ``run_dir`` may take a new run, then writes its config and provenance."""
         if run_dir.exists() and not run_dir.is_dir():
             raise MetaschedError(f"run directory {str(run_dir)!r} is a file; choose another")
         if (run_dir / LAST).exists() or older_copies(run_dir / LAST):
@@ -166,10 +171,6 @@ class Trainer:
             raise os_error(error) from error
         atomic_write(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         record_start(run_dir, config)
-        trainer = cls(config, run_dir)
-        if config.train.init_from:
-            trainer.initialise_from(Path(config.train.init_from))
-        return trainer
 
     def initialise_from(self, path: Path) -> None:
         """Starts θ0 from another run's model (e.g. one pre-trained on clean tasks)."""
