@@ -10,11 +10,13 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from metasched.cli import main
 from metasched.compare import method_overrides, reward_task_rate, run_comparison
 from metasched.config import load_config
 from metasched.errors import MetaschedError
+from metasched.schedulers import SCHEDULERS
 
 from .conftest import tiny_overrides
 
@@ -32,7 +34,7 @@ TINY = tiny_overrides(
 )
 
 
-def test_compare_runs_reuses_and_reruns_what_changed(tmp_path, glyphs) -> None:
+def test_compare_runs_reuses_and_reruns_what_changed(tmp_path, glyphs, monkeypatch) -> None:
     said: list[str] = []
     methods = ["uniform", "greedy", "oracle"]
     table, _ = run_comparison("glyphs-noisy", methods, [0, 1], tmp_path, TINY, say=said.append)
@@ -63,6 +65,33 @@ def test_compare_runs_reuses_and_reruns_what_changed(tmp_path, glyphs) -> None:
         say=said.append,
     )  # fmt: skip
     assert sum("reused" in line for line in said) == 1
+
+    # A setting added after a run was made reads as its default; a source edit that keeps the
+    # results versions keeps the run; a bumped version of greedy's scheduler redoes greedy only.
+    stored = tmp_path / "uniform-seed1" / "config.yaml"
+    values = yaml.safe_load(stored.read_text())
+    del values["train"]["on_nonfinite"]
+    stored.write_text(yaml.safe_dump(values))
+    monkeypatch.setattr(SCHEDULERS["greedy"], "results_version", 2)
+    said.clear()
+    run_comparison("glyphs-noisy", ["uniform", "greedy"], [1], tmp_path, TINY, say=said.append)
+    assert said[0] == "uniform-seed1: finished with this config and results version; reused"
+    assert "ran other results versions (scheduler.greedy 1 -> 2)" in said[1]
+
+
+def test_a_run_without_results_versions_is_not_reused(tmp_path, glyphs) -> None:
+    from metasched.compare import stored_state
+    from metasched.training.trainer import Trainer
+
+    config = load_config("glyphs-noisy", [*TINY, "scheduler.name=uniform", "train.iterations=2"])
+    Trainer.create(config, tmp_path / "run").fit(progress=False)
+    assert stored_state(tmp_path / "run", config) == ("done", "")
+    provenance = tmp_path / "run" / "provenance.json"
+    provenance.write_text('{"starts": [{"code_version": "31b9709a428c"}]}')  # an older run
+    assert stored_state(tmp_path / "run", config) == (
+        "stale",
+        "start 1 of it records no results version",
+    )
 
 
 def test_methods_and_controls_are_what_they_say() -> None:

@@ -2,10 +2,11 @@
 
 Every method starts from the same warm start (``--pretrain``: one clean run, trained first),
 sees the same data and takes the same number of meta-updates (``train.iterations``). Runs go
-to ``OUT/<method>-seed<s>``; a finished run is reused only when its stored config and code
-version match the current ones, an unfinished one with matching config and code is resumed,
-and anything else is moved to ``OUT/stale/`` (never deleted) and run again. The table (Markdown
-and CSV) and a plot go to ``OUT/results.{md,csv,png}``.
+to ``OUT/<method>-seed<s>``; a finished run is reused only when its stored config and results
+versions match the current ones (:mod:`metasched.training.provenance`), an unfinished one
+with matching config and versions is resumed, and anything else is moved to ``OUT/stale/``
+(never deleted) and run again. The table (Markdown and CSV) and a plot go to
+``OUT/results.{md,csv,png}``.
 
 Methods are scheduler names (``metasched data``-style list: :data:`SCHEDULERS`) or variants:
 """
@@ -174,9 +175,14 @@ def pretrain_config(preset: str, main: Config) -> Config:
 
 
 def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
-    """(``done`` | ``resume`` | ``new`` | ``stale``, why) for a run directory."""
+    """(``done`` | ``resume`` | ``new`` | ``stale``, why) for a run directory.
+
+    A run is current when its stored config, read with today's defaults for settings added
+    since, uses the same settings as ``config`` and every start of it ran the current results
+    versions (:mod:`metasched.training.provenance`).
+    """
     from metasched.training.checkpoint import older_copies
-    from metasched.training.provenance import code_version, code_versions
+    from metasched.training.provenance import version_mismatch
 
     if not run_dir.exists():
         return "new", ""
@@ -184,20 +190,16 @@ def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
     if not config_path.is_file():
         return "stale", "it holds no config.yaml"
     try:
-        stored = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError:
+        stored = config_from_dict(yaml.safe_load(config_path.read_text())).to_dict()
+    except (yaml.YAMLError, MetaschedError):
         return "stale", "its config.yaml is unreadable"
     expected = config.to_dict()
     if _used_settings(stored) != _used_settings(expected):
         keys = _differing_keys(_used_settings(stored), _used_settings(expected))
         return "stale", f"its config differs in {', '.join(keys[:4])}"
-    versions = set(code_versions(run_dir))
-    current = code_version(config)
-    if versions != {current}:
-        return (
-            "stale",
-            f"it ran code {', '.join(sorted(versions)) or 'of unknown version'}, now {current}",
-        )
+    why = version_mismatch(run_dir, config)
+    if why:
+        return "stale", why
     if (run_dir / "summary.json").is_file():
         return "done", ""
     if _is_forest(run_dir):
@@ -209,7 +211,7 @@ def stored_state(run_dir: Path, config: Config) -> tuple[str, str]:
 
 def _used_settings(values: Any) -> Any:
     """A stored config without the sections of schedulers it does not run: those cannot change
-    its results (as its code version counts only its own scheduler's file)."""
+    its results (as its results version counts only its own scheduler)."""
     if not isinstance(values, dict) or not isinstance(values.get("scheduler"), dict):
         return values
     scheduler = values["scheduler"]
@@ -280,7 +282,7 @@ def prepare(jobs: list[Job], out: Path, say: Callable[[str], None]) -> list[Job]
             say(f"{job.run_dir.name}: {why}; moved to {moved} and run again")
             todo.append(job)
         elif state == "done":
-            say(f"{job.run_dir.name}: finished with this config and code; reused")
+            say(f"{job.run_dir.name}: finished with this config and results version; reused")
         else:
             say(f"{job.run_dir.name}: {'resuming' if state == 'resume' else 'to run'}")
             todo.append(job)

@@ -6,10 +6,16 @@ from metasched.learners.maml import MAML
 from metasched.learners.objectives import OBJECTIVES, Classification, Objective, Regression
 from metasched.learners.ridge import RidgeANIL
 
+#: The results version of this layer: bump it in the commit that changes adaptation, losses,
+#: scores, metrics and the pool statistics, i.e. any number a run records (tests/golden replays
+#: short runs and fails otherwise).
+RESULTS_VERSION = 1
+
 __all__ = [
     "ANIL",
     "MAML",
     "OBJECTIVES",
+    "RESULTS_VERSION",
     "Adaptation",
     "Classification",
     "MetaLearner",

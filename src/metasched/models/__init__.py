@@ -5,7 +5,13 @@ from metasched.models.grouped import shared_weights, task_linear
 from metasched.models.mlp import FingerprintBackbone, FingerprintMLP
 from metasched.models.norm import TaskBatchNorm, cancelled_parameters, task_batch_norm
 
+#: The results version of this layer: bump it in the commit that changes the networks'
+#: initialisation and forward computation, i.e. any number a run records (tests/golden replays
+#: short runs and fails otherwise).
+RESULTS_VERSION = 1
+
 __all__ = [
+    "RESULTS_VERSION",
     "Conv4",
     "Conv4Backbone",
     "FingerprintBackbone",

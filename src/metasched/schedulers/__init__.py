@@ -26,6 +26,11 @@ from metasched.schedulers.paml import PAMLOptions, PAMLScheduler
 from metasched.schedulers.spl import SPLOptions, SPLScheduler
 from metasched.schedulers.uniform import UniformScheduler
 
+#: The results version of what every scheduler shares (drawing, top-k, the pool's layout): bump
+#: it in the commit that changes a number a run records; each scheduler has its own
+#: ``results_version`` for its file (tests/golden replays short runs and fails otherwise).
+RESULTS_VERSION = 1
+
 #: Every scheduler by its config name (``scheduler.name``).
 SCHEDULERS: dict[str, type[TaskScheduler]] = {
     cls.name: cls
@@ -45,6 +50,7 @@ SCHEDULERS: dict[str, type[TaskScheduler]] = {
 }
 
 __all__ = [
+    "RESULTS_VERSION",
     "SCHEDULERS",
     "ATSNetwork",
     "ATSOptions",

@@ -173,6 +173,8 @@ class TaskScheduler(ABC):
     """
 
     name: ClassVar[str]
+    #: Bumped in the commit that changes a number this scheduler makes a run record.
+    results_version: ClassVar[int] = 1
     features: Feature = Feature.NONE
     Options: ClassVar[type] = NoOptions
     #: Draw candidates until the pool holds ``batch_size`` clean ones (the oracle).

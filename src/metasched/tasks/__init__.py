@@ -10,8 +10,14 @@ from metasched.tasks.noise import (
 )
 from metasched.tasks.sampler import FewShotSampler, budget_classes, split_reward_classes
 
+#: The results version of this layer: bump it in the commit that changes the episodes drawn from
+#: them (classes, supports, queries, noise), i.e. any number a run records (tests/golden replays
+#: short runs and fails otherwise).
+RESULTS_VERSION = 1
+
 __all__ = [
     "NOISE_MODES",
+    "RESULTS_VERSION",
     "Episode",
     "EpisodeBatch",
     "FewShotSampler",

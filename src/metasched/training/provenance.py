@@ -1,9 +1,23 @@
-"""What code produced a run: a version of the sources its results depend on."""
+"""What produced a run: the results version of every computational part it ran.
+
+A run's numbers come from the data, task, model and learner layers, the training loop, what
+every scheduler shares and its own scheduler. Each of these declares a results version, an
+integer bumped on purpose in the commit that changes a number a run records (a loss, a draw, a
+score): ``RESULTS_VERSION`` in the layer's ``__init__.py``, ``results_version`` on a scheduler
+class. A run stores the versions it ran with; two runs of one config and one results version
+record the same numbers on the same machine, so ``metasched compare`` reuses a finished run
+exactly when its versions are the current ones. ``tests/golden`` replays short runs of every
+scheduler in both domains and fails when a record changes while the versions stay; a change
+that moves no number (a refactor, a docstring) keeps every committed run reusable.
+
+Example:
+    >>> from metasched.config import load_config
+    >>> sorted(results_version(load_config("demo")))[:3]
+    ['data', 'learners', 'models']
+"""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -12,34 +26,35 @@ from typing import Any
 import torch
 
 import metasched
+from metasched import data, learners, models, schedulers, tasks, training
 from metasched.config import Config
 from metasched.files import atomic_write
 from metasched.schedulers import SCHEDULERS
 
-# The layers a training run executes; the CLI, reports and comparisons do not change results.
-RESULT_LAYERS = ("data", "tasks", "models", "learners", "training")
-RESULT_MODULES = ("config.py", "stats.py", "allocator.py", "errors.py", "schedulers/base.py")
-NOT_RESULTS = ("training/provenance.py",)  # this file only records, it changes nothing
 PROVENANCE = "provenance.json"
+LAYERS = {
+    "data": data,
+    "tasks": tasks,
+    "models": models,
+    "learners": learners,
+    "schedulers": schedulers,
+    "training": training,
+}
+
+Versions = dict[str, int]
 
 
-def code_version(config: Config) -> str:
-    """A short hash of the sources that can change this config's results: the training layers,
-    the config, and the one scheduler it runs (other schedulers' files do not count)."""
-    root = Path(metasched.__file__).parent
-    files = [p for layer in RESULT_LAYERS for p in (root / layer).rglob("*.py")]
-    files = [p for p in files if str(p.relative_to(root)) not in NOT_RESULTS]
-    files += [root / name for name in RESULT_MODULES]
-    files.append(Path(inspect.getfile(SCHEDULERS[config.scheduler.name])))
-    digest = hashlib.sha256()
-    for path in sorted(set(files)):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+def results_version(config: Config) -> Versions:
+    """The results version of each part a run of ``config`` executes: every layer, and its
+    own scheduler (``scheduler.<name>``); other schedulers' versions cannot change it."""
+    versions = {name: int(module.RESULTS_VERSION) for name, module in LAYERS.items()}
+    name = config.scheduler.name
+    versions[f"scheduler.{name}"] = int(SCHEDULERS[name].results_version)
+    return versions
 
 
 def record_start(run_dir: Path, config: Config) -> None:
-    """Appends this start (creation or resume) of a run and its code version."""
+    """Appends this start (creation or resume) of a run and the versions it runs."""
     path = run_dir / PROVENANCE
     history: dict[str, Any] = {"starts": []}
     if path.is_file():
@@ -49,7 +64,7 @@ def record_start(run_dir: Path, config: Config) -> None:
             history = {"starts": [], "note": "an unreadable earlier provenance file was replaced"}
     history["starts"].append(
         {
-            "code_version": code_version(config),
+            "results_version": results_version(config),
             "metasched": metasched.__version__,
             "torch": torch.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -58,10 +73,36 @@ def record_start(run_dir: Path, config: Config) -> None:
     atomic_write(path, json.dumps(history, indent=1))
 
 
-def code_versions(run_dir: Path) -> list[str]:
-    """The code versions every start of the run used (empty if unknown)."""
-    path = run_dir / PROVENANCE
+def recorded_versions(run_dir: Path) -> list[Versions | None]:
+    """The results versions of every start of the run. A start that recorded none (a run made
+    before versions existed) takes those a replay verified (``verified``, written by
+    ``experiments/replay_runs.py --verify``), or None. Empty if the file is missing or
+    unreadable."""
     try:
-        return [s["code_version"] for s in json.loads(path.read_text())["starts"]]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        history = json.loads((run_dir / PROVENANCE).read_text())
+        verified = (history.get("verified") or {}).get("results_version")
+        return [
+            (s.get("results_version") if isinstance(s, dict) else None) or verified
+            for s in history["starts"]
+        ]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return []
+
+
+def version_mismatch(run_dir: Path, config: Config) -> str:
+    """Why the run in ``run_dir`` does not carry the current results versions of ``config``
+    (empty when every start of it does)."""
+    current = results_version(config)
+    starts = recorded_versions(run_dir)
+    if not starts:
+        return "it records no results version"
+    for number, versions in enumerate(starts, start=1):
+        if versions is None:
+            return f"start {number} of it records no results version"
+        changed = sorted(
+            k for k in current.keys() | versions.keys() if versions.get(k) != current.get(k)
+        )
+        if changed:
+            parts = ", ".join(f"{k} {versions.get(k)} -> {current.get(k)}" for k in changed)
+            return f"it ran other results versions ({parts})"
+    return ""
