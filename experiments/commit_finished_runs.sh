@@ -1,17 +1,43 @@
 #!/usr/bin/env bash
-# Commits every finished run (a directory with summary.json) under experiments/runs, with the
-# comparison tables beside them; checkpoints stay out (experiments/runs/.gitignore). Used while
-# a long sweep runs, so that a session's end loses only unfinished runs.
+# Commits every finished run (a directory with summary.json) under experiments/runs, and the
+# checkpoints of unfinished ones when asked (--unfinished: last.pt, so that a study resumes on
+# another machine), with the comparison tables beside them. Records are committed compressed
+# (metrics.jsonl.gz; metasched reads either, and a resumed run restores metrics.jsonl from it);
+# best.pt and older checkpoints stay out. Used while a long study runs, so that a session's end
+# loses only the iterations since the last call. Holds .git/metasched-commit.lock while it
+# stages and commits, so that it never interleaves with another commit made under that lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+unfinished=false
+[ "${1:-}" = "--unfinished" ] && unfinished=true
+exec 9>.git/metasched-commit.lock
+flock 9
 added=()
-for summary in experiments/runs/*/*/summary.json; do
-  run=$(dirname "$summary")
-  case "$run" in */stale/*) continue;; esac
-  [ -n "$(git status --porcelain -- "$run")" ] || continue  # committed already
-  git add "$run" && added+=("$(basename "$(dirname "$run")")/$(basename "$run")")
+for run in experiments/runs/*/*/; do
+  run=${run%/}
+  case "$run" in */stale/*|*/stale) continue;; esac
+  [ -f "$run/config.yaml" ] || continue
+  finished=false
+  [ -f "$run/summary.json" ] && finished=true
+  $finished || $unfinished || continue
+  if [ -f "$run/metrics.jsonl" ]; then
+    gzip -cn "$run/metrics.jsonl" > "$run/.metrics.jsonl.gz.part" && \
+      mv "$run/.metrics.jsonl.gz.part" "$run/metrics.jsonl.gz"
+  fi
+  files=()
+  for f in config.yaml provenance.json summary.json test_tasks.csv metrics.jsonl.gz; do
+    [ -f "$run/$f" ] && files+=("$run/$f")
+  done
+  if ! $finished && [ -f "$run/last.pt" ]; then files+=("$run/last.pt"); fi
+  if $finished && git ls-files --error-unmatch "$run/last.pt" >/dev/null 2>&1; then
+    git rm -q --cached "$run/last.pt"  # committed while unfinished; a finished run needs none
+  fi
+  [ -n "$(git status --porcelain --ignored -- "${files[@]}")" ] || continue  # committed already
+  git add -f "${files[@]}"
+  added+=("$(basename "$(dirname "$run")")/$(basename "$run")$($finished || echo ' (unfinished)')")
 done
-for table in experiments/runs/*/results.{csv,md,png}; do
+for table in experiments/runs/*/results.{csv,md,png} experiments/runs/*/costs.json; do
   [ -e "$table" ] && git add "$table"
 done
-git diff --cached --quiet -- experiments/runs || git commit -qm "Finished runs: ${added[*]}" -- experiments/runs
+git diff --cached --quiet -- experiments/runs || \
+  git commit -qm "Runs: ${added[*]:-tables}" -- experiments/runs

@@ -172,6 +172,34 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume_and_in_reports(tmp_path, 
     assert _records(run) == _records(tmp_path / "full")
 
 
+def test_a_run_kept_with_compressed_records_resumes_and_reports(tmp_path, glyphs) -> None:
+    """A run committed mid-way as experiments/runs keeps it (last.pt and metrics.jsonl.gz
+    only) resumes to the records of an uninterrupted run; reports read compressed records."""
+    import gzip
+
+    config = _config(**{"train.iterations": 6, "train.checkpoint_every": 3})
+    Trainer.create(config, tmp_path / "full").fit(progress=False)
+    run = tmp_path / "run"
+    cut = Trainer.create(config, run)
+    step = cut.train_step
+
+    def stop():
+        if cut.state.iteration == 3:
+            raise RuntimeError("the machine went away")
+        return step()
+
+    cut.train_step = stop  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        cut.fit(progress=False)
+    live = run / "metrics.jsonl"
+    (run / "metrics.jsonl.gz").write_bytes(gzip.compress(live.read_bytes()))
+    live.unlink()
+    Trainer.resume(run).fit(progress=False)
+    assert _records(run) == _records(tmp_path / "full")
+    live.unlink()  # now a finished run with compressed records only
+    assert main(["report", str(run), "--out", str(tmp_path / "plots")]) == 0
+
+
 def test_a_new_meta_lr_on_resume_reaches_the_optimiser(tmp_path, glyphs) -> None:
     Trainer.create(_config(), tmp_path / "run").fit(progress=False)
     trainer = Trainer.resume(tmp_path / "run", ["train.meta_lr=0.5", "train.iterations=14"])

@@ -522,7 +522,7 @@ class Table:
 
 def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
     """Reads every finished run of the comparison."""
-    from metasched.training.metrics import read_metrics
+    from metasched.training.metrics import metrics_file, read_metrics
 
     rows = []
     names = {
@@ -543,12 +543,8 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             if not summary_path.is_file():
                 continue
             summary = json.loads(summary_path.read_text())
-            metrics = job.run_dir / "metrics.jsonl"  # a forest trains nothing: it has none
-            records = (
-                [r for r in read_metrics(metrics) if r["kind"] == "train"]
-                if metrics.is_file()
-                else []
-            )
+            metrics = metrics_file(job.run_dir)  # a forest trains nothing: it has none
+            records = [r for r in read_metrics(metrics) if r["kind"] == "train"] if metrics else []
             train = [r for r in records if r.get("phase") == "train"]
             values["seeds"].append(job.seed)
             values["best"].append(scale * summary["best"]["score"])

@@ -15,7 +15,7 @@ from metasched.errors import MetaschedError
 from metasched.files import save_figure
 from metasched.learners.objectives import OBJECTIVES, score_label
 from metasched.training.evaluation import format_score
-from metasched.training.metrics import read_metrics
+from metasched.training.metrics import metrics_file, read_metrics
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class RunRecords:
 
 def load_run(run_dir: Path) -> RunRecords:
     """Reads a run directory written by the trainer."""
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
+    metrics = metrics_file(run_dir)
+    if metrics is None:
         raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
     records = read_metrics(metrics)
     summary_path = run_dir / "summary.json"

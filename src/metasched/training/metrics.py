@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 from pathlib import Path
@@ -10,12 +11,26 @@ from typing import Any
 from metasched.errors import MetaschedError
 from metasched.files import atomic_write, dumps, os_error
 
+METRICS = "metrics.jsonl"
+#: A finished run's records may be kept compressed beside (or instead of) ``metrics.jsonl``,
+#: as committed runs are (``experiments/runs``); readers take either.
+COMPRESSED = METRICS + ".gz"
+
+
+def metrics_file(run_dir: Path) -> Path | None:
+    """The run's records: ``metrics.jsonl``, else ``metrics.jsonl.gz``, else None."""
+    for name in (METRICS, COMPRESSED):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
+
 
 class MetricsLog:
     """Appends records to ``metrics.jsonl``; every record carries ``kind`` and ``iteration``.
 
     A record is one ``write`` of one line, so a kill can tear at most the last line; readers
-    drop a torn last line, and :meth:`truncate_after` rewrites the file atomically.
+    drop a torn last line, and :meth:`truncate_after` rewrites the file atomically (from the
+    compressed copy when only that is left, as in a committed unfinished run).
     """
 
     def __init__(self, path: Path) -> None:
@@ -32,21 +47,31 @@ class MetricsLog:
     def truncate_after(self, iteration: int) -> None:
         """Drops records written after ``iteration`` (by a run that crashed past a checkpoint)
         and the test records, replacing the file in one rename."""
-        if not self.path.exists():
+        source = metrics_file(self.path.parent)
+        if source is None:
             return
         kept = [
             r
-            for r in read_metrics(self.path, quiet=True)
+            for r in read_metrics(source, quiet=True)
             if r["iteration"] <= iteration and r["kind"] != "test"
         ]
         atomic_write(self.path, "".join(dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: Path, quiet: bool = False) -> list[dict[str, Any]]:
-    """All records of a metrics file. A torn last line (a write cut by a kill) is dropped,
-    with a warning unless ``quiet``; a damaged line elsewhere is an error naming it."""
+    """All records of a metrics file (gzip-compressed if its name ends in ``.gz``). A torn
+    last line (a write cut by a kill) is dropped, with a warning unless ``quiet``; a damaged
+    line elsewhere is an error naming it."""
     try:
-        lines = path.read_text().split("\n")
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt") as handle:
+                lines = handle.read().split("\n")
+        else:
+            lines = path.read_text().split("\n")
+    except (EOFError, gzip.BadGzipFile) as error:
+        raise MetaschedError(
+            f"{str(path)!r} is a damaged gzip file; restore or remove it"
+        ) from error
     except OSError as error:
         raise os_error(error, path) from error
     except UnicodeDecodeError as error:
