@@ -35,7 +35,7 @@ from metasched.training.metrics import read_metrics
 from metasched.training.provenance import PROVENANCE, results_version
 from metasched.training.trainer import Trainer
 
-WALL_CLOCK = ("seconds", "train_seconds", "test_seconds", "run_dir")
+WALL_CLOCK = ("seconds", "wall_seconds", "train_seconds", "test_seconds", "run_dir")
 
 
 class Enough(Exception):

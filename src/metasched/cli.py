@@ -26,8 +26,8 @@ def _run_dir(preset: str, given: str | None) -> Path:
 
 
 def _print_summary(summary: dict) -> None:
+    from metasched.intervals import format_score
     from metasched.learners.objectives import score_label
-    from metasched.training.evaluation import format_score
 
     name, percent = summary.get("score_name", "accuracy"), summary.get("score_percent", True)
     for checkpoint in ("best", "final"):
@@ -171,10 +171,11 @@ def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from metasched.intervals import format_score
     from metasched.learners.objectives import score_label
     from metasched.training.checkpoint import load_model_weights
     from metasched.training.components import STREAMS, build_components
-    from metasched.training.evaluation import evaluate, format_score
+    from metasched.training.evaluation import evaluate
 
     if args.tasks is not None and args.tasks < 1:
         raise MetaschedError(f"--tasks {args.tasks}: give at least 1 (default: train.test_tasks)")
@@ -241,6 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     from metasched.compare import run_comparison
+    from metasched.compare.budgets import parse_budgets
 
     methods = [m.strip() for m in args.schedulers.split(",") if m.strip()]
     if args.seeds < 1 or args.workers < 1 or args.threads < 1:
@@ -254,6 +256,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         args.pretrain,
         args.workers,
         args.threads,
+        budgets=parse_budgets(args.budget) if args.budget else None,
     )
     print()
     print(table)
@@ -416,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         " results.csv and results.png to --out. Methods: scheduler names, or the variants"
         " listed in metasched/compare.py (ats-loss, ats-gradients, ats-noprogress,"
         " ats-faithful, ats-lite, ats-bf16, bass-centred, bass-val, uniform-reward,"
-        " uniform-x<k>).",
+        " uniform-x<k>), each optionally with a decayed learning rate (uniform+cosine).",
     )
     compare.add_argument("--config", required=True, help="preset name or YAML file")
     compare.add_argument(
@@ -429,6 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run"
+    )
+    compare.add_argument(
+        "--budget",
+        metavar="KX,...",
+        help="equal compute: stop every method at these multiples of the uniform run's cost,"
+        " e.g. 1x,3x,10x (costs measured against uniform sampling in one process, kept in"
+        " OUT/costs.json)",
     )
     compare.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     compare.add_argument("--threads", type=int, default=1, help="torch threads per run")

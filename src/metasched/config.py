@@ -22,6 +22,7 @@ from metasched.tasks.assay_sampler import MIN_SCALE
 from metasched.tasks.noise import NOISE_MODES
 
 REWARD_SPLITS = ("val-reward", "val", "train-16")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,11 @@ class TrainConfig:
     ...); resuming takes the newest intact one. ``on_nonfinite`` says what a NaN or infinite
     loss or gradient does: ``stop`` the run naming the cause, or ``skip`` the tasks that gave it
     (the run still stops when every task of 20 iterations in a row was skipped).
+    ``lr_schedule``: ``constant`` keeps ``meta_lr``; ``cosine`` and ``linear`` decay it to zero
+    over the ``iterations`` meta-updates (a baseline tuned as a careful user would: a decayed
+    rate is what a fixed compute budget calls for). ``test_at``: meta-update counts at which the
+    current and the best-so-far meta-models are also tested (on the final test's tasks): the
+    value of one run at several budgets.
     """
 
     iterations: int = 1000
@@ -186,6 +192,8 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     keep_checkpoints: int = 2
     on_nonfinite: str = "stop"
+    lr_schedule: str = "constant"
+    test_at: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -288,6 +296,15 @@ def check_config(config: Config) -> None:
     _require(
         train.on_nonfinite in ("stop", "skip"),
         f"train.on_nonfinite={train.on_nonfinite!r}; use stop or skip",
+    )
+    _require(
+        train.lr_schedule in LR_SCHEDULES,
+        f"train.lr_schedule={train.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}",
+    )
+    _require(
+        all(1 <= u <= train.iterations for u in train.test_at),
+        f"train.test_at={train.test_at} must list meta-update counts from 1 to train.iterations"
+        f"={train.iterations}",
     )
     _require(train.reward_tasks_per_update >= 0, "train.reward_tasks_per_update must be >= 0")
     _require(

@@ -13,8 +13,8 @@ import yaml
 from metasched.data.registry import ASSAYS, DATASETS
 from metasched.errors import MetaschedError
 from metasched.files import save_figure
+from metasched.intervals import format_score
 from metasched.learners.objectives import OBJECTIVES, score_label
-from metasched.training.evaluation import format_score
 from metasched.training.metrics import metrics_file, read_metrics
 
 

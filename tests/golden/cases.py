@@ -82,6 +82,10 @@ def _cases() -> dict[str, Case]:
         "glyphs-5w1s",
         {**IMAGE_SETTINGS, "scheduler.name": "ats", "train.on_nonfinite": "skip"},
     )
+    cases["images-cosine-test-at"] = Case(
+        "glyphs-5w1s",
+        {**IMAGE_SETTINGS, "train.lr_schedule": "cosine", "train.test_at": "[1]"},
+    )
     cases["assays-ridge"] = Case("drug-demo", {**ASSAY_SETTINGS, "learner.algorithm": "ridge"})
     cases["assays-maml"] = Case("drug-demo", {**ASSAY_SETTINGS, "learner.algorithm": "maml"})
     cases["images-ats-2ranks"] = Case(

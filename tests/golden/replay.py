@@ -73,17 +73,19 @@ def stored_platform() -> str | None:
     return json.loads(PLATFORM.read_text())["probe"] if PLATFORM.is_file() else None
 
 
-def first_difference(old: Any, new: Any, where: str = "") -> str:
-    """Where two outcomes first differ (empty when equal)."""
+def first_difference(old: Any, new: Any, where: str = "", added: bool = True) -> str:
+    """Where two outcomes first differ (empty when equal); with ``added=False``, keys that only
+    ``new`` has are not a difference (a record that gained a field keeps its numbers)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(old.keys() | new.keys(), key=str):
-            found = first_difference(old.get(key), new.get(key), f"{where}.{key}")
+        keys = old.keys() | new.keys() if added else old.keys()
+        for key in sorted(keys, key=str):
+            found = first_difference(old.get(key), new.get(key), f"{where}.{key}", added)
             if found:
                 return found
         return ""
     if isinstance(old, list) and isinstance(new, list):
         for index, (a, b) in enumerate(zip(old, new)):
-            found = first_difference(a, b, f"{where}[{index}]")
+            found = first_difference(a, b, f"{where}[{index}]", added)
             if found:
                 return found
         if len(old) != len(new):
@@ -94,22 +96,26 @@ def first_difference(old: Any, new: Any, where: str = "") -> str:
 
 def verdict(name: str, fresh: dict[str, Any]) -> tuple[str, bool]:
     """(what is wrong with case ``name``'s replay, whether ``--update`` may record it);
-    empty when it matches its golden."""
+    empty when it matches its golden. Records that gained fields but kept every number may be
+    recorded without a bump: runs made before still hold what the code gives."""
     golden = stored(name)
     if golden is None:
         return f"{name}: no golden recorded yet", True
     if golden["versions"] != fresh["versions"]:
         changed = first_difference(golden["versions"], fresh["versions"])
         return f"{name}: the results versions changed ({changed}); record the new golden", True
-    found = first_difference(golden["outcome"], fresh["outcome"])
-    if found:
+    changed = first_difference(golden["outcome"], fresh["outcome"], added=False)
+    if changed:
         return (
             f"{name}: its outcome changed while the results versions stayed the same"
-            f" ({found}): bump the results version of the part you changed (RESULTS_VERSION"
+            f" ({changed}): bump the results version of the part you changed (RESULTS_VERSION"
             " of its layer, or the scheduler's results_version), then record it with"
             " python -m tests.golden.replay --update",
             False,
         )
+    gained = first_difference(golden["outcome"], fresh["outcome"])
+    if gained:
+        return f"{name}: its records gained fields ({gained}); record them", True
     return "", False
 
 

@@ -27,7 +27,7 @@ from metasched.training.provenance import results_version
 from metasched.training.trainer import Trainer
 from tests.golden.cases import CASES, Case
 
-WALL_CLOCK = ("seconds", "train_seconds", "test_seconds", "run_dir")
+WALL_CLOCK = ("seconds", "wall_seconds", "train_seconds", "test_seconds", "run_dir")
 
 
 def portable_arithmetic() -> None:

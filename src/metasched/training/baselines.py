@@ -52,3 +52,7 @@ def run_forest(
     }
     results = {"final": (0, result), "best": (0, result)}
     return write_test_results(run_dir, results, domain.objective, extra)
+
+
+#: Baselines that train nothing, by the method name ``metasched compare`` knows them by.
+BASELINES = {"forest": run_forest}

@@ -4,7 +4,6 @@ objective's named metrics per task."""
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from metasched.files import atomic_open, atomic_write, dumps
+from metasched.intervals import format_score, normal_interval
 from metasched.learners.base import Params, TaskResults
 from metasched.learners.objectives import Objective
 from metasched.tasks.episode import Episode, TaskSource
@@ -22,25 +22,10 @@ from metasched.training.ranks import OneProcess, Ranks
 R2_SUCCESS = 0.3  # pQSAR's threshold for a useful assay model (squared Pearson correlation)
 
 
-def ci95(values: np.ndarray) -> float:
-    """Half-width of the normal 95% interval of the mean: 1.96 s / sqrt(n) (NaNs left out)."""
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return float("nan")
-    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
-
-
 class TaskEvaluator(Protocol):
     """A meta-learner, or a per-task baseline with the same evaluation call."""
 
     def evaluate(self, params: Params, episodes: list[Episode]) -> TaskResults: ...
-
-
-def format_score(value: float, interval: float, percent: bool) -> str:
-    """``"95.12 ± 0.41%"`` for a percentage score, ``"0.312 ± 0.041"`` for a plain one."""
-    if percent:
-        return f"{100 * value:.2f} ± {100 * interval:.2f}%"
-    return f"{value:.3f} ± {interval:.3f}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +46,7 @@ class EvalResult:
 
     @property
     def ci95(self) -> float:
-        return ci95(self.scores)
+        return normal_interval(self.scores)
 
     @property
     def loss(self) -> float:
@@ -81,7 +66,7 @@ class EvalResult:
             summary[name] = {
                 "mean": float(finite.mean()) if len(finite) else None,
                 "median": float(np.median(finite)) if len(finite) else None,
-                "ci95": ci95(values) if len(finite) > 1 else None,
+                "ci95": normal_interval(values) if len(finite) > 1 else None,
                 "undefined": int(len(values) - len(finite)),
             }
         if "pearson_r2" in self.metrics:

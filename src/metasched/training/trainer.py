@@ -474,8 +474,20 @@ class Trainer:
             save_checkpoint(self.run_dir / LAST, payload, self.config.train.keep_checkpoints)
         self.saved_iteration = self.state.iteration
 
+    def learning_rate(self) -> float:
+        """The meta-learning rate of the next meta-update (``train.lr_schedule``)."""
+        train = self.config.train
+        done = self.state.updates / train.iterations
+        if train.lr_schedule == "cosine":
+            return train.meta_lr * 0.5 * (1 + math.cos(math.pi * done))
+        if train.lr_schedule == "linear":
+            return train.meta_lr * (1 - done)
+        return train.meta_lr
+
     def _adam_step(self, params: Params, gradient: Gradient) -> None:
         """One Adam step on θ0 along ``gradient`` (parameters without one are left alone)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(params.values(), clipped(gradient, self.config.train.clip_grad_norm)):
             p.grad = g
@@ -548,8 +560,11 @@ class Trainer:
                     recent.append((record["loss"], record["score"]))
                 updates = self.state.updates
                 done = updates == train.iterations
-                if updates > before and (updates % train.val_every == 0 or done):
+                milestone = updates > before and updates in train.test_at and not done
+                if updates > before and (updates % train.val_every == 0 or done or milestone):
                     self._validate()
+                if milestone:
+                    self._test_milestone()
                 if it % train.checkpoint_every == 0 or done:
                     self._save_last()
                 bar.update(1)
@@ -581,11 +596,40 @@ class Trainer:
                 "the validation loss is not finite", self.parts.learner.parameters()
             )
         if self.ranks.is_main:
-            self.metrics.append("val", it, score=result.mean, ci95=result.ci95, loss=result.loss)
+            self.metrics.append(
+                "val",
+                it,
+                score=result.mean,
+                ci95=result.ci95,
+                loss=result.loss,
+                updates=self.state.updates,
+                wall_seconds=self.state.seconds + time.perf_counter() - self._clock,
+            )
         if result.mean > self.state.best_score:
             self.state.best_score, self.state.best_iteration = result.mean, it
             if self.ranks.is_main:
                 save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())  # one, not rotated
+
+    def _test_milestone(self) -> None:
+        """Tests the current and the best-so-far meta-models at a ``train.test_at`` count."""
+        num_tasks = self.config.train.test_tasks
+        current = self.evaluate_split("test", num_tasks)
+        best = current
+        if self.state.best_iteration not in (0, self.state.iteration):
+            weights = {k: v.clone() for k, v in self.parts.model.state_dict().items()}
+            self.ranks.barrier()  # rank 0 wrote best.pt
+            self.parts.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+            best = self.evaluate_split("test", num_tasks)
+            self.parts.model.load_state_dict(weights)
+        if self.ranks.is_main:
+            self.metrics.append(
+                "milestone",
+                self.state.iteration,
+                updates=self.state.updates,
+                best_iteration=self.state.best_iteration or self.state.iteration,
+                **{f"{k}_final": v for k, v in _scored(current).items()},
+                **{f"{k}_best": v for k, v in _scored(best).items()},
+            )
 
     # ------------------------------------------------------------------------------------------
     # The final test.
@@ -625,6 +669,10 @@ class Trainer:
                 **{k: summary[name][k] for k in ("score", "ci95", "loss")},
             )
         return summary
+
+
+def _scored(result: EvalResult) -> dict[str, float]:
+    return {"score": result.mean, "ci95": result.ci95, "loss": result.loss}
 
 
 def _finite(outcome: ChosenOutcome) -> bool:

@@ -1,0 +1,165 @@
+"""``metasched compare``: several schedulers, several seeds, one table.
+
+Every method starts from the same warm start (``--pretrain``: one clean run, trained first),
+sees the same data and takes the same number of meta-updates (``train.iterations``). Runs go
+to ``OUT/<method>-seed<s>``; a finished run is reused only when its stored config and results
+versions match the current ones (:mod:`metasched.training.provenance`), an unfinished one
+with matching config and versions is resumed, and anything else is moved to ``OUT/stale/``
+(never deleted) and run again. The table (Markdown and CSV) and a plot go to
+``OUT/results.{md,csv,png}``.
+
+Methods are scheduler names (``metasched data``-style list: :data:`SCHEDULERS`) or variants:
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from metasched.compare.budgets import (
+    BudgetJob,
+    budget_jobs,
+    method_costs,
+    reference_method,
+    write_budget_outputs,
+)
+from metasched.compare.methods import (
+    PATTERNS,
+    VARIANTS,
+    Job,
+    build_jobs,
+    method_overrides,
+    pretrain_config,
+    reward_task_rate,
+)
+from metasched.compare.reuse import prepare, stored_state
+from metasched.compare.tables import render_markdown, summarise, write_outputs
+from metasched.compare.workers import exit_on_sigterm, run_in_processes, run_job
+from metasched.config import Config, load_config
+from metasched.errors import (
+    ComparisonInterrupted,
+    TrainingAborted,
+    TrainingInterrupted,
+)
+from metasched.schedulers import SCHEDULERS
+from metasched.training.domains import domain_of
+
+__doc__ = (__doc__ or "") + "\n".join(
+    [f"``{name}``: {text}." for name, (_, _, text) in VARIANTS.items()]
+    + [f"``{p.split(':')[0]}``:{p.split(':', 1)[1]}." for p in PATTERNS]
+)
+
+
+def run_comparison(
+    preset: str,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    overrides: list[str] | None = None,
+    pretrain: str | None = None,
+    workers: int = 1,
+    threads: int = 1,
+    say: Callable[[str], None] = print,
+    budgets: list[float] | None = None,
+) -> tuple[str, list[Path]]:
+    """Runs (or reuses) every method for every seed and writes the table; returns the
+    Markdown table and the written files. With ``budgets`` (multiples of the uniform run's
+    cost) every method stops at each budget's compute (:mod:`metasched.compare.budgets`)."""
+    overrides = list(overrides or [])
+    command = command_line(preset, methods, seeds, out, overrides, pretrain, budgets)
+    out.mkdir(parents=True, exist_ok=True)
+    if pretrain:
+        main = load_config(preset, overrides)
+        warm = Job("pretrain", main.seed, pretrain_config(pretrain, main), out / "pretrain")
+        for job in prepare([warm], out, say):
+            run_job(job.payload(max(threads, workers)))
+        overrides.append(f"train.init_from={out / 'pretrain' / 'best.pt'}")
+    jobs = build_jobs(preset, methods, seeds, out, overrides)
+    planned: list[BudgetJob] = []
+    if budgets:
+        first = {j.method: j.config for j in jobs if not j.baseline and j.seed == seeds[0]}
+        uniform = uniform_reference(preset, overrides, seeds[0])
+        costs = method_costs(first, uniform, out, say)
+        planned = budget_jobs(jobs, budgets, load_config(preset, overrides).train.iterations, costs)
+        jobs = [p.job for p in planned]
+    todo = prepare(jobs, out, say)
+    todo.sort(key=lambda j: -_expected_cost(j.config))  # long runs first: better packing
+    payload = [j.payload(threads) for j in todo]
+    try:
+        if workers > 1 and len(payload) > 1:
+            run_in_processes(payload, workers)
+        else:
+            with exit_on_sigterm():
+                for item in payload:
+                    run_job(item)
+    except (TrainingInterrupted, TrainingAborted, KeyboardInterrupt, SystemExit) as stopped:
+        # A run's own message names one run; the user reruns the whole comparison.
+        raise ComparisonInterrupted(out) from stopped
+    if budgets:
+        percent = domain_of(jobs[0].config).objective.percent
+        files = write_budget_outputs(
+            planned, costs, budgets, out, percent, reference_method(methods), command
+        )
+        return files[0].read_text(), files
+    table = summarise(jobs, out / "pretrain" if pretrain else None)
+    return render_markdown(table), write_outputs(table, out, command)
+
+
+def uniform_reference(preset: str, overrides: list[str], seed: int) -> Config:
+    """Plain uniform sampling (pool = meta-batch) on the comparison's data, model and warm
+    start: the unit of cost."""
+    base = load_config(preset, overrides)
+    return load_config(
+        preset,
+        [
+            *overrides,
+            "scheduler.name=uniform",
+            f"scheduler.pool_size={base.train.meta_batch_size}",
+            "train.lr_schedule=constant",
+            f"seed={seed}",
+        ],
+    )
+
+
+def command_line(
+    preset: str,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    overrides: list[str],
+    pretrain: str | None,
+    budgets: list[float] | None,
+) -> str:
+    """The ``metasched compare`` command that makes this comparison."""
+    return (
+        f"metasched compare --config {preset} --schedulers {','.join(methods)}"
+        f" --seeds {len(seeds)} --out {out}"
+        + (f" --pretrain {pretrain}" if pretrain else "")
+        + (f" --budget {','.join(f'{b:g}x' for b in budgets)}" if budgets else "")
+        + "".join(f" --set {o}" for o in overrides)
+    )
+
+
+def _expected_cost(config: Config) -> float:
+    """A rough cost in uniform iterations, to start long runs first (only the order)."""
+    from metasched.schedulers import Feature
+
+    scheduler = SCHEDULERS[config.scheduler.name](config.scheduler.settings)
+    features = scheduler.features
+    per_step = 1.0
+    if features & (Feature.LOSSES | Feature.EMBEDDINGS):
+        per_step = 3.0
+    if features & (Feature.GRADIENTS | Feature.CONTEXTS):
+        per_step = 7.0
+    return per_step * (config.train.iterations + scheduler.warmup_iterations)
+
+
+__all__ = [
+    "VARIANTS",
+    "Job",
+    "build_jobs",
+    "method_overrides",
+    "reward_task_rate",
+    "run_comparison",
+    "stored_state",
+]

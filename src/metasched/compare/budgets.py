@@ -1,0 +1,358 @@
+"""Comparisons at equal compute: every method stops at the same cost.
+
+``metasched compare --budget 1x,3x,10x``: budget ``k``x is ``k`` times the cost of the preset's
+uniform run (``train.iterations`` uniform iterations). Each method's cost per iteration is
+measured against uniform sampling in one process (:mod:`metasched.training.cost`) and kept in
+``OUT/costs.json``, so that a resumed or repeated comparison plans the same runs (delete the
+file to measure again). A method with a constant learning rate runs once, to the largest
+budget, and is tested at each smaller one (``train.test_at``: its best checkpoint so far); a
+method whose learning rate decays (``<method>+cosine``) runs once per budget, decayed to it,
+as a careful user with that budget would run it. Every method validates at the same cost
+intervals (the preset's ``val_every`` uniform iterations).
+
+Outputs: ``OUT/budgets.md`` and ``budgets.csv`` (each method's test score at each budget, mean
+and 95% interval over seeds, and paired with the reference method seed by seed) and
+``OUT/cost.png`` (validation score against cost).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from metasched.compare.methods import Job
+from metasched.config import Config, config_from_dict
+from metasched.cpu import cpu_name
+from metasched.errors import MetaschedError
+from metasched.files import atomic_open, atomic_write, save_figure
+from metasched.intervals import format_score, t_interval
+from metasched.training.cost import IterationCost, calibrate, run_cost
+from metasched.training.metrics import metrics_file, read_metrics
+
+COSTS = "costs.json"
+
+
+def parse_budgets(text: str) -> list[float]:
+    """``"1x,3x,10x"`` to [1.0, 3.0, 10.0] (sorted; the ``x`` is optional)."""
+    budgets = []
+    for part in text.split(","):
+        value = part.strip().removesuffix("x")
+        try:
+            budgets.append(float(value))
+        except ValueError:
+            raise MetaschedError(
+                f"--budget {text!r}: {part.strip()!r} is not a multiple of the uniform run's"
+                " cost; write e.g. --budget 1x,3x,10x"
+            ) from None
+    if not budgets or min(budgets) <= 0:
+        raise MetaschedError(f"--budget {text!r}: give positive multiples, e.g. 1x,3x,10x")
+    return sorted(set(budgets))
+
+
+@dataclass(frozen=True)
+class BudgetJob:
+    """A run of an equal-compute comparison and the budgets it answers for: the meta-update
+    count at which it reaches each (its last one is its own end)."""
+
+    job: Job
+    steps: dict[float, int]
+
+
+def load_costs(out: Path) -> dict[str, IterationCost]:
+    path = out / COSTS
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())["methods"]
+        return {name: IterationCost(**v) for name, v in values.items()}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise MetaschedError(
+            f"{str(path)!r} is damaged ({type(error).__name__}); delete it to measure the costs"
+            " again"
+        ) from error
+
+
+def method_costs(
+    configs: dict[str, Config], uniform: Config, out: Path, say: Callable[[str], None]
+) -> dict[str, IterationCost]:
+    """Each method's cost per iteration: from ``OUT/costs.json``, measuring (and adding) the
+    methods it lacks."""
+    costs = load_costs(out)
+    missing = {name: c for name, c in configs.items() if name not in costs}
+    if missing:
+        say(f"measuring the cost of {', '.join(missing)} against uniform sampling")
+        costs.update(calibrate(missing, uniform, say=say))
+        atomic_write(
+            out / COSTS,
+            json.dumps(
+                {
+                    "reference": "uniform sampling, measured in the same process",
+                    "cpu": cpu_name(),
+                    "methods": {name: cost.to_dict() for name, cost in sorted(costs.items())},
+                },
+                indent=1,
+            ),
+        )
+    return costs
+
+
+def budget_jobs(
+    jobs: list[Job], budgets: list[float], units: int, costs: dict[str, IterationCost]
+) -> list[BudgetJob]:
+    """Turns each method's jobs (one per seed) into runs that stop at the budgets.
+
+    Args:
+        jobs: the comparison's jobs, as planned without budgets.
+        budgets: multiples of ``units``.
+        units: the cost of the preset's uniform run (its ``train.iterations``).
+        costs: each method's :class:`IterationCost`.
+    """
+    planned = []
+    for job in jobs:
+        if job.baseline:  # trains nothing: one run answers every budget
+            planned.append(BudgetJob(job, {b: 0 for b in budgets}))
+            continue
+        cost = costs[job.method]
+        steps = {b: cost.steps_within(b * units) for b in budgets}
+        short = [b for b, s in steps.items() if s < 1]
+        if short:
+            raise MetaschedError(
+                f"{job.method}: a budget of {short[0]:g}x ({short[0] * units:g} uniform"
+                f" iterations) does not cover its warm-up of {cost.warmup_iterations} iterations"
+                f" ({cost.warmup:.2f} each); give larger budgets"
+            )
+        train = job.config.train
+        every = max(1, round(train.val_every / cost.step))
+        common = [
+            f"train.val_every={every}",
+            f"train.checkpoint_every={max(1, round(train.checkpoint_every / cost.step))}",
+        ]
+        if train.lr_schedule == "constant":
+            largest = steps[budgets[-1]]
+            test_at = sorted({s for s in steps.values() if s < largest})
+            config = config_from_dict(
+                job.config.to_dict(),
+                [*common, f"train.iterations={largest}", f"train.test_at={test_at}"],
+            )
+            planned.append(BudgetJob(replace(job, config=config), steps))
+            continue
+        for budget in budgets:
+            config = config_from_dict(
+                job.config.to_dict(), [*common, f"train.iterations={steps[budget]}"]
+            )
+            run_dir = job.run_dir.with_name(f"{job.method}-{budget:g}x-seed{job.seed}")
+            planned.append(
+                BudgetJob(replace(job, config=config, run_dir=run_dir), {budget: steps[budget]})
+            )
+    return planned
+
+
+# ----------------------------------------------------------------------------------------------
+# The budget table.
+
+
+@dataclass(frozen=True)
+class BudgetValue:
+    """One run's test score (of its best-on-validation checkpoint so far) at one budget."""
+
+    method: str
+    seed: int
+    budget: float
+    score: float
+    steps: int
+    cost: float
+    minutes: float
+
+
+def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> list[BudgetValue]:
+    """Every finished run's value at each budget it answers for."""
+    values = []
+    for item in planned:
+        job = item.job
+        summary_path = job.run_dir / "summary.json"
+        if not summary_path.is_file():
+            continue
+        summary = json.loads(summary_path.read_text())
+        metrics = metrics_file(job.run_dir)
+        records = read_metrics(metrics) if metrics else []
+        train = [r for r in records if r["kind"] == "train"]
+        cumulative = run_cost(train, costs[job.method]) if train else np.zeros(0)
+        milestones = {r["updates"]: r for r in records if r["kind"] == "milestone"}
+        walls = {r["iteration"]: r.get("wall_seconds") for r in records if r["kind"] == "val"}
+        end = max(item.steps.values())
+        for budget, steps in item.steps.items():
+            if job.baseline or steps == end:
+                score = summary["best"]["score"]
+                iteration = len(train)
+                seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
+            elif steps in milestones:
+                score = milestones[steps]["score_best"]
+                iteration = milestones[steps]["iteration"]
+                seconds = walls.get(iteration) or math.nan
+            else:
+                continue
+            cost = float(cumulative[iteration - 1]) if iteration else 0.0
+            values.append(
+                BudgetValue(job.method, job.seed, budget, score, steps, cost, seconds / 60)
+            )
+    return values
+
+
+def budget_table(
+    values: list[BudgetValue], budgets: list[float], percent: bool, reference: str | None
+) -> str:
+    """Markdown: each method's mean ± 95% interval over seeds at each budget (the best per
+    budget in bold), then each method minus ``reference`` paired by seed."""
+    methods = list(dict.fromkeys(v.method for v in values))
+    cell: dict[tuple[str, float], list[BudgetValue]] = {}
+    for v in values:
+        cell.setdefault((v.method, v.budget), []).append(v)
+    means = {key: float(np.mean([v.score for v in vs])) for key, vs in cell.items()}
+    lines = [
+        "| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for method in methods:
+        cells = []
+        for budget in budgets:
+            runs = cell.get((method, budget), [])
+            if not runs:
+                cells.append("")
+                continue
+            scores = [v.score for v in runs]
+            text = format_score(float(np.mean(scores)), t_interval(scores), percent)
+            best = max(m for (name, b), m in means.items() if b == budget)
+            cells.append(f"**{text}**" if means[(method, budget)] == best else text)
+            cells[-1] += f" ({len(runs)})"
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if reference and reference in methods:
+        lines += [
+            "",
+            f"Paired by seed, minus {reference} (mean ± 95% t interval; seeds ahead):",
+            "",
+        ]
+        lines += ["| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |"]
+        lines += ["|---|" + "---|" * len(budgets)]
+        scale = 100.0 if percent else 1.0
+        for method in methods:
+            if method == reference:
+                continue
+            cells = []
+            for budget in budgets:
+                mine = {v.seed: v.score for v in cell.get((method, budget), [])}
+                base = {v.seed: v.score for v in cell.get((reference, budget), [])}
+                seeds = sorted(mine.keys() & base.keys())
+                if not seeds:
+                    cells.append("")
+                    continue
+                diff = np.array([mine[s] - base[s] for s in seeds]) * scale
+                half = t_interval(diff)
+                width = f" ± {half:.2f}" if math.isfinite(half) else ""
+                cells.append(f"{diff.mean():+.2f}{width} ({int((diff > 0).sum())}/{len(seeds)})")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_budget_outputs(
+    planned: list[BudgetJob],
+    costs: dict[str, IterationCost],
+    budgets: list[float],
+    out: Path,
+    percent: bool,
+    reference: str | None,
+    command: str,
+) -> list[Path]:
+    """``budgets.md`` (with the command), ``budgets.csv`` (one line per run and budget) and
+    ``cost.png``; returns their paths."""
+    values = budget_values(planned, costs)
+    table = budget_table(values, budgets, percent, reference)
+    cost_lines = [
+        f"- {name}: {c.step:.2f} per meta-update"
+        + (
+            f", {c.warmup:.2f} per warm-up iteration ({c.warmup_iterations})"
+            if c.warmup_iterations
+            else ""
+        )
+        for name, c in sorted(costs.items())
+        if name in {item.job.method for item in planned}
+    ]
+    markdown = out / "budgets.md"
+    atomic_write(
+        markdown,
+        f"```bash\n{command}\n```\n\nTest score at each budget (multiples of the uniform run's"
+        " cost; best-on-validation checkpoint within the budget; mean ± 95% interval over seeds,"
+        f" seeds in brackets):\n\n{table}\n\nCost per iteration in uniform iterations"
+        f" ({COSTS}):\n\n" + "\n".join(cost_lines) + "\n",
+    )
+    path = out / "budgets.csv"
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "seed", "budget", "score", "meta_updates", "cost", "minutes"])
+        for v in values:
+            writer.writerow(
+                [v.method, v.seed, f"{v.budget:g}", f"{v.score:.4f}", v.steps, f"{v.cost:.1f}",
+                 f"{v.minutes:.2f}"]
+            )  # fmt: skip
+    return [markdown, path, plot_cost(planned, costs, out / "cost.png", percent)]
+
+
+def plot_cost(
+    planned: list[BudgetJob], costs: dict[str, IterationCost], path: Path, percent: bool
+) -> Path:
+    """Validation score against cost (uniform iterations), mean over seeds per method; a
+    method run once per budget shows its largest budget's run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    largest: dict[str, float] = {}  # each method's largest budget
+    for item in planned:
+        if not item.job.baseline:
+            method = item.job.method
+            largest[method] = max(largest.get(method, 0.0), max(item.steps))
+    for item in planned:
+        job = item.job
+        metrics = metrics_file(job.run_dir)
+        if job.baseline or metrics is None or max(item.steps) != largest[job.method]:
+            continue
+        records = read_metrics(metrics, quiet=True)
+        train = [r for r in records if r["kind"] == "train"]
+        cumulative = run_cost(train, costs[job.method])
+        val = [r for r in records if r["kind"] == "val" and r["iteration"] <= len(train)]
+        if not val:
+            continue
+        x = np.array([cumulative[r["iteration"] - 1] for r in val])
+        y = np.array([r["score"] for r in val]) * (100 if percent else 1)
+        curves.setdefault(job.method, []).append((x, y))
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for method, runs in curves.items():
+        length = min(len(x) for x, _ in runs)
+        x = np.mean([x[:length] for x, _ in runs], axis=0)
+        y = np.mean([y[:length] for _, y in runs], axis=0)
+        axis.plot(x, y, label=f"{method} ({len(runs)} seeds)")
+    axis.set_xscale("log")
+    axis.set_xlabel("cost (uniform iterations)")
+    axis.set_ylabel("validation score" + (" (%)" if percent else ""))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
+    return path
+
+
+def reference_method(methods: list[str]) -> str | None:
+    """The baseline every method is paired with: decayed uniform sampling if it runs, else
+    uniform sampling."""
+    for name in ("uniform+cosine", "uniform+linear", "uniform"):
+        if name in methods:
+            return name
+    return None

@@ -1,0 +1,45 @@
+"""Intervals and score formatting shared by every table: a task-level normal interval, a
+seed-level Student-t interval, and how a score is printed.
+
+Example:
+    >>> round(t_interval([0.95, 0.96, 0.94]), 4)
+    0.0248
+    >>> format_score(0.9512, 0.0041, percent=True)
+    '95.12 ± 0.41%'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def normal_interval(values: np.ndarray) -> float:
+    """Half-width of the normal 95% interval of the mean, 1.96 s / sqrt(n), over many tasks
+    (NaNs left out; NaN for fewer than two values)."""
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan")
+    return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def t_interval(values: Sequence[float] | np.ndarray) -> float:
+    """Half-width of the Student-t 95% interval of the mean, for a few values (seeds, or
+    paired differences); NaN for fewer than two."""
+    from scipy import stats
+
+    array = np.asarray(values, dtype=float)
+    if len(array) < 2:
+        return float("nan")
+    half = stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
+    return float(half)
+
+
+def format_score(value: float, interval: float, percent: bool) -> str:
+    """``"95.12 ± 0.41%"`` for a percentage score, ``"0.312 ± 0.041"`` for a plain one; no
+    interval part when it is not finite."""
+    scale, digits, unit = (100.0, 2, "%") if percent else (1.0, 3, "")
+    width = f" ± {scale * interval:.{digits}f}" if math.isfinite(interval) else ""
+    return f"{scale * value:.{digits}f}{width}{unit}"

@@ -1,0 +1,152 @@
+"""What an iteration of a training method costs, in uniform-iteration equivalents.
+
+A method's wall time per iteration depends on the machine and on whatever else runs on it; its
+ratio to a uniform-sampling iteration measured in the same process, the two interleaved in
+short bursts, does much less: load from other processes slows both alike, and the ratio is a
+property of the computations (how many tasks are adapted, differentiated and evaluated). So
+the cost of training is counted in uniform iterations: a run's cost after ``w`` scheduler
+warm-up iterations and ``s`` meta-update iterations is ``w * warmup + s * step``.
+
+Example:
+    >>> cost = IterationCost(warmup=4.9, step=6.2)
+    >>> cost.of(warmup=200, steps=500)
+    4080.0
+    >>> cost.steps_within(5000, warmup=200)
+    648
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metasched.config import Config, config_from_dict
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """Uniform iterations per iteration of a method, by phase.
+
+    Attributes:
+        step: per iteration that updates the meta-model.
+        warmup: per scheduler warm-up iteration (0 for a method without one).
+        warmup_iterations: how many warm-up iterations the method runs first.
+    """
+
+    step: float
+    warmup: float = 0.0
+    warmup_iterations: int = 0
+
+    def of(self, warmup: int, steps: int) -> float:
+        """The cost of ``warmup`` warm-up and ``steps`` meta-update iterations."""
+        return warmup * self.warmup + steps * self.step
+
+    def steps_within(self, budget: float, warmup: int | None = None) -> int:
+        """The meta-updates that fit in ``budget`` uniform iterations after the warm-up."""
+        warmup = self.warmup_iterations if warmup is None else warmup
+        return math.floor((budget - warmup * self.warmup) / self.step + 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_cost(records: list[dict[str, Any]], cost: IterationCost) -> np.ndarray:
+    """The cumulative cost after each training record (``phase`` warmup or train)."""
+    per = [cost.warmup if r.get("phase") == "warmup" else cost.step for r in records]
+    return np.cumsum(np.array(per, dtype=float))
+
+
+def calibrate(
+    methods: dict[str, Config],
+    uniform: Config,
+    iterations: int = 20,
+    rounds: int = 8,
+    say: Any = print,
+) -> dict[str, IterationCost]:
+    """Measures each method's cost per iteration against ``uniform`` in this process.
+
+    Each method trains from its config (its warm start included) in bursts of ``iterations``
+    iterations, each burst followed by a burst of uniform sampling; each burst's time per
+    iteration, divided by the uniform burst's beside it, is one ratio, and the cost is the
+    median ratio (a load spike from another process spoils one burst, not the estimate). The
+    first two iterations of each trainer are left out (allocator and cache warm-up). A method
+    with a scheduler warm-up runs through it, timing its warm-up iterations as it goes, until
+    it has ``rounds`` bursts of meta-update iterations too (a warm-up shorter than half a burst
+    is counted at the meta-update's cost, an upper bound). A method whose configuration is
+    uniform sampling's but for the learning-rate schedule costs exactly one.
+
+    Args:
+        methods: each method's config, as its runs will use it.
+        uniform: the reference: uniform sampling on the same data and model.
+        iterations: iterations per burst.
+        rounds: timed bursts per phase.
+        say: where progress lines go.
+
+    Returns:
+        Each method's :class:`IterationCost`.
+    """
+    from metasched.training.trainer import Trainer
+
+    costs = {}
+    with tempfile.TemporaryDirectory() as work:
+        for name, config in methods.items():
+            if _same_computation(config, uniform):
+                costs[name] = IterationCost(step=1.0)
+                continue
+            method = Trainer.create(_endless(config), Path(work) / name)
+            reference = Trainer.create(_endless(uniform), Path(work) / f"{name}-uniform")
+            _burst(method, 2), _burst(reference, 2)
+            ratios: dict[str, list[float]] = {"warmup": [], "train": []}
+            while len(ratios["train"]) < rounds:
+                timed = _burst(method, iterations)
+                base = float(np.mean([seconds for _, seconds in _burst(reference, iterations)]))
+                for phase in ("warmup", "train"):
+                    mine = [seconds for p, seconds in timed if p == phase]
+                    if len(mine) >= iterations // 2:  # a burst split by the warm-up's end: skip
+                        ratios[phase].append(float(np.mean(mine)) / base)
+            step = float(np.median(ratios["train"]))
+            costs[name] = IterationCost(
+                step=step,
+                # a warm-up shorter than half a burst is not timed: count it at the step's cost
+                warmup=float(np.median(ratios["warmup"]))
+                if ratios["warmup"]
+                else step * bool(method.warmup),
+                warmup_iterations=method.warmup,
+            )
+            say(f"cost of {name}: {costs[name].step:.2f} uniform iterations per meta-update")
+    return costs
+
+
+def _same_computation(config: Config, uniform: Config) -> bool:
+    """Whether ``config`` runs uniform sampling's computation (the schedule of the learning
+    rate, its milestones and the seed aside)."""
+    ignored = ["train.lr_schedule=constant", "train.test_at=[]", "seed=0"]
+    mine = config_from_dict(config.to_dict(), ignored).to_dict()
+    theirs = config_from_dict(uniform.to_dict(), ignored).to_dict()
+    for values in (mine, theirs):
+        for key in ("iterations", "val_every", "checkpoint_every"):
+            values["train"].pop(key)
+    return bool(mine == theirs)
+
+
+def _endless(config: Config) -> Config:
+    """``config`` with room for any number of calibration iterations."""
+    return config_from_dict(config.to_dict(), ["train.iterations=1000000", "train.test_at=[]"])
+
+
+def _burst(trainer: Any, iterations: int) -> list[tuple[str, float]]:
+    """Runs ``iterations`` training iterations (no validation or checkpoints); returns each
+    one's phase and wall time."""
+    timed = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        record = trainer.train_step()
+        timed.append((record["phase"], time.perf_counter() - start))
+        trainer.state.iteration += 1
+    return timed
