@@ -120,12 +120,11 @@ def budget_jobs(
             continue
         cost = costs[job.method]
         steps = {b: cost.steps_within(b * units) for b in budgets}
-        short = [b for b, s in steps.items() if s < 1]
-        if short:
+        steps = {b: s for b, s in steps.items() if s >= 1}  # a warm-up may outlast a budget
+        if not steps:
             raise MetaschedError(
-                f"{job.method}: a budget of {short[0]:g}x ({short[0] * units:g} uniform"
-                f" iterations) does not cover its warm-up of {cost.warmup_iterations} iterations"
-                f" ({cost.warmup:.2f} each); give larger budgets"
+                f"{job.method}: no budget covers its warm-up of {cost.warmup_iterations}"
+                f" iterations ({cost.warmup:.2f} uniform iterations each); give larger budgets"
             )
         train = job.config.train
         every = max(1, round(train.val_every / cost.step))
@@ -134,7 +133,7 @@ def budget_jobs(
             f"train.checkpoint_every={max(1, round(train.checkpoint_every / cost.step))}",
         ]
         if train.lr_schedule == "constant":
-            largest = steps[budgets[-1]]
+            largest = max(steps.values())
             test_at = sorted({s for s in steps.values() if s < largest})
             config = config_from_dict(
                 job.config.to_dict(),
@@ -142,7 +141,7 @@ def budget_jobs(
             )
             planned.append(BudgetJob(replace(job, config=config), steps))
             continue
-        for budget in budgets:
+        for budget in steps:
             config = config_from_dict(
                 job.config.to_dict(), [*common, f"train.iterations={steps[budget]}"]
             )
@@ -208,7 +207,8 @@ def budget_table(
     values: list[BudgetValue], budgets: list[float], percent: bool, reference: str | None
 ) -> str:
     """Markdown: each method's mean ± 95% interval over seeds at each budget (the best per
-    budget in bold), then each method minus ``reference`` paired by seed."""
+    budget in bold; "–" where its warm-up alone exceeds the budget), then each method minus
+    ``reference`` paired by seed."""
     methods = list(dict.fromkeys(v.method for v in values))
     cell: dict[tuple[str, float], list[BudgetValue]] = {}
     for v in values:
@@ -223,7 +223,7 @@ def budget_table(
         for budget in budgets:
             runs = cell.get((method, budget), [])
             if not runs:
-                cells.append("")
+                cells.append("–")
                 continue
             scores = [v.score for v in runs]
             text = format_score(float(np.mean(scores)), t_interval(scores), percent)
