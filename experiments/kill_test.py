@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from metasched.training.metrics import without_wall_clock
+
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT}
 
 
@@ -75,7 +77,7 @@ def _has_checkpoint(run_dir: Path) -> bool:
 def records(run_dir: Path) -> list[dict]:
     """The run's metrics records, wall times left out."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines if x]
+    return [without_wall_clock(json.loads(x)) for x in lines if x]
 
 
 def interrupted_run(

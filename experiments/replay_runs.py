@@ -30,12 +30,10 @@ import yaml
 
 from metasched.config import config_from_dict
 from metasched.files import atomic_write
-from metasched.training.baselines import run_forest
-from metasched.training.metrics import read_metrics
+from metasched.training.baselines import run_baseline
+from metasched.training.metrics import read_metrics, without_wall_clock
 from metasched.training.provenance import PROVENANCE, results_version
 from metasched.training.trainer import Trainer
-
-WALL_CLOCK = ("seconds", "wall_seconds", "train_seconds", "test_seconds", "run_dir")
 
 
 class Enough(Exception):
@@ -44,7 +42,7 @@ class Enough(Exception):
 
 def records(path: Path, iterations: int) -> list[dict[str, Any]]:
     return [
-        {k: v for k, v in r.items() if k not in WALL_CLOCK}
+        without_wall_clock(r)
         for r in read_metrics(path, quiet=True)
         if r["iteration"] <= iterations and r["kind"] != "test"
     ]
@@ -54,11 +52,9 @@ def replay(run: Path, iterations: int, work: Path) -> tuple[bool, str]:
     """(whether the replay matches, a line saying how)."""
     config = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if run.name.startswith("forest-seed"):
-        run_forest(config, work)
+        run_baseline("forest", config, work)
         old, new = (json.loads((d / "summary.json").read_text()) for d in (run, work))
-        same = {k: v for k, v in old.items() if k not in WALL_CLOCK} == {
-            k: v for k, v in new.items() if k not in WALL_CLOCK
-        }
+        same = without_wall_clock(old) == without_wall_clock(new)
         return same, "summary " + ("identical" if same else "differs")
     trainer = Trainer.create(config, work)
     step = trainer.train_step

@@ -17,10 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from metasched.training.metrics import without_wall_clock
+
 
 def records(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    return [without_wall_clock(row) for row in rows]
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metasched.learners import ANIL, MAML, Adaptation, Classification, Regression, RidgeANIL
+from metasched.learners import ANIL, MAML, Adaptation, Classification, Regression, RidgeANIL, probes
 from metasched.models import Conv4, FingerprintMLP
 from metasched.tasks import Episode
 from metasched.training.gradients import CandidateGradients
@@ -106,7 +106,7 @@ def test_two_step_parameters_and_one_step_loss_match_torch_optim() -> None:
     model, episodes = _tiny_pool(6)
     learner = ANIL(model, Classification(), Adaptation(0.3, 5), Adaptation(0.3, 5))
     episode = episodes[0]
-    two = learner.two_step_parameters(learner.parameters(), episode)
+    two = probes.two_step_parameters(learner, learner.parameters(), episode)
     net = copy.deepcopy(model)
     optimiser = torch.optim.SGD(net.parameters(), 0.3)
     flats = []
@@ -116,25 +116,40 @@ def test_two_step_parameters_and_one_step_loss_match_torch_optim() -> None:
         optimiser.step()
         flats.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
     torch.testing.assert_close(two, torch.stack(flats), rtol=1e-9, atol=1e-12)
-    start = learner.unflatten(two[1])
+    start = probes.unflatten(learner, two[1])
     other = episodes[1]
     optimiser.zero_grad()
     F.cross_entropy(net(other.support_x), other.support_y).backward()
     optimiser.step()
     with torch.no_grad():
         direct = F.cross_entropy(net(other.query_x), other.query_y).item()
-    assert learner.one_step_query_loss(start, other) == pytest.approx(direct, rel=1e-9)
+    assert probes.one_step_query_loss(learner, start, other) == pytest.approx(direct, rel=1e-9)
 
 
-def test_query_confusion_rows_are_class_distributions() -> None:
+def test_query_confusion_and_embeddings_match_a_direct_computation() -> None:
+    """GCP's confusion rows are the mean softmax of each true class's query examples after
+    SGD on the head (torch.optim on a copy); PAML's embeddings are the normalised mean
+    backbone features of the task's inputs."""
     model, episodes = _tiny_pool(7)
     learner = ANIL(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
-    confusion = learner.query_confusion(learner.parameters(), episodes[0])
-    assert confusion.shape == (3, 3)
-    torch.testing.assert_close(confusion.sum(1), torch.ones(3, dtype=confusion.dtype))
-    embeddings = learner.embed(learner.parameters(), episodes)
-    assert embeddings.shape[0] == 4
-    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(4, dtype=embeddings.dtype))
+    episode = episodes[0]
+    confusion = probes.query_confusion(learner, learner.parameters(), episode)
+    adapted = copy.deepcopy(model)
+    optimiser = torch.optim.SGD(adapted.head.parameters(), 0.4)
+    for _ in range(2):
+        optimiser.zero_grad()
+        F.cross_entropy(adapted(episode.support_x), episode.support_y).backward()
+        optimiser.step()
+    with torch.no_grad():
+        softmax = F.softmax(adapted(episode.query_x), dim=-1)
+    for c in range(3):
+        expected = softmax[episode.query_y == c].mean(0)
+        torch.testing.assert_close(confusion[c], expected, rtol=1e-9, atol=1e-12)
+    embeddings = probes.embed(learner, learner.parameters(), episodes[:2])
+    for row, e in zip(embeddings, episodes[:2]):
+        with torch.no_grad():
+            features = model.backbone(torch.cat([e.support_x, e.query_x])).mean(0)
+        torch.testing.assert_close(row, F.normalize(features, dim=0), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", [ANIL, MAML])

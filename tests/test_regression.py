@@ -71,7 +71,7 @@ def test_domain_mismatches_are_config_errors(tmp_path: Path) -> None:
     config = load_config(
         "drug-demo", overrides(path, **{"scheduler.name": "gcp", "scheduler.pool_size": 8})
     )
-    with pytest.raises(MetaschedError, match="scheduler gcp needs the classes"):
+    with pytest.raises(MetaschedError, match="scheduler gcp samples pairs of classes"):
         build_components(config)
 
 
@@ -195,7 +195,10 @@ def test_forest_baseline_runs_on_the_learners_test_tasks(tmp_path: Path) -> None
 
 def test_forest_needs_assay_data(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["baseline", "forest", "--config", "glyphs-5w1s"]) == 2
-    assert "random forest baseline fits assay data" in capsys.readouterr().err
+    assert (
+        "the forest baseline fits assays data; data.name=glyphs is images"
+        in capsys.readouterr().err
+    )
 
 
 def test_paper_pqsar_preset_runs_on_the_supporting_file_formats(tmp_path: Path) -> None:

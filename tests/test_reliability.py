@@ -22,7 +22,7 @@ from metasched.config import load_config
 from metasched.errors import Diverged, MetaschedError, TrainingInterrupted
 from metasched.files import atomic_write, remove_stale_temporaries, temporary_path
 from metasched.training.checkpoint import load_checkpoint
-from metasched.training.metrics import read_metrics
+from metasched.training.metrics import read_metrics, without_wall_clock
 from metasched.training.trainer import Trainer
 
 from .conftest import tiny_overrides
@@ -37,10 +37,7 @@ def _config(**extra: object):
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [
-        {k: v for k, v in r.items() if k != "seconds"}
-        for r in read_metrics(run_dir / "metrics.jsonl")
-    ]
+    return [without_wall_clock(r) for r in read_metrics(run_dir / "metrics.jsonl")]
 
 
 def test_kills_at_random_iterations_and_mid_write_resume_to_identical_records(tmp_path) -> None:

@@ -12,8 +12,8 @@ from metasched.schedulers import (
     ATSNetwork,
     ATSOptions,
     ATSScheduler,
+    Candidates,
     OracleScheduler,
-    Pool,
     SchedulerSetup,
     Selection,
     UniformScheduler,
@@ -70,7 +70,7 @@ def test_reinforce_step_is_the_policy_gradient_of_the_expected_reward(monkeypatc
 
     estimate = [torch.zeros_like(w) for w in parameters]
     for d in draws:
-        probabilities = scheduler.policy(Pool(pool, 0.3, stats))
+        probabilities = scheduler.policy(Candidates(pool, 0.3, stats))
         log_prob = draw_log_prob(probabilities, np.array(d), False, False)
         weight = float(log_prob.detach().exp())
         scheduler.baseline, scheduler.rewards_seen = 0.7, 5  # any constant baseline
@@ -103,7 +103,7 @@ def test_context_carries_other_candidates_only_in_the_corrected_network() -> Non
 
 def test_temperature_decays_to_its_floor_and_state_round_trips() -> None:
     scheduler = _ats(temperature=0.1, temperature_decay=0.5)
-    pool, rng = Pool(4, 0.0, _stats()), np.random.default_rng(0)
+    pool, rng = Candidates(4, 0.0, _stats()), np.random.default_rng(0)
     temperatures = []
     for _ in range(5):
         temperatures.append(scheduler.temperature)
@@ -119,21 +119,40 @@ def test_temperature_decays_to_its_floor_and_state_round_trips() -> None:
 
 def test_sharper_temperature_concentrates_the_selection() -> None:
     scheduler = _ats(temperature=0.01, temperature_decay=0.01)
-    pool = Pool(6, 0.0, _stats(pool=6))
+    pool = Candidates(6, 0.0, _stats(pool=6))
     policy = scheduler.policy(pool).detach()
     selection = scheduler.select(pool, 2, np.random.default_rng(0))
     assert selection.probabilities.max() > policy.max()
     assert int(selection.probabilities.argmax()) == int(policy.argmax())
 
 
-def test_oracle_trains_on_clean_candidates_only() -> None:
+def test_oracle_draws_until_it_has_clean_candidates_and_trains_on_them_only() -> None:
+    from metasched.tasks import Episode
+
+    class Source:
+        """Episodes whose noise follows a fixed pattern."""
+
+        def __init__(self, pattern) -> None:
+            self.pattern, self.drawn = pattern, 0
+
+        def sample(self, rng, index=None):
+            self.drawn += 1
+            noisy = self.pattern[(self.drawn - 1) % len(self.pattern)]
+            return Episode(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), noisy)
+
     rng = np.random.default_rng(0)
-    noisy = np.array([True, False, True, False, False, True])
+    oracle = OracleScheduler()
+    mostly_noisy = Source([True, True, True, False])
+    episodes = oracle.candidates(mostly_noisy, 2, 2, rng)
+    assert len(episodes) == 8 and sum(not e.noisy for e in episodes) == 2  # drew until 2 clean
+    pool = Candidates(len(episodes), episodes=episodes)
     for _ in range(50):
-        selection = OracleScheduler().choose(Pool(6, noisy=noisy), 2, rng, services=None)
-        assert not noisy[selection.indices].any() and len(set(selection.indices)) == 2
-    uniform = UniformScheduler().choose(Pool(6), 3, rng, services=None)
-    assert len(set(uniform.indices)) == 3
+        selection = oracle.choose(pool, 2, rng, services=None)
+        assert not any(episodes[i].noisy for i in selection.indices)
+        assert len(set(selection.indices)) == 2
+    uniform = UniformScheduler()
+    assert len(uniform.candidates(Source([True]), 3, 3, rng)) == 3  # the default: P draws
+    assert len(set(uniform.choose(Candidates(6), 3, rng, services=None).indices)) == 3
 
 
 def test_draw_survives_a_distribution_with_fewer_non_zero_entries_than_draws() -> None:
@@ -150,5 +169,5 @@ def test_draw_survives_a_distribution_with_fewer_non_zero_entries_than_draws() -
     stats = _stats(pool=4)
     with torch.no_grad():  # a network whose logits differ by hundreds
         scheduler.network.fusion[2].weight.mul_(1e4)
-    selection = scheduler.select(Pool(4, 0.5, stats), 3, rng)
+    selection = scheduler.select(Candidates(4, 0.5, stats), 3, rng)
     assert len(set(selection.indices)) == 3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metasched.learners import ANIL, Adaptation, Classification
+from metasched.learners import ANIL, Adaptation, Classification, probes
 from metasched.training.gradients import CandidateGradients
 from metasched.training.services import LoopServices
 
@@ -24,7 +24,7 @@ class FixedTasks:
         return self.episodes[(self.drawn - 1) % len(self.episodes)]
 
 
-def _services(reward_episodes, contexts=None):
+def _services(reward_episodes):
     model, episodes = _tiny_pool(8)
     learner = ANIL(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
     params = learner.parameters()
@@ -36,7 +36,6 @@ def _services(reward_episodes, contexts=None):
         FixedTasks(reward_episodes),
         np.random.default_rng(0),
         torch.device("cpu"),
-        contexts,
     )
     return learner, params, episodes, services
 
@@ -59,21 +58,53 @@ def test_the_paired_lookahead_value_is_the_change_in_reward_task_loss() -> None:
     assert value == pytest.approx(mean_loss(params) - mean_loss(lookahead), rel=1e-9)
     assert services.reward_tasks_drawn == 2
     accuracy = services.lookahead_value(np.array([1, 3]), 0.5, "score", False, 2)
-    assert 0.0 <= accuracy <= 1.0
+    direct = [
+        (learner.predict(lookahead, e, learner.train_adaptation).argmax(-1) == e.query_y)
+        .double()
+        .mean()
+        .item()
+        for e in reward_episodes[:2]
+    ]
+    assert accuracy == pytest.approx(np.mean(direct), rel=1e-6)  # scored in float32
 
 
-def test_lookahead_losses_start_from_each_candidates_two_step_parameters() -> None:
+def test_bass_lookahead_losses_are_one_sgd_step_from_each_candidates_two_step_model() -> None:
+    """BASS's reward: from θsq of the candidate (its support step, then its query step), one
+    torch.optim.SGD step of the whole network on each reward task's support, then the query
+    loss; the mean over the reward tasks."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from metasched.schedulers import BASSOptions, BASSScheduler
+
     _, reward_episodes = _tiny_pool(10)
-    model, episodes = _tiny_pool(8)
-    learner = ANIL(model, Classification(), Adaptation(0.4, 2), Adaptation(0.4, 2))
-    contexts = torch.stack([learner.two_step_parameters(learner.parameters(), e) for e in episodes])
-    _, _, _, services = _services(reward_episodes[:3], contexts)
-    losses = services.lookahead_losses(np.array([2, 0]), 3, "reward")
+    learner, params, episodes, services = _services(reward_episodes[:3])
+    scheduler = BASSScheduler(BASSOptions(reward_tasks=3, reward_source="reward"))
+    raw = torch.stack([probes.two_step_parameters(learner, params, e) for e in episodes])
+    rng = np.random.default_rng(0)
+    losses = scheduler.lookahead_losses(raw, episodes, np.array([2, 0]), rng, services)
+    lr = learner.train_adaptation.lr
     for k, i in enumerate((2, 0)):
-        start = learner.unflatten(contexts[i, 1])
-        direct = np.mean([learner.one_step_query_loss(start, e) for e in reward_episodes[:3]])
-        assert losses[k] == pytest.approx(direct, rel=1e-9)
-    assert services.query_confusion(np.array([0, 1])).shape == (2, 3, 3)
+        net = copy.deepcopy(learner.model)
+        optimiser = torch.optim.SGD(net.parameters(), lr)
+        for x, y in ((episodes[i].support_x, episodes[i].support_y),
+                     (episodes[i].query_x, episodes[i].query_y)):  # fmt: skip
+            optimiser.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            optimiser.step()
+        start = copy.deepcopy(net.state_dict())
+        direct = []
+        for e in reward_episodes[:3]:
+            net.load_state_dict(start)
+            optimiser = torch.optim.SGD(net.parameters(), lr)
+            optimiser.zero_grad()
+            F.cross_entropy(net(e.support_x), e.support_y).backward()
+            optimiser.step()
+            with torch.no_grad():
+                direct.append(F.cross_entropy(net(e.query_x), e.query_y).item())
+        assert losses[k] == pytest.approx(np.mean(direct), rel=1e-7)
+    assert services.reward_tasks_drawn == 6  # three fresh tasks for each chosen candidate
 
 
 def test_clipping_rescales_the_whole_gradient_to_the_limit() -> None:

@@ -16,7 +16,7 @@ from metasched.errors import MetaschedError, TrainingInterrupted
 from metasched.schedulers import SCHEDULERS
 from metasched.training import checkpoint as checkpoint_module
 from metasched.training.checkpoint import load_checkpoint
-from metasched.training.metrics import read_metrics
+from metasched.training.metrics import read_metrics, without_wall_clock
 from metasched.training.trainer import Trainer
 
 from .conftest import tiny_overrides
@@ -24,9 +24,7 @@ from .conftest import tiny_overrides
 
 def _records(run_dir, kinds=("train", "val")):
     return [
-        {k: v for k, v in r.items() if k != "seconds"}
-        for r in read_metrics(run_dir / "metrics.jsonl")
-        if r["kind"] in kinds
+        without_wall_clock(r) for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] in kinds
     ]
 
 

@@ -210,10 +210,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import csv
 
+    from metasched.domains import domain_of
     from metasched.files import atomic_open
     from metasched.training.checkpoint import load_model_weights
     from metasched.training.components import build_learner
-    from metasched.training.domains import domain_of
 
     path, payload, config = _load_run(args.run, args.set)
     domain = domain_of(config)
@@ -266,11 +266,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_baseline(args: argparse.Namespace) -> None:
     from metasched.config import load_config
-    from metasched.training.baselines import run_forest
+    from metasched.training.baselines import run_baseline
 
     config = load_config(args.config, args.set)
-    run_dir = _run_dir(f"forest-{Path(args.config).stem}", args.run_dir)
-    _print_summary(run_forest(config, run_dir, args.trees, progress=True))
+    run_dir = _run_dir(f"{args.kind}-{Path(args.config).stem}", args.run_dir)
+    summary = run_baseline(args.kind, config, run_dir, progress=True, trees=args.trees)
+    _print_summary(summary)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -287,6 +288,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_data(args: argparse.Namespace) -> None:
     from metasched.config import apply_overrides, build
     from metasched.data.registry import DATASETS, DataSpec, convert_dataset, load_dataset
+    from metasched.domains import domain_of_data
 
     if args.action == "list":
         for name, entry in DATASETS.items():
@@ -334,11 +336,7 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"converted to {args.out} (use data.root={args.out}):")
     else:
         splits = load_dataset(spec)
-    if DATASETS[spec.name].domain == "images":
-        print(f"{spec.name} at {spec.image_size}x{spec.image_size}:")
-    else:
-        bits = spec.fingerprint
-        print(f"{spec.name}, Morgan fingerprints radius {bits.radius}, {bits.bits} bits:")
+    print(domain_of_data(spec.name).describe(spec))
     print(splits.describe())
 
 

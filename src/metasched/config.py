@@ -16,7 +16,9 @@ from typing import Any, Union
 import yaml
 
 from metasched.data.registry import DATASETS, DataSpec
+from metasched.domains import domain_of_data
 from metasched.errors import MetaschedError
+from metasched.learners import LEARNERS
 from metasched.schedulers import SCHEDULERS
 from metasched.tasks.assay_sampler import MIN_SCALE
 from metasched.tasks.noise import NOISE_MODES
@@ -66,9 +68,13 @@ class TaskConfig:
     the half that selects checkpoints), ``val`` (all of meta-validation, shared with checkpoint
     selection) or ``train-16`` (training classes 0..15, as the reference code).
     ``skew_fraction`` of the training tasks draw their classes from a fixed subset of
-    ``skew_classes`` classes (a skewed task distribution: those tasks recur). ``assays``
-    configures regression episodes on molecular data sets (:class:`AssayTaskConfig`);
-    ``noise_ratio`` and ``reward_split`` serve both domains.
+    ``skew_classes`` classes (a skewed task distribution: those tasks recur).
+    ``noisy_sources``: noise with a cause, a fixed share of the training classes (or assays) is
+    corrupted in every episode that draws it: a corrupted class's support shows the images of
+    a fixed partner class, a corrupted assay's values are shuffled among its compounds
+    (:class:`metasched.tasks.noise.SourceNoise`). ``assays`` configures regression episodes on
+    molecular data sets (:class:`AssayTaskConfig`); ``noise_ratio``, ``noisy_sources`` and
+    ``reward_split`` serve both domains.
     """
 
     n_way: int = 5
@@ -81,12 +87,15 @@ class TaskConfig:
     reward_split: str = "val-reward"
     skew_fraction: float = 0.0
     skew_classes: int = 10
+    noisy_sources: float = 0.0
     assays: AssayTaskConfig = field(default_factory=AssayTaskConfig)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network: ``conv4`` (images) or ``mlp`` (fingerprints)."""
+    """The network: ``name`` picks one that fits the data's domain (images: ``conv4`` or
+    ``resnet12``, whose widths are ``filters`` x (1, 2.5, 5, 10); fingerprints: ``mlp``; see
+    :mod:`metasched.domains`), the other keys size it."""
 
     name: str = "conv4"
     filters: int = 64
@@ -220,6 +229,11 @@ class Config:
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def _either(names: list[str]) -> str:
+    """``"a, b or c"``."""
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise MetaschedError(message)
@@ -241,7 +255,7 @@ def check_config(config: Config) -> None:
     _require(task.n_way >= 2, f"task.n_way must be at least 2, got {task.n_way}")
     _require(task.k_shot >= 1, f"task.k_shot must be at least 1, got {task.k_shot}")
     _require(task.q_query >= 1, f"task.q_query must be at least 1, got {task.q_query}")
-    for key in ("noise_ratio", "flip_rate", "skew_fraction"):
+    for key in ("noise_ratio", "flip_rate", "skew_fraction", "noisy_sources"):
         value = getattr(task, key)
         _require(0.0 <= value <= 1.0, f"task.{key} must lie in [0, 1], got {value}")
     _require(
@@ -252,17 +266,13 @@ def check_config(config: Config) -> None:
         task.reward_split in REWARD_SPLITS,
         f"task.reward_split={task.reward_split!r}; use one of {', '.join(REWARD_SPLITS)}",
     )
-    _require(
-        config.model.name in ("conv4", "mlp"),
-        f"unknown model.name={config.model.name!r}; use conv4 or mlp",
-    )
-    check_domain(config)
     _require(config.model.filters >= 1, "model.filters must be positive")
     _require(
-        learner.algorithm in ("maml", "anil", "ridge"),
-        f"unknown learner.algorithm={learner.algorithm!r};"
-        " use maml, anil or ridge (first order: learner.first_order=true)",
+        learner.algorithm in LEARNERS,
+        f"unknown learner.algorithm={learner.algorithm!r}; use {_either(list(LEARNERS))}"
+        " (first order: learner.first_order=true)",
     )
+    domain_of_data(config.data.name).check(config)
     _require(
         learner.ridge_penalty > 0,
         f"learner.ridge_penalty must be positive, got {learner.ridge_penalty}; try 1.0",
@@ -339,47 +349,6 @@ def check_config(config: Config) -> None:
         f"scheduler.pool_size={pool} is"
         f" smaller than train.meta_batch_size={train.meta_batch_size}; raise it",
     )
-
-
-def check_domain(config: Config) -> None:
-    """Settings that must fit the data set's domain (images or assays)."""
-    domain = DATASETS[config.data.name].domain
-    model = {"images": "conv4", "assays": "mlp"}[domain]
-    _require(
-        config.model.name == model,
-        f"model.name={config.model.name} does not fit {domain} (data.name={config.data.name});"
-        f" use model.name={model}",
-    )
-    _require(
-        domain == "assays" or config.learner.algorithm != "ridge",
-        "learner.algorithm=ridge fits regression heads only; use anil or maml for images",
-    )
-    if domain != "assays":
-        return
-    assays = config.task.assays
-    _require(
-        config.task.reward_split != "train-16",
-        "task.reward_split=train-16 copies the image reference; for assays use val-reward or val",
-    )
-    for key in ("min_query", "query_cap"):
-        _require(getattr(assays, key) >= 1, f"task.assays.{key} must be at least 1")
-    _require(
-        assays.support >= 1 or (assays.support == 0 and assays.source_split == "flags"),
-        "task.assays.support must be at least 1 (0, all flagged rows, needs source_split=flags)",
-    )
-    _require(
-        assays.query_cap >= assays.min_query,
-        "task.assays.query_cap must be at least task.assays.min_query",
-    )
-    _require(
-        assays.source_split in ("random", "flags"),
-        f"task.assays.source_split={assays.source_split!r}; use random or flags",
-    )
-    _require(
-        assays.min_scale > 0,
-        f"task.assays.min_scale must be positive, got {assays.min_scale}; try {MIN_SCALE}",
-    )
-    _require(assays.noise_std >= 0, f"task.assays.noise_std must be >= 0, got {assays.noise_std}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from metasched.data.registry import ASSAYS, DATASETS
+from metasched.data.registry import DATASETS
+from metasched.domains import domain_of_data
 from metasched.errors import MetaschedError
 from metasched.files import save_figure
 from metasched.intervals import format_score
-from metasched.learners.objectives import OBJECTIVES, score_label
+from metasched.learners.objectives import Classification, score_label
 from metasched.training.metrics import metrics_file, read_metrics
 
 
@@ -81,9 +82,8 @@ def score_of(runs: list[RunRecords]) -> tuple[str, bool]:
         if run.summary is not None:
             name = run.summary.get("score_name", "accuracy")
             return score_label(name), run.summary.get("score_percent", True)
-    name = runs[0].config.get("data", {}).get("name") if runs else None
-    entry = DATASETS.get(str(name))
-    objective = OBJECTIVES["regression" if entry and entry.domain == ASSAYS else "classification"]
+    name = str(runs[0].config.get("data", {}).get("name")) if runs else ""
+    objective = domain_of_data(name).objective if name in DATASETS else Classification()
     return score_label(objective.score_name), objective.percent
 
 

@@ -22,12 +22,10 @@ import torch.multiprocessing as mp
 
 from metasched.config import load_config
 from metasched.training.checkpoint import load_checkpoint
-from metasched.training.metrics import read_metrics
+from metasched.training.metrics import read_metrics, without_wall_clock
 from metasched.training.provenance import results_version
 from metasched.training.trainer import Trainer
 from tests.golden.cases import CASES, Case
-
-WALL_CLOCK = ("seconds", "wall_seconds", "train_seconds", "test_seconds", "run_dir")
 
 
 def portable_arithmetic() -> None:
@@ -82,15 +80,12 @@ def tensor_digest(state: Any) -> str:
 def outcome(run_dir: Path) -> dict[str, Any]:
     """What a golden run recorded: its metrics records and summary without wall-clock times,
     and digests of its final meta-model and scheduler state."""
-    records = [
-        {k: v for k, v in r.items() if k not in WALL_CLOCK}
-        for r in read_metrics(run_dir / "metrics.jsonl")
-    ]
+    records = [without_wall_clock(r) for r in read_metrics(run_dir / "metrics.jsonl")]
     summary = json.loads((run_dir / "summary.json").read_text())
     last = load_checkpoint(run_dir / "last.pt")
     return {
         "records": records,
-        "summary": {k: v for k, v in summary.items() if k not in WALL_CLOCK},
+        "summary": without_wall_clock(summary),
         "model": tensor_digest(last["model"]),
         "scheduler": tensor_digest(last["scheduler"]),
     }

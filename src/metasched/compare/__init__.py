@@ -36,13 +36,12 @@ from metasched.compare.reuse import prepare, stored_state
 from metasched.compare.tables import render_markdown, summarise, write_outputs
 from metasched.compare.workers import exit_on_sigterm, run_in_processes, run_job
 from metasched.config import Config, load_config
+from metasched.domains import domain_of
 from metasched.errors import (
     ComparisonInterrupted,
     TrainingAborted,
     TrainingInterrupted,
 )
-from metasched.schedulers import SCHEDULERS
-from metasched.training.domains import domain_of
 
 __doc__ = (__doc__ or "") + "\n".join(
     [f"``{name}``: {text}." for name, (_, _, text) in VARIANTS.items()]
@@ -83,7 +82,8 @@ def run_comparison(
         planned = budget_jobs(jobs, budgets, load_config(preset, overrides).train.iterations, costs)
         jobs = [p.job for p in planned]
     todo = prepare(jobs, out, say)
-    todo.sort(key=lambda j: -_expected_cost(j.config))  # long runs first: better packing
+    # seed by seed, so that every method's first seed is done early; long runs first in each
+    todo.sort(key=lambda j: (j.seed, -_expected_cost(j.config)))
     payload = [j.payload(threads) for j in todo]
     try:
         if workers > 1 and len(payload) > 1:
@@ -141,17 +141,10 @@ def command_line(
 
 
 def _expected_cost(config: Config) -> float:
-    """A rough cost in uniform iterations, to start long runs first (only the order)."""
-    from metasched.schedulers import Feature
-
-    scheduler = SCHEDULERS[config.scheduler.name](config.scheduler.settings)
-    features = scheduler.features
-    per_step = 1.0
-    if features & (Feature.LOSSES | Feature.EMBEDDINGS):
-        per_step = 3.0
-    if features & (Feature.GRADIENTS | Feature.CONTEXTS):
-        per_step = 7.0
-    return per_step * (config.train.iterations + scheduler.warmup_iterations)
+    """A rough cost, to start long runs first (only the order): meta-updates times the
+    candidates drawn per task trained."""
+    batch = config.train.meta_batch_size
+    return (config.scheduler.pool_size or batch) / batch * config.train.iterations
 
 
 __all__ = [

@@ -25,7 +25,8 @@ from metasched.errors import (
     TrainingAborted,
     TrainingInterrupted,
 )
-from metasched.training.baselines import BASELINES
+from metasched.training.baselines import run_baseline
+from metasched.training.signals import first_signal_stops
 
 
 def run_job(job: JobPayload, stop: Callable[[], bool] | None = None) -> tuple[str, float]:
@@ -42,7 +43,7 @@ def run_job(job: JobPayload, stop: Callable[[], bool] | None = None) -> tuple[st
     state, _ = stored_state(run_dir, config, baseline)
     start = time.perf_counter()
     if baseline:
-        BASELINES[baseline](config, run_dir)
+        run_baseline(baseline, config, run_dir)
     else:
         trainer = Trainer.resume(run_dir) if state == "resume" else Trainer.create(config, run_dir)
         trainer.fit(progress=False, stop=stop)
@@ -70,7 +71,12 @@ def run_in_processes(payload: list[JobPayload], workers: int) -> None:
     pending = list(payload)
     running: dict[int, BaseProcess] = {}  # by sentinel
     failures: list[tuple[str, str, str]] = []
-    with _stop_on_first_signal(stop):
+
+    def ask_every_run(name: str) -> None:
+        stop.set()
+        print(f"{name}: asking every run to save and stop", flush=True)
+
+    with first_signal_stops(ask_every_run):
         try:
             while pending or running:
                 while pending and len(running) < workers and not stop.is_set():
@@ -114,24 +120,6 @@ def _job_process(job: JobPayload, stop: Any, reports: Any) -> None:
         traceback.print_exc()
         reports.put(("crash", job[1], ""))
         raise SystemExit(1) from None
-
-
-@contextmanager
-def _stop_on_first_signal(stop: Any) -> Iterator[None]:
-    """The first Ctrl-C or SIGTERM sets ``stop``; a second raises KeyboardInterrupt."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print(f"{signal.Signals(signum).name}: asking every run to save and stop", flush=True)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, action in previous.items():
-            signal.signal(number, action)
 
 
 def _die_with_parent() -> None:

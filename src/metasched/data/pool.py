@@ -102,6 +102,16 @@ class ClassPool:
             f" groups: {', '.join(sorted(set(self.groups)))}"
         )
 
+    def check_settings(self, name: str, channels: int, image_size: int) -> None:
+        """Rejects data settings that contradict the images (their channels and size)."""
+        have, height, _ = self.image_shape
+        if have != channels or height != image_size:
+            raise MetaschedError(
+                f"data set {name!r} has {have}-channel {height}x{height} images but the config"
+                f" says data.channels={channels} data.image_size={image_size}; set"
+                f" data.channels={have} data.image_size={height}"
+            )
+
 
 @dataclass(frozen=True)
 class AssayPool:
@@ -174,6 +184,9 @@ class AssayPool:
             f"{self.num_assays:5d} assays, {len(self.targets):7d} measurements,"
             f" {self.num_compounds:7d} compounds{sizes if len(counts) else ''}"
         )
+
+    def check_settings(self, name: str, channels: int, image_size: int) -> None:
+        """Nothing to check: image settings do not apply to assays."""
 
 
 Pool = TypeVar("Pool", ClassPool, AssayPool)

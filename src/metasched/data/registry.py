@@ -18,11 +18,13 @@ from metasched.data.hershey import load_glyphs
 from metasched.data.miniimagenet import load_miniimagenet, prepare_miniimagenet
 from metasched.data.moleculeace import load_moleculeace
 from metasched.data.omniglot import load_omniglot
-from metasched.data.pool import ClassPool, DataSplits
+from metasched.data.pool import AssayPool, ClassPool, DataSplits
 from metasched.data.pqsar import PqsarOptions, load_pqsar
 from metasched.errors import MetaschedError
 
 IMAGES, ASSAYS = "images", "assays"
+#: The container each domain's data loads into.
+POOLS: dict[str, type] = {IMAGES: ClassPool, ASSAYS: AssayPool}
 
 
 @dataclass(frozen=True)
@@ -179,19 +181,12 @@ def load_dataset(spec: DataSpec) -> DataSplits[Any]:
     prepared = root is not None and is_prepared(root)  # converted once, read as it is
     splits = load_splits(root) if prepared and root is not None else entry.load(spec, root)
     kind = type(splits.train)
-    if (kind is ClassPool) != (entry.domain == IMAGES):
+    if kind is not POOLS[entry.domain]:
         raise MetaschedError(
             f"{root} holds {kind.__name__} data, not the {entry.domain} of data set"
             f" {spec.name!r}; set data.name to a data set of its domain"
         )
-    if entry.domain == IMAGES:
-        channels, height, _ = splits.train.image_shape
-        if channels != spec.channels or height != spec.image_size:
-            raise MetaschedError(
-                f"data set {spec.name!r} has {channels}-channel {height}x{height} images but the"
-                f" config says data.channels={spec.channels} data.image_size={spec.image_size};"
-                f" set data.channels={channels} data.image_size={height}"
-            )
+    splits.train.check_settings(spec.name, spec.channels, spec.image_size)
     return splits
 
 

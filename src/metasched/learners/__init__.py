@@ -6,6 +6,10 @@ from metasched.learners.maml import MAML
 from metasched.learners.objectives import OBJECTIVES, Classification, Objective, Regression
 from metasched.learners.ridge import RidgeANIL
 
+#: Every meta-learner by its config name (``learner.algorithm``); first-order MAML is MAML
+#: with ``learner.first_order``.
+LEARNERS: dict[str, type[MetaLearner]] = {"maml": MAML, "anil": ANIL, "ridge": RidgeANIL}
+
 #: The results version of this layer: bump it in the commit that changes adaptation, losses,
 #: scores, metrics and the pool statistics, i.e. any number a run records (tests/golden replays
 #: short runs and fails otherwise).
@@ -13,6 +17,7 @@ RESULTS_VERSION = 1
 
 __all__ = [
     "ANIL",
+    "LEARNERS",
     "MAML",
     "OBJECTIVES",
     "RESULTS_VERSION",

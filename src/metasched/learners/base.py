@@ -12,11 +12,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from metasched.errors import MetaschedError
 from metasched.learners.objectives import Objective
@@ -30,6 +30,9 @@ Params = dict[str, torch.Tensor]
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 GradientRows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 BATCHING = ("loop", "grouped")
+#: Normalisation layers, whose affine parameters the pool statistics leave out (as the
+#: reference does for batch norm).
+NORMS = (TaskBatchNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ class MetaLearner(ABC):
             backward gives every task's own gradients (the faster choice on GPUs).
     """
 
+    #: Constructor arguments of a subclass taken from the config's ``learner`` section, by the
+    #: key they are read from (e.g. ``{"penalty": "ridge_penalty"}``).
+    settings: ClassVar[dict[str, str]] = {}
+
     def __init__(
         self,
         model: nn.Module,
@@ -154,7 +161,7 @@ class MetaLearner(ABC):
         norm = {
             f"{module_name}.{name}"
             for module_name, module in self.model.named_modules()
-            if isinstance(module, TaskBatchNorm)
+            if isinstance(module, NORMS)
             for name, _ in module.named_parameters()
         }
         layers = [name for name in self.parameters() if name not in norm]
@@ -171,12 +178,25 @@ class MetaLearner(ABC):
         return task_linear(self.features(params, x), params["head.weight"], params["head.bias"])
 
     def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Backbone features of T tasks, each with its own parameters: (T, N, D)."""
+        """Backbone features of T tasks, each with its own parameters: (T, N, D).
+
+        A backbone with a ``grouped`` computation (Conv4, the fingerprint MLP) runs the T tasks
+        in it; any other ``nn.Module`` runs each task through
+        :func:`torch.func.functional_call` with that task's parameters (its buffers shared:
+        give batch norm ``track_running_stats=False``)."""
         backbone = {
             n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")
         }
-        module = cast(GroupedModule, self.model.get_submodule("backbone"))
-        return module.grouped(backbone, x)
+        module = self.model.get_submodule("backbone")
+        if hasattr(module, "grouped"):
+            return cast(GroupedModule, module).grouped(backbone, x)
+        buffers = dict(module.named_buffers())
+        return torch.stack(
+            [
+                functional_call(module, ({n: p[t] for n, p in backbone.items()}, buffers), (x[t],))
+                for t in range(x.shape[0])
+            ]
+        )
 
     @abstractmethod
     def adapt(
@@ -307,6 +327,19 @@ class MetaLearner(ABC):
     def _grouped(self, episodes: list[Episode]) -> bool:
         return self.batching == "grouped" and len(episodes) > 1 and EpisodeBatch.stackable(episodes)
 
+    @classmethod
+    def misfit(cls, objective: Objective) -> str:
+        """Why this learner cannot serve ``objective`` (empty: it can)."""
+        return ""
+
+    def instability_advice(self) -> str:
+        """What to change when the inner loop runs away from a finite θ0 (a non-finite loss)."""
+        lr = self.train_adaptation.lr
+        return (
+            f"the inner loop ran away from a finite θ0 (learner.inner_lr={lr:g}): lower it,"
+            f" learner.inner_lr={lr / 10:g}, or clip the meta-update (train.clip_grad_norm=1)"
+        )
+
     # What the training loop, schedulers and evaluation ask for.
 
     def measure_pool(
@@ -371,77 +404,6 @@ class MetaLearner(ABC):
             )
         with torch.no_grad():
             return predict(episode.query_x.unsqueeze(0))[0]
-
-    def embed(self, params: Params, episodes: list[Episode]) -> torch.Tensor:
-        """(P, D) task embeddings: the mean backbone features of each task's support and query
-        inputs at ``params``, L2-normalised. They describe which inputs a task covers, not its
-        labels."""
-        one = task_views(params, 1)
-        with torch.no_grad():
-            rows = [
-                F.normalize(
-                    self.features(one, torch.cat([e.support_x, e.query_x]).unsqueeze(0))[0].mean(0),
-                    dim=0,
-                )
-                for e in episodes
-            ]
-        return torch.stack(rows)
-
-    def full_forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """The whole model under ``params`` on one task's inputs."""
-        return self.forward(task_views(params, 1), x.unsqueeze(0))[0]
-
-    def two_step_parameters(self, params: Params, episode: Episode) -> torch.Tensor:
-        """(2, D): the flat parameters after one SGD step of the whole network on the support,
-        θs = θ0 - α ∇L(support; θ0), and after one more on the query, θsq = θs - α ∇L(query;
-        θs), with α the inner learning rate (the contexts of BASS)."""
-        lr = self.train_adaptation.lr
-        weights = {n: p.detach().requires_grad_() for n, p in params.items()}
-        flats = []
-        for x, y in ((episode.support_x, episode.support_y), (episode.query_x, episode.query_y)):
-            loss = self.objective.loss(self.full_forward(weights, x), y)
-            grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
-            weights = {
-                n: (p if g is None else p - lr * g).detach().requires_grad_()
-                for (n, p), g in zip(weights.items(), grads)
-            }
-            flats.append(torch.cat([p.detach().flatten() for p in weights.values()]))
-        return torch.stack(flats)
-
-    def unflatten(self, flat: torch.Tensor) -> Params:
-        """Parameters by name from a flat vector laid out as :meth:`two_step_parameters`."""
-        params, start = {}, 0
-        for name, p in self.parameters().items():
-            params[name] = flat[start : start + p.numel()].view_as(p)
-            start += p.numel()
-        return params
-
-    def one_step_query_loss(self, params: Params, episode: Episode) -> float:
-        """The query loss after one plain SGD step of the whole network on the support (the
-        inner learning rate), without a meta-graph."""
-        detached = {n: p.detach() for n, p in params.items()}
-
-        def support_loss(weights: Params) -> torch.Tensor:
-            return self.objective.loss(
-                self.full_forward(weights, episode.support_x), episode.support_y
-            )
-
-        with torch.enable_grad():
-            fast = sgd_steps(support_loss, detached, Adaptation(self.train_adaptation.lr, 1), False)
-        with torch.no_grad():
-            return float(
-                self.objective.loss(self.full_forward(fast, episode.query_x), episode.query_y)
-            )
-
-    def query_confusion(self, params: Params, episode: Episode) -> torch.Tensor:
-        """(N, N): row c is the mean predicted class distribution of the query examples of true
-        class c, after adaptation (training settings) at ``params``; classification only."""
-        with torch.no_grad():
-            probabilities = F.softmax(self.predict(params, episode, self.train_adaptation), dim=-1)
-            classes = probabilities.shape[-1]
-            one_hot = F.one_hot(episode.query_y.long(), classes).to(probabilities.dtype)
-            counts = one_hot.sum(0).clamp_min(1).unsqueeze(1)
-            return one_hot.T @ probabilities / counts
 
 
 def judged(

@@ -36,7 +36,10 @@ class RandomForestBaseline:
             raise MetaschedError(
                 "the random forest needs scikit-learn: pip install 'metasched[chem]'"
             ) from error
+        if trees < 1:
+            raise MetaschedError(f"a random forest needs at least one tree, got {trees}")
         self.objective = objective
+        self.description = f"random forest, {trees} trees, fitted per task"
         self._forest = lambda: RandomForestRegressor(
             n_estimators=trees, max_features=max_features, random_state=seed, n_jobs=1
         )

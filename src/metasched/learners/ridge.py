@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
 from metasched.errors import MetaschedError
 from metasched.learners.anil import ANIL
 from metasched.learners.base import Adaptation, Params
-from metasched.learners.objectives import Objective
+from metasched.learners.objectives import Objective, Regression
 
 
 class RidgeANIL(ANIL):
@@ -26,6 +28,8 @@ class RidgeANIL(ANIL):
     unused; ``penalty`` is λ (the backbone learns the feature scale it works with).
     """
 
+    settings: ClassVar[dict[str, str]] = {"penalty": "ridge_penalty"}
+
     def __init__(
         self,
         model: nn.Module,
@@ -41,6 +45,16 @@ class RidgeANIL(ANIL):
         if not penalty > 0:
             raise MetaschedError(f"ridge penalty must be positive, got {penalty}; try 1.0")
         self.penalty = penalty
+
+    @classmethod
+    def misfit(cls, objective: Objective) -> str:
+        if isinstance(objective, Regression):
+            return ""
+        return "fits regression heads only; use anil or maml for classification"
+
+    def instability_advice(self) -> str:
+        setting = f"learner.ridge_penalty={self.penalty * 10:g}"
+        return f"the closed-form head is ill-conditioned at this θ0: raise {setting}"
 
     def adapt_head(
         self,

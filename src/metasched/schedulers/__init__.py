@@ -5,18 +5,20 @@ Adding a scheduler means one new file with a :class:`TaskScheduler` subclass and
 """
 
 from metasched.schedulers.agreement import AgreementOptions, AgreementScheduler
+from metasched.schedulers.amortised import AmortisedOptions, AmortisedScheduler
 from metasched.schedulers.ats import ATSNetwork, ATSOptions, ATSScheduler
 from metasched.schedulers.base import (
-    Feature,
+    Candidates,
+    Feedback,
+    Measure,
     NoOptions,
-    Pool,
-    PoolServices,
     SchedulerSetup,
     Selection,
+    Services,
     TaskScheduler,
-    Trained,
 )
 from metasched.schedulers.bass import BASSOptions, BASSScheduler
+from metasched.schedulers.buffer import BufferOptions, BufferScheduler
 from metasched.schedulers.daml import DAMLOptions, DAMLScheduler
 from metasched.schedulers.focal import FocalOptions, FocalScheduler
 from metasched.schedulers.gcp import GCPOptions, GCPScheduler
@@ -46,6 +48,8 @@ SCHEDULERS: dict[str, type[TaskScheduler]] = {
         ATSScheduler,
         BASSScheduler,
         AgreementScheduler,
+        AmortisedScheduler,
+        BufferScheduler,
     )
 }
 
@@ -57,27 +61,31 @@ __all__ = [
     "ATSScheduler",
     "AgreementOptions",
     "AgreementScheduler",
+    "AmortisedOptions",
+    "AmortisedScheduler",
     "BASSOptions",
     "BASSScheduler",
+    "BufferOptions",
+    "BufferScheduler",
+    "Candidates",
     "DAMLOptions",
     "DAMLScheduler",
-    "Feature",
+    "Feedback",
     "FocalOptions",
     "FocalScheduler",
     "GCPOptions",
     "GCPScheduler",
     "GreedyScheduler",
+    "Measure",
     "NoOptions",
     "OracleScheduler",
     "PAMLOptions",
     "PAMLScheduler",
-    "Pool",
-    "PoolServices",
     "SPLOptions",
     "SPLScheduler",
     "SchedulerSetup",
     "Selection",
+    "Services",
     "TaskScheduler",
-    "Trained",
     "UniformScheduler",
 ]

@@ -9,10 +9,10 @@ import torch
 
 from metasched.errors import MetaschedError
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Measure,
     Selection,
+    Services,
     TaskScheduler,
     draw,
     top_k,
@@ -53,16 +53,16 @@ class AgreementScheduler(TaskScheduler):
     by α ⟨∇L_support, ∇L_query⟩, so a task whose support gradient points away from its query
     gradient teaches the meta-model the wrong adaptation, which is what corrupted support
     labels do. This scheduler ranks the pool by that agreement directly (the mean per-layer
-    cosine, ``Feature.GRADIENTS``) and needs no network, no reward and no validation data.
+    cosine, ``Measure.GRADIENTS``) and needs no network, no reward and no validation data.
     With ``scheduler.gradient_layers=last`` it compares the last layers only, which is cheaper.
     """
 
     name = "agreement"
-    features = Feature.LOSSES | Feature.GRADIENTS
+    measures = Measure.LOSSES | Measure.GRADIENTS
     Options = AgreementOptions
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         stats = pool.require("stats")
         support_norm, _, _ = stats.gradient_terms()

@@ -41,11 +41,11 @@ from torch import nn
 
 from metasched.errors import MetaschedError
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Measure,
     SchedulerSetup,
     Selection,
+    Services,
     TaskScheduler,
     draw,
 )
@@ -67,7 +67,7 @@ class ATSOptions:
         baseline_momentum: of the exponential moving-average reward baseline.
         lookahead_lr: β of the look-ahead model θ̃ = θ0 - β ∇L(proposal).
         reward: ``loss`` (minus the reward tasks' query loss) or ``score`` (their accuracy, or
-            -MSE).
+            pearson R²).
         paired_baseline: subtract θ0's value on the same reward tasks.
         reward_tasks: clean reward tasks per iteration (default: the meta-batch size).
         faithful: the reference code's scheduler, reward and warm-up (module docstring);
@@ -102,7 +102,7 @@ class ATSOptions:
             raise MetaschedError(f"{prefix}warmup must be >= 0")
         if self.reward not in ("score", "loss"):
             raise MetaschedError(
-                f"{prefix}reward={self.reward!r}; use score (accuracy, or -MSE) or loss"
+                f"{prefix}reward={self.reward!r}; use score (accuracy, or pearson R²) or loss"
             )
         if self.reward_tasks is not None and self.reward_tasks < 1:
             raise MetaschedError(f"{prefix}reward_tasks must be at least 1")
@@ -235,7 +235,7 @@ class ATSScheduler(TaskScheduler):
     passes the reward to :meth:`update` (one REINFORCE step with a moving-average baseline);
     :meth:`select` then draws the candidates for the real meta-update from the updated policy
     sharpened to temperature max(τ, decay^t), t counting the calls to :meth:`select`.
-    :meth:`choose` runs these steps against a training loop's :class:`PoolServices`.
+    :meth:`choose` runs these steps against a training loop's :class:`Services`.
 
     Args:
         options: the settings (:class:`ATSOptions`).
@@ -249,9 +249,9 @@ class ATSScheduler(TaskScheduler):
         super().__init__(options, setup)
         options = self.options
         num_layers, seed = self.setup.num_layers, self.setup.seed
-        self.features = Feature.LOSSES
+        self.measures = Measure.LOSSES
         if options.faithful or "gradients" in options.inputs:
-            self.features |= Feature.GRADIENTS
+            self.measures |= Measure.GRADIENTS
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.network = ATSNetwork(num_layers, options.faithful, inputs=tuple(options.inputs))
@@ -275,7 +275,7 @@ class ATSScheduler(TaskScheduler):
         return max(self.temperature_floor, self.decay ** (self.selections + 1))
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         """Propose, score the look-ahead, learn, then select (or, in the warm-up, stop)."""
         options = self.options
@@ -305,17 +305,17 @@ class ATSScheduler(TaskScheduler):
             diagnostics=diagnostics,
         )
 
-    def _progress(self, pool: Pool) -> float:
+    def _progress(self, pool: Candidates) -> float:
         """The reference counts all iterations, warm-up included: int(t / (T + 1) * 100)."""
         if self.faithful:
             return pool.iteration / (pool.total_iterations + 1)
         return pool.progress
 
-    def policy(self, pool: Pool) -> torch.Tensor:
+    def policy(self, pool: Candidates) -> torch.Tensor:
         """(P,) sampling probabilities at temperature 1, differentiable w.r.t. the network."""
         return F.softmax(self.network(pool.require("stats"), self._progress(pool)), dim=0)
 
-    def propose(self, pool: Pool, batch_size: int, rng: np.random.Generator) -> Selection:
+    def propose(self, pool: Candidates, batch_size: int, rng: np.random.Generator) -> Selection:
         """B candidates for the look-ahead, from the policy at temperature 1."""
         probabilities = self.policy(pool)
         # Both modes draw the look-ahead sample without replacement, as the reference's README.
@@ -342,7 +342,7 @@ class ATSScheduler(TaskScheduler):
         self.optimizer.step()
         return {"reward": reward, "baseline": self.baseline, "advantage": advantage}
 
-    def select(self, pool: Pool, batch_size: int, rng: np.random.Generator) -> Selection:
+    def select(self, pool: Candidates, batch_size: int, rng: np.random.Generator) -> Selection:
         """The meta-update's candidates, from the policy sharpened to :attr:`temperature`."""
         temperature = self.temperature
         self.selections += 1

@@ -1,65 +1,74 @@
-"""The contract between the training loop and a task scheduler.
+"""The contract between a training loop and a task scheduler.
 
-Each iteration the loop draws a pool of P candidate tasks and measures only the
-:class:`Feature` s the scheduler declares. The scheduler's :meth:`TaskScheduler.choose`
-returns the B candidates (and optional loss weights) the meta-model trains on; it may call the
-loop's :class:`PoolServices` for what needs the model and the data (a look-ahead model's value
-on reward tasks, per-candidate rewards, query confusions). After the meta-update the loop
-tells it what was trained on (:meth:`TaskScheduler.observe`). A scheduler keeps its own state
-for exact resume (:meth:`TaskScheduler.state_dict`) and has its own typed options
-(``Options``, the ``scheduler.<name>`` section of a config).
+Each iteration the loop asks the scheduler for the pool of candidate tasks
+(:meth:`TaskScheduler.candidates`: by default P fresh draws from the training tasks), measures
+what the scheduler declares it reads (``measures``: the candidates' adapted query losses, and
+their per-layer gradient statistics; the meta-update reuses that work), and lets it choose the
+B candidates the meta-model learns from (:meth:`TaskScheduler.choose`), with a small toolbox at
+hand (:class:`Services`: the learner and θ0, fresh clean reward tasks, a way to compute
+anything per candidate on every process, and the value of a look-ahead model). A scheduler
+that needs something else (task embeddings, look-ahead losses, confusions) computes it
+itself, e.g. with :mod:`metasched.learners.probes`. After the meta-update the loop tells it,
+choice by choice, what was trained and at which loss (:meth:`TaskScheduler.observe`, a
+:class:`Feedback`); tasks the loop added itself are not among them. A scheduler keeps its own
+state for exact resume (:meth:`TaskScheduler.state_dict`) and has typed options (``Options``,
+the ``scheduler.<name>`` section of a config).
 
-Schedulers work on tensors and arrays only, so they serve any training loop.
+A new scheduler is one file with a :class:`TaskScheduler` subclass and an entry in
+:data:`metasched.schedulers.SCHEDULERS`.
+
+Example:
+    >>> class LowestLoss(TaskScheduler):
+    ...     name = "lowest-loss"
+    ...     measures = Measure.LOSSES
+    ...     def choose(self, pool, batch_size, rng, services):
+    ...         return Selection(top_k(-pool.require("stats").query_loss, batch_size))
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import numpy as np
 import torch
 
+from metasched.learners.base import MetaLearner, Params
 from metasched.stats import PoolStats
+from metasched.tasks.episode import Episode, TaskSource
+
+Item = TypeVar("Item")
 
 
-class Feature(enum.Flag):
-    """What the loop measures about the candidates, on request.
+class Measure(enum.Flag):
+    """What the loop measures about the candidates, on request, at θ0.
 
     ``LOSSES``: each candidate's query loss after adaptation. ``GRADIENTS``: per-layer norms
-    and inner products of the support and query gradients at θ0 (with the losses).
-    ``EMBEDDINGS``: a task embedding (mean backbone features of the task's images).
-    ``CONTEXTS``: the flat parameters after one support step and one more query step (BASS).
-    ``CLASSES``: which classes of the training split each candidate is built from.
-    ``NOISE_FLAGS``: the ground truth of which candidates are noisy: for the oracle only.
+    and inner products of the support and query gradients (with the losses). The meta-update
+    reuses the measured candidates' graphs where memory allows.
     """
 
     NONE = 0
     LOSSES = enum.auto()
     GRADIENTS = enum.auto()
-    EMBEDDINGS = enum.auto()
-    CONTEXTS = enum.auto()
-    CLASSES = enum.auto()
-    NOISE_FLAGS = enum.auto()
 
 
 @dataclass(frozen=True)
-class Pool:
-    """What a scheduler may know about the current candidates.
+class Candidates:
+    """The current pool, as a scheduler sees it.
 
     Attributes:
         size: the number of candidates P.
         progress: the fraction of meta-updates done, in [0, 1].
-        stats: losses (and, with ``GRADIENTS``, gradient statistics) of the candidates.
+        stats: what was measured (``measures``): losses, and gradient statistics.
         iteration: iterations done so far, warm-up included.
         total_iterations: warm-up plus meta-updates.
-        embeddings: (P, D) task embeddings (``EMBEDDINGS``).
-        contexts: (P, 2, D) flat parameters after the support step and after the query step
-            (``CONTEXTS``).
-        classes: (P, N) class indices of the training split (``CLASSES``).
-        noisy: ground-truth noise flags (``NOISE_FLAGS``); a real scheduler never sees them.
+        episodes: the candidate tasks (support and query sets, and ``source``: the classes or
+            the assay each came from). Their ``noisy`` flag is ground truth that only the
+            oracle, a reference and not a scheduler, may read.
     """
 
     size: int
@@ -67,16 +76,13 @@ class Pool:
     stats: PoolStats | None = None
     iteration: int = 0
     total_iterations: int = 1
-    embeddings: torch.Tensor | None = None
-    contexts: torch.Tensor | None = None
-    classes: np.ndarray | None = None
-    noisy: np.ndarray | None = None
+    episodes: Sequence[Episode] = ()
 
     def require(self, name: str) -> Any:
-        """The named field, or an error saying that the scheduler did not declare it."""
+        """The named field, or an error saying that the scheduler did not ask for it."""
         value = getattr(self, name)
-        if value is None:
-            raise ValueError(f"the pool carries no {name}: declare the feature that computes it")
+        if value is None or (name == "episodes" and not value):
+            raise ValueError(f"the candidates carry no {name}: declare the measure that gives it")
         return value
 
 
@@ -99,6 +105,11 @@ class Selection:
         log_prob: log-probability of the draw, differentiable w.r.t. the scheduler's
             parameters (REINFORCE).
         diagnostics: numbers to log with the iteration (e.g. a reward).
+        memo: anything the scheduler wants back in :meth:`TaskScheduler.observe` with this
+            selection (what it computed about its choices), so it keeps no copy in between.
+        replay: tasks from outside this pool to train on as well (e.g. candidates kept from
+            earlier iterations); their choices follow ``indices`` in ``weights`` and in the
+            :class:`Feedback`.
     """
 
     indices: np.ndarray
@@ -108,22 +119,56 @@ class Selection:
     policy: torch.Tensor | None = None
     log_prob: torch.Tensor | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    memo: Any = None
+    replay: Sequence[Episode] = ()
 
 
 @dataclass(frozen=True)
-class Trained:
-    """What the meta-model was just trained on: the chosen candidates, their adapted query
-    losses and scores (accuracy, or -MSE) at the θ0 before the update."""
+class Feedback:
+    """What became of a selection in the meta-update, one entry per choice (``indices``, then
+    ``replay``).
 
-    indices: np.ndarray
+    Attributes:
+        selection: the scheduler's own selection, as :meth:`TaskScheduler.choose` returned it.
+        trained: (B,) whether each choice was trained on (False: dropped, e.g. a non-finite
+            loss with ``train.on_nonfinite=skip``).
+        losses: (B,) each choice's adapted query loss at the θ0 before the update (NaN where
+            not trained).
+        scores: (B,) the same for the objective's score (accuracy, or pearson R²).
+        progress: the fraction of meta-updates done after this one.
+    """
+
+    selection: Selection
+    trained: np.ndarray
     losses: np.ndarray
     scores: np.ndarray
     progress: float
 
 
-class PoolServices(Protocol):
-    """What the loop computes for a scheduler during :meth:`TaskScheduler.choose`, at the
-    current θ0 and pool."""
+class Services(Protocol):
+    """The loop's toolbox for a scheduler during :meth:`TaskScheduler.choose`, at the current
+    θ0 and candidates.
+
+    Attributes:
+        learner: the meta-learner (adapts, predicts, evaluates; see also
+            :mod:`metasched.learners.probes`).
+        params: θ0, by name.
+    """
+
+    learner: MetaLearner
+    params: Params
+
+    def reward_tasks(self, count: int) -> list[Episode]:
+        """``count`` fresh clean tasks of the reward split (``task.reward_split``), on the
+        loop's device, drawn from the run's training stream."""
+        ...
+
+    def map_rows(
+        self, compute: Callable[[Item], torch.Tensor], items: Sequence[Item]
+    ) -> torch.Tensor:
+        """``compute`` of every item, stacked: each of the loop's processes computes its share
+        and every process gets every row."""
+        ...
 
     def lookahead_value(
         self, indices: np.ndarray, step_size: float, metric: str, paired: bool, num_tasks: int
@@ -131,25 +176,17 @@ class PoolServices(Protocol):
         """The value on ``num_tasks`` fresh clean reward tasks of θ̃ = θ0 - β ∇ (mean adapted
         query loss of the candidates ``indices``), β = ``step_size``; ``metric`` is ``loss``
         (minus the query loss) or ``score``; ``paired`` subtracts θ0's value on the same tasks.
-        """
-        ...
-
-    def lookahead_losses(self, indices: np.ndarray, num_tasks: int, source: str) -> np.ndarray:
-        """Per candidate i of ``indices``: the mean query loss, over ``num_tasks`` tasks from
-        ``source`` (``pool``: this pool's candidates, ``reward``: the reward split), of the
-        candidate's two-step look-ahead model (its ``CONTEXTS``) after one SGD step of the
-        whole network on each task's support."""
-        ...
-
-    def query_confusion(self, indices: np.ndarray) -> torch.Tensor:
-        """(len(indices), N, N): per candidate, the mean predicted class probabilities of its
-        query examples of each true class, after adaptation at θ0."""
+        The candidates' meta-gradients are shared with the meta-update."""
         ...
 
 
 @dataclass(frozen=True)
 class SchedulerSetup:
-    """Facts about the run a scheduler may need to build itself."""
+    """Facts about the run a scheduler may need to build itself.
+
+    ``num_classes``: the training classes a scheduler can track (0: the tasks are not made of
+    classes, e.g. assays).
+    """
 
     num_layers: int = 10
     num_classes: int = 0
@@ -167,18 +204,18 @@ class NoOptions:
 class TaskScheduler(ABC):
     """Chooses ``batch_size`` of the pool's candidates each iteration.
 
-    Subclasses set ``name`` (the registry key), ``features`` (what the pool must carry) and
-    ``Options`` (a frozen dataclass of settings: the config's ``scheduler.<name>`` section),
-    and build themselves with ``cls(options, setup)``.
+    Subclasses set ``name`` (the registry key), ``measures`` (what the loop must measure of
+    the candidates; an instance may set its own in ``__init__``) and ``Options`` (a frozen
+    dataclass of settings: the config's ``scheduler.<name>`` section), build themselves with
+    ``cls(options, setup)`` (raising :class:`metasched.errors.MetaschedError` for a setup
+    they cannot serve) and may draw their own candidates (:meth:`candidates`).
     """
 
     name: ClassVar[str]
     #: Bumped in the commit that changes a number this scheduler makes a run record.
     results_version: ClassVar[int] = 1
-    features: Feature = Feature.NONE
+    measures: Measure = Measure.NONE
     Options: ClassVar[type] = NoOptions
-    #: Draw candidates until the pool holds ``batch_size`` clean ones (the oracle).
-    needs_clean_candidates: ClassVar[bool] = False
     #: Whether choosing needs a pool larger than the meta-batch (P > B); a scheduler whose
     #: draw is uniform over the pool (or extends it itself) does not.
     needs_larger_pool: ClassVar[bool] = True
@@ -192,14 +229,20 @@ class TaskScheduler(ABC):
         """Iterations before the first meta-update in which only the scheduler learns."""
         return 0
 
+    def candidates(
+        self, tasks: TaskSource, size: int, batch_size: int, rng: np.random.Generator
+    ) -> list[Episode]:
+        """This iteration's pool: by default ``size`` fresh draws from the training tasks."""
+        return [tasks.sample(rng) for _ in range(size)]
+
     @abstractmethod
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         """The candidates the meta-model learns from this iteration."""
 
-    def observe(self, trained: Trained) -> dict[str, Any]:
-        """Told what was trained on, after each meta-update; returns diagnostics to log."""
+    def observe(self, feedback: Feedback) -> dict[str, Any]:
+        """Told what became of each choice, after each meta-update; returns diagnostics."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

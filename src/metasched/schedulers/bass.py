@@ -1,5 +1,5 @@
 """BASS: the neural bandit task scheduler (Qi et al., "Meta-learning with neural bandit
-scheduler", NeurIPS 2023), as its public code does it (../shared/docs/bass.md)."""
+scheduler", NeurIPS 2023), as its public code does it (docs/schedulers.md)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from metasched.errors import MetaschedError
+from metasched.learners.probes import one_step_query_loss, two_step_parameters, unflatten
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Feedback,
     Selection,
+    Services,
     TaskScheduler,
-    Trained,
     draw,
     top_k,
 )
+from metasched.tasks.episode import Episode
 
 
 @dataclass(frozen=True)
@@ -113,14 +114,15 @@ def _mlp(inputs: int, hidden: int) -> nn.Sequential:
 class BASSScheduler(TaskScheduler):
     """Contextual-bandit scheduling with an exploitation and an exploration network.
 
-    Per candidate i the loop provides the flat parameters after one SGD step of the whole
-    network on its support (θs,i) and one more on its query (θsq,i) (``Feature.CONTEXTS``).
+    Per candidate i it computes the flat parameters after one SGD step of the whole network on
+    its support (θs,i) and one more on its query (θsq,i)
+    (:func:`metasched.learners.probes.two_step_parameters`).
     Pooled (and normalised) they are the contexts x_s,i and x_i. f1(x_i) estimates the
     candidate's reward; f2 reads f1's pooled gradients at x_s,i and x_i (EE-Net style
     exploration) and estimates the residual. The B candidates with the highest α f1 + f2 are
     trained on. Each chosen candidate's reward (semi-bandit feedback: one per task) is the
     soft-thresholded mean query loss of θsq,i after one SGD step on each of V tasks' supports
-    (:meth:`PoolServices.lookahead_losses`). f1 learns the rewards; f2 learns α (r - r̂) +
+    (:meth:`lookahead_losses`). f1 learns the rewards; f2 learns α (r - r̂) +
     (1 - α) L_self, L_self being the chosen task's own adapted query loss at θ0. Both retrain
     every ``train_every`` meta-updates from fresh Adam optimisers, one sample at a time.
 
@@ -128,11 +130,10 @@ class BASSScheduler(TaskScheduler):
     a choice (the reward tasks come from this iteration's pool, as the code; the reward split
     is an option), and the gradient-pooling windows are derived from ``gradient_dims`` rather
     than fixed at 400 (the same 56 numbers for the code's 22,201-parameter f1). ``centred`` is
-    our labelled fix for the near-identical contexts bass.md §1 predicts.
+    our labelled fix for the near-identical contexts of a shared θ0 (docs/schedulers.md).
     """
 
     name = "bass"
-    features = Feature.CONTEXTS
     Options = BASSOptions
 
     def __init__(self, options: BASSOptions | None = None, setup: Any = None) -> None:
@@ -143,7 +144,6 @@ class BASSScheduler(TaskScheduler):
         self.explore_buffer: list[tuple[torch.Tensor, float]] = []
         self.updates = 0
         self.rng = np.random.default_rng([self.setup.seed, 7])
-        self.pending: dict[str, Any] | None = None
         self.fit: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------
@@ -155,9 +155,10 @@ class BASSScheduler(TaskScheduler):
             gradient = self._gradient_features(torch.zeros(1, context_width)).shape[1]
             self.explore = _mlp(2 * gradient, self.options.hidden)  # at x_s and at x
 
-    def contexts(self, pool: Pool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P, d) support contexts x_s and full contexts x."""
-        raw = pool.require("contexts").float()  # (P, 2, D)
+    def contexts(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, d) support contexts x_s and full contexts x, from the candidates' (P, 2, D)
+        two-step parameters."""
+        raw = raw.float()
         pooled = average_pool(raw.flatten(0, 1), self.options.context_dims, True)
         pooled = pooled.view(raw.shape[0], 2, -1)
         if self.options.centred:
@@ -177,10 +178,11 @@ class BASSScheduler(TaskScheduler):
         return average_pool(torch.stack(rows), self.options.gradient_dims, False)
 
     def priorities(
-        self, pool: Pool
+        self, raw: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(priority α r̂ + ê, r̂, exploration inputs φ, contexts x), one row per candidate."""
-        support, full = self.contexts(pool)
+        """(priority α r̂ + ê, r̂, exploration inputs φ, contexts x), one row per candidate,
+        from the candidates' (P, 2, D) two-step parameters."""
+        support, full = self.contexts(raw)
         if self.exploit is None:
             self._build(full.shape[1])
         assert self.exploit is not None and self.explore is not None
@@ -191,19 +193,22 @@ class BASSScheduler(TaskScheduler):
         return self.options.alpha * estimate + exploration, estimate, phi, full
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         o = self.options
-        priority, estimate, phi, full = self.priorities(pool)
+        learner, params = services.learner, services.params
+        episodes = pool.require("episodes")
+        raw = services.map_rows(lambda e: two_step_parameters(learner, params, e), episodes)
+        priority, estimate, phi, full = self.priorities(raw.cpu())
         softmax = torch.softmax(priority.double(), dim=0)
         if o.selection == "top-k":
             indices = top_k(priority, batch_size)
         else:
             indices = draw(softmax, batch_size, False, rng)
-        losses = services.lookahead_losses(indices, o.reward_tasks, o.reward_source)
+        losses = self.lookahead_losses(raw.cpu(), episodes, indices, rng, services)
         rewards = transform_reward(losses, o.reward_transform)
         unpicked = np.setdiff1d(np.arange(pool.size), indices)
-        self.pending = {
+        memo = {
             "contexts": full[torch.from_numpy(indices)],
             "phi": phi[torch.from_numpy(indices)],
             "phi_unpicked": phi[torch.from_numpy(unpicked)],
@@ -221,18 +226,50 @@ class BASSScheduler(TaskScheduler):
                 "priority_spread": spread,
                 **self.fit,
             },
+            memo=memo,
         )
 
-    def observe(self, trained: Trained) -> dict[str, Any]:
-        """Adds the chosen tasks' feedback to the buffers; retrains when due."""
-        if self.pending is None:
+    def lookahead_losses(
+        self,
+        raw: torch.Tensor,
+        episodes: list[Episode],
+        indices: np.ndarray,
+        rng: np.random.Generator,
+        services: Services,
+    ) -> np.ndarray:
+        """Per chosen candidate: the mean query loss, over ``reward_tasks`` tasks (this pool's
+        candidates, or fresh ones of the reward split: ``reward_source``), of its two-step
+        look-ahead model θsq after one SGD step of the whole network on each task's support."""
+        o = self.options
+        tasks: list[list[Episode]] = []  # drawn for every index on every rank: one stream
+        for _ in indices:
+            if o.reward_source == "pool":
+                picks = rng.choice(len(episodes), min(o.reward_tasks, len(episodes)), replace=False)
+                tasks.append([episodes[int(i)] for i in picks])
+            else:
+                tasks.append(services.reward_tasks(o.reward_tasks))
+        learner = services.learner
+        device = next(iter(services.params.values())).device
+
+        def loss(k: int) -> torch.Tensor:
+            start = unflatten(learner, raw[int(indices[k]), 1].to(device))
+            value = np.mean([one_step_query_loss(learner, start, e) for e in tasks[k]])
+            return torch.tensor(value, dtype=torch.float64)
+
+        return services.map_rows(loss, range(len(indices))).numpy()
+
+    def observe(self, feedback: Feedback) -> dict[str, Any]:
+        """Adds the trained choices' feedback to the buffers; retrains when due."""
+        o, p = self.options, feedback.selection.memo
+        trained = feedback.trained
+        if not trained.any():
             return {}
-        o, p = self.options, self.pending
-        self.pending = None
-        own_losses = trained.losses[: len(p["rewards"])]
         for k, reward in enumerate(p["rewards"]):
+            if not trained[k]:
+                continue
             self.exploit_buffer.append((p["contexts"][k], float(reward)))
-            target = o.alpha * (reward - p["estimates"][k]) + (1 - o.alpha) * own_losses[k]
+            own_loss = feedback.losses[k]
+            target = o.alpha * (reward - p["estimates"][k]) + (1 - o.alpha) * own_loss
             self.explore_buffer.append((p["phi"][k], float(target)))
         if o.unpicked_bonus > 0:
             self.explore_buffer.extend((row, o.unpicked_bonus) for row in p["phi_unpicked"])

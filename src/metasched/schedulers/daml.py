@@ -9,10 +9,10 @@ import torch
 
 from metasched.errors import MetaschedError
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Measure,
     Selection,
+    Services,
     TaskScheduler,
     uniform_draw,
 )
@@ -52,12 +52,12 @@ class DAMLScheduler(TaskScheduler):
     """
 
     name = "daml"
-    features = Feature.LOSSES
+    measures = Measure.LOSSES
     Options = DAMLOptions
     needs_larger_pool = False
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         indices = uniform_draw(pool.size, batch_size, rng)
         losses = pool.require("stats").query_loss[torch.from_numpy(indices)]

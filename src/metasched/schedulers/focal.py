@@ -9,10 +9,10 @@ import torch
 
 from metasched.errors import MetaschedError
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Measure,
     Selection,
+    Services,
     TaskScheduler,
     draw,
 )
@@ -47,11 +47,11 @@ class FocalScheduler(TaskScheduler):
     """
 
     name = "focal"
-    features = Feature.LOSSES
+    measures = Measure.LOSSES
     Options = FocalOptions
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         weight = focal_weight(pool.require("stats").query_loss, self.options.gamma)
         probabilities = weight / weight.sum() if weight.sum() > 0 else torch.ones_like(weight)

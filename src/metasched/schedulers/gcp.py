@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from metasched.errors import MetaschedError
+from metasched.learners.probes import query_confusion
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Feedback,
     Selection,
+    Services,
     TaskScheduler,
-    Trained,
     draw,
 )
 
@@ -51,19 +51,23 @@ class GCPScheduler(TaskScheduler):
     Simplification: Liu et al. build each task class by class from the potentials; here the
     loop draws a pool of candidate tasks (classes uniformly at random) and GCP draws B of them
     with probabilities ∝ their potentials, which approximates the same law as the pool grows.
-    The BASS authors' GCP (bass.md §3) does the same with a top-k. The confusions come from an
-    extra adaptation of each trained task at θ0 (a forward pass per task).
+    The BASS authors' GCP code (docs/schedulers.md) does the same with a top-k. The
+    confusions come from an extra adaptation of each chosen task at θ0 (a forward pass per
+    task, :func:`metasched.learners.probes.query_confusion`). Tasks must be made of classes.
     """
 
     name = "gcp"
-    features = Feature.CLASSES
     Options = GCPOptions
 
     def __init__(self, options: GCPOptions | None = None, setup: Any = None) -> None:
         super().__init__(options, setup)
-        classes = max(self.setup.num_classes, 1)
+        if self.setup.num_classes < 1:
+            raise MetaschedError(
+                "scheduler gcp samples pairs of classes, and these tasks are not made of"
+                " classes (assays); choose another scheduler"
+            )
+        classes = self.setup.num_classes
         self.log_potential = torch.zeros(classes, classes, dtype=torch.float64)
-        self.pending: tuple[np.ndarray, torch.Tensor] | None = None
 
     def task_log_potential(self, classes: np.ndarray) -> torch.Tensor:
         """(P,) Σ over a task's class pairs of log C."""
@@ -72,22 +76,25 @@ class GCPScheduler(TaskScheduler):
         return torch.triu(block, diagonal=1).sum(dim=(1, 2))
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
-        classes = pool.require("classes")
+        episodes = pool.require("episodes")
+        classes = np.array([e.source for e in episodes])
         probabilities = torch.softmax(self.task_log_potential(classes), dim=0)
         indices = draw(probabilities, batch_size, False, rng)
-        self.pending = (classes[indices], services.query_confusion(indices).double())
-        return Selection(indices, probabilities, policy=probabilities.float())
+        learner, params = services.learner, services.params
+        confusion = services.map_rows(
+            lambda i: query_confusion(learner, params, episodes[int(i)]).cpu(), list(indices)
+        )
+        memo = (classes[indices], confusion.double())
+        return Selection(indices, probabilities, policy=probabilities.float(), memo=memo)
 
-    def observe(self, trained: Trained) -> dict[str, Any]:
+    def observe(self, feedback: Feedback) -> dict[str, Any]:
         """Updates the potentials of the trained tasks' class pairs."""
-        if self.pending is None:
-            return {}
-        classes, confusion = self.pending
-        self.pending = None
+        classes, confusion = feedback.selection.memo
+        trained = feedback.trained
         o = self.options
-        for task_classes, matrix in zip(classes, confusion):
+        for task_classes, matrix in zip(classes[trained], confusion[torch.from_numpy(trained)]):
             index = torch.from_numpy(task_classes.astype(np.int64))
             mutual = (matrix + matrix.T) / 2
             mutual.fill_diagonal_(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metasched.schedulers.base import Feature, Pool, PoolServices, Selection, TaskScheduler, top_k
+from metasched.schedulers.base import Candidates, Measure, Selection, Services, TaskScheduler, top_k
 
 
 class GreedyScheduler(TaskScheduler):
@@ -16,10 +16,10 @@ class GreedyScheduler(TaskScheduler):
     """
 
     name = "greedy"
-    features = Feature.LOSSES
+    measures = Measure.LOSSES
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         losses = pool.require("stats").query_loss
         return Selection(top_k(-losses, batch_size))

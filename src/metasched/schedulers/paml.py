@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 from metasched.errors import MetaschedError
+from metasched.learners.probes import embed
 from metasched.schedulers.base import (
-    Feature,
-    Pool,
-    PoolServices,
+    Candidates,
+    Feedback,
     Selection,
+    Services,
     TaskScheduler,
-    Trained,
     top_k,
 )
 
@@ -45,7 +45,8 @@ class PAMLScheduler(TaskScheduler):
     self-information under the embeddings of the tasks trained on so far: the least
     explored region of task space. Simplifications: the embedding is not learned by a
     separate inference network but read off the meta-model itself (the normalised mean
-    backbone feature of the task's images at θ0, ``Feature.EMBEDDINGS``), and the density is a
+    backbone feature of the task's inputs at θ0, :func:`metasched.learners.probes.embed`), and
+    the density is a
     k-nearest-neighbour estimate over the last ``memory`` trained tasks, so the novelty of a
     candidate is its mean distance to its k nearest remembered embeddings (monotone in the
     estimate's -log density). The B most novel candidates are trained on; with an empty
@@ -55,13 +56,11 @@ class PAMLScheduler(TaskScheduler):
     """
 
     name = "paml"
-    features = Feature.EMBEDDINGS
     Options = PAMLOptions
 
     def __init__(self, options: PAMLOptions | None = None, setup: Any = None) -> None:
         super().__init__(options, setup)
         self.memory: torch.Tensor | None = None
-        self.pending: torch.Tensor | None = None
 
     def novelty(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(P,) mean distance to the k nearest remembered embeddings (zeros when none)."""
@@ -72,22 +71,26 @@ class PAMLScheduler(TaskScheduler):
         return distances.topk(k, dim=1, largest=False).values.mean(dim=1)
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
-        embeddings = pool.require("embeddings")
+        learner, params = services.learner, services.params
+        embeddings = services.map_rows(
+            lambda e: embed(learner, params, [e])[0], pool.require("episodes")
+        ).cpu()
         novelty = self.novelty(embeddings)
         indices = top_k(novelty, batch_size)
-        self.pending = embeddings[torch.from_numpy(indices)].detach().clone()
-        return Selection(indices, diagnostics={"novelty": float(novelty[indices].mean())})
+        return Selection(
+            indices,
+            diagnostics={"novelty": float(novelty[indices].mean())},
+            memo=embeddings[torch.from_numpy(indices)].detach(),
+        )
 
-    def observe(self, trained: Trained) -> dict[str, Any]:
+    def observe(self, feedback: Feedback) -> dict[str, Any]:
         """Remembers the trained tasks' embeddings (first in, first out)."""
-        if self.pending is not None:
-            stacked = (
-                self.pending if self.memory is None else torch.cat([self.memory, self.pending])
-            )
+        trained = feedback.selection.memo[torch.from_numpy(feedback.trained)]
+        if len(trained):
+            stacked = trained if self.memory is None else torch.cat([self.memory, trained])
             self.memory = stacked[-self.options.memory :]
-            self.pending = None
         return {}
 
     def state_dict(self) -> dict[str, Any]:

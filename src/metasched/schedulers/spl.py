@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from metasched.errors import MetaschedError
-from metasched.schedulers.base import Feature, Pool, PoolServices, Selection, TaskScheduler
+from metasched.schedulers.base import Candidates, Measure, Selection, Services, TaskScheduler
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class SPLScheduler(TaskScheduler):
     """
 
     name = "spl"
-    features = Feature.LOSSES
+    measures = Measure.LOSSES
     Options = SPLOptions
 
     def admitted_fraction(self, progress: float) -> float:
@@ -54,7 +54,7 @@ class SPLScheduler(TaskScheduler):
         return o.start + (o.end - o.start) * min(1.0, progress / o.ramp)
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         losses = pool.require("stats").query_loss.numpy()
         count = max(batch_size, math.ceil(self.admitted_fraction(pool.progress) * pool.size))

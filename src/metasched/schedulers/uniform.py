@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from metasched.schedulers.base import (
-    Pool,
-    PoolServices,
+    Candidates,
     Selection,
+    Services,
     TaskScheduler,
     uniform_draw,
 )
@@ -22,7 +22,7 @@ class UniformScheduler(TaskScheduler):
     needs_larger_pool = False
 
     def choose(
-        self, pool: Pool, batch_size: int, rng: np.random.Generator, services: PoolServices
+        self, pool: Candidates, batch_size: int, rng: np.random.Generator, services: Services
     ) -> Selection:
         indices = uniform_draw(pool.size, batch_size, rng)
         return Selection(indices, torch.full((pool.size,), 1.0 / pool.size))

@@ -10,7 +10,7 @@ import torch
 from metasched.data.pool import AssayPool
 from metasched.errors import MetaschedError
 from metasched.tasks.episode import Episode
-from metasched.tasks.noise import TargetNoise
+from metasched.tasks.noise import SourceNoise, TargetNoise
 from metasched.tasks.sampler import budget_classes
 
 SOURCE_SPLITS = ("random", "flags")
@@ -66,6 +66,9 @@ class AssaySampler:
             draws it from the rows the source marks as its training rows and takes the query
             from those it marks as test rows (pQSAR's TRN/TST, MoleculeACE's split).
         assays: the allowed assay indices (a budget, :func:`budget_assays`).
+        source_noise: a fixed share of the allowed assays has its values shuffled among its
+            compounds, the same way in every episode (:class:`SourceNoise`); their episodes
+            are noisy, query included.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class AssaySampler:
         source_split: str = "random",
         assays: Sequence[int] | None = None,
         min_scale: float = MIN_SCALE,
+        source_noise: SourceNoise | None = None,
     ) -> None:
         least = 0 if source_split == "flags" else 1
         if support < least or min_query < 1 or query_cap < min_query:
@@ -102,6 +106,8 @@ class AssaySampler:
                 f"no assay of {len(allowed)} has support + min_query = {support + min_query}"
                 f" usable compounds; lower task.assays.support or task.assays.min_query"
             )
+        noise_of_sources = source_noise or SourceNoise()
+        self.shuffled = noise_of_sources.shuffles(self.assays, lambda a: len(pool.rows(a)))
 
     def _split_rows(self, assay: int) -> tuple[np.ndarray, np.ndarray]:
         """The rows a support may come from, and those a query may come from (``None`` role:
@@ -132,7 +138,7 @@ class AssaySampler:
             support = rng.choice(support_rows, count, replace=False)
             query = rng.permutation(query_rows)
         query = np.sort(query[: self.query_cap])
-        clean = self.pool.targets[support]
+        clean = self._values(assay, support)
         noisy = self.noise.draw(clean, rng)
         support_y = clean if noisy is None else noisy
         shift, scale = 0.0, 1.0
@@ -142,14 +148,22 @@ class AssaySampler:
             support_x=torch.from_numpy(self.pool.inputs(support)),
             support_y=self._scaled(support_y, shift, scale),
             query_x=torch.from_numpy(self.pool.inputs(query)),
-            query_y=self._scaled(self.pool.targets[query], shift, scale),
-            noisy=noisy is not None,
+            query_y=self._scaled(self._values(assay, query), shift, scale),
+            noisy=noisy is not None or assay in self.shuffled,
             clean_support_y=self._scaled(clean, shift, scale) if noisy is not None else None,
             source=(assay,),
             source_name=self.pool.assay_ids[assay],
             target_shift=shift,
             target_scale=scale,
         )
+
+    def _values(self, assay: int, rows: np.ndarray) -> np.ndarray:
+        """The targets of ``rows`` of ``assay``: shuffled within the assay if it is corrupted."""
+        shuffle = self.shuffled.get(assay)
+        if shuffle is None:
+            return self.pool.targets[rows]
+        every = self.pool.rows(assay)
+        return self.pool.targets[every[shuffle]][np.searchsorted(every, rows)]
 
     @staticmethod
     def _scaled(targets: np.ndarray, shift: float, scale: float) -> torch.Tensor:

@@ -1,12 +1,17 @@
 """Noise for few-shot tasks: a fraction of the training tasks get corrupted supports.
 
-Regression tasks (:class:`TargetNoise`) get additive Gaussian noise on their support targets.
-Classification tasks (:class:`LabelNoise`) get wrong support labels:
+Two kinds. Per-task noise is a coin flip for every episode: regression tasks
+(:class:`TargetNoise`) get additive Gaussian noise on their support targets, classification
+tasks (:class:`LabelNoise`) wrong support labels. Source noise (:class:`SourceNoise`) is a
+property of where the data came from: a fixed share of the training classes or assays is
+corrupted in every episode that draws it, so a scheduler can learn which sources to avoid.
+
+A per-task noisy classification task is corrupted in one of three ways:
 
 A noisy task keeps a clean query set; its support is corrupted in one of three ways (``mode``),
 each at ``flip_rate``, the expected fraction of support examples whose label is wrong:
 
-* ``redraw`` (the reference code's construction, ats-method.md §3.2): every one of the task's
+* ``redraw`` (the construction of the ATS reference code, docs/ats.md): every one of the task's
   N (K + Q) images gets a noisy label from the symmetric flip matrix; the support then takes K
   images per *noisy* label, and the query the other N Q images with their true labels. The
   support's label histogram stays balanced (K per label), so a label count gives nothing away.
@@ -19,6 +24,7 @@ each at ``flip_rate``, the expected fraction of support examples whose label is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,3 +161,50 @@ class TargetNoise:
         if self.task_ratio == 0 or self.std == 0 or not rng.random() < self.task_ratio:
             return None
         return targets + rng.normal(0.0, self.std, len(targets)).astype(targets.dtype)
+
+
+SOURCE_NOISE_SEED = 3
+
+
+@dataclass(frozen=True)
+class SourceNoise:
+    """A fixed share of the training sources is corrupted in every episode that draws them.
+
+    A corrupted class has a partner, another training class: wherever the class appears in a
+    support set, the images shown are the partner's (an annotator who confuses two
+    characters); its query images stay true. A corrupted assay has its measured values
+    shuffled among its compounds, the same way in every episode (a broken extraction). Which
+    sources, their partners and the shuffles are fixed by a seed of their own, so every run
+    with the same share sees the same noise.
+    """
+
+    share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise MetaschedError(f"task.noisy_sources must lie in [0, 1], got {self.share}")
+
+    def partners(self, units: np.ndarray) -> dict[int, int]:
+        """{corrupted unit: its partner} for round(share x len(units)) of ``units``."""
+        count = round(self.share * len(units))
+        if count == 0:
+            return {}
+        if len(units) < 2:
+            raise MetaschedError("task.noisy_sources needs at least two training classes")
+        rng = np.random.default_rng(SOURCE_NOISE_SEED)
+        corrupted = rng.choice(units, count, replace=False)
+        partners = {}
+        for unit in corrupted:
+            others = units[units != unit]
+            partners[int(unit)] = int(others[rng.integers(len(others))])
+        return partners
+
+    def shuffles(self, units: np.ndarray, sizes: Callable[[int], int]) -> dict[int, np.ndarray]:
+        """{corrupted unit: a permutation of its rows} for round(share x len(units)) of
+        ``units`` (``sizes``: a unit's number of rows)."""
+        count = round(self.share * len(units))
+        if count == 0:
+            return {}
+        rng = np.random.default_rng(SOURCE_NOISE_SEED)
+        corrupted = rng.choice(units, count, replace=False)
+        return {int(u): rng.permutation(sizes(int(u))) for u in corrupted}

@@ -11,7 +11,7 @@ import torch
 from metasched.data.pool import ClassPool
 from metasched.errors import MetaschedError
 from metasched.tasks.episode import Episode
-from metasched.tasks.noise import LabelNoise, Layout
+from metasched.tasks.noise import LabelNoise, Layout, SourceNoise
 
 BUDGET_SEED = 0
 REWARD_SPLIT_SEED = 1
@@ -110,6 +110,8 @@ class FewShotSampler:
             subset of ``count`` of the allowed classes (the first of a permutation with a
             fixed seed), so their tasks recur: a skewed task distribution.
         name: which split (and part) this is, for messages, e.g. "val split of data.root=DIR".
+        source_noise: a fixed share of the allowed classes shows its partner's images in
+            every support (:class:`SourceNoise`); such episodes are noisy too.
     """
 
     def __init__(
@@ -122,6 +124,7 @@ class FewShotSampler:
         classes: Budget = None,
         skew: tuple[float, int] | None = None,
         name: str = "the split",
+        source_noise: SourceNoise | None = None,
     ) -> None:
         self.pool = pool
         self.name = name
@@ -140,6 +143,7 @@ class FewShotSampler:
             order = np.random.default_rng(SKEW_SEED).permutation(len(self.classes))
             self.skew_fraction, self.skewed = fraction, np.sort(self.classes[order[:count]])
         self._clean = Layout.clean(n_way, k_shot, q_query)
+        self.partners = (source_noise or SourceNoise()).partners(self.classes)
 
     def _check(self) -> None:
         if min(self.n_way, self.k_shot, self.q_query) < 1:
@@ -179,6 +183,8 @@ class FewShotSampler:
             self.noise.corrupt(self.n_way, self.k_shot, self.q_query, rng) if noisy else self._clean
         )
         flat = picks.ravel()
+        corrupted = self._show_partners(flat, layout.support, chosen, rng) if self.partners else 0
+        noisy = noisy or corrupted > 0
         return Episode(
             support_x=self._images(flat[layout.support]),
             support_y=torch.from_numpy(layout.support_labels),
@@ -189,6 +195,23 @@ class FewShotSampler:
             source=tuple(int(c) for c in chosen),
             skewed=skewed,
         )
+
+    def _show_partners(
+        self, flat: np.ndarray, support: np.ndarray, chosen: np.ndarray, rng: np.random.Generator
+    ) -> int:
+        """Replaces, in ``flat``, the support images of corrupted classes by images of their
+        partners; returns how many were replaced."""
+        per_class = self.k_shot + self.q_query
+        replaced = 0
+        for row, c in enumerate(chosen):
+            partner = self.partners.get(int(c))
+            if partner is None:
+                continue
+            positions = support[support // per_class == row]
+            drawn = rng.choice(self.pool.counts()[partner], len(positions), replace=False)
+            flat[positions] = self.pool.starts[partner] + drawn
+            replaced += len(positions)
+        return replaced
 
     def _images(self, indices: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.pool.take(indices)).float().div_(255.0)

@@ -9,11 +9,11 @@ from torch import nn
 
 from metasched.config import Config
 from metasched.data.registry import load_dataset
+from metasched.domains import domain_of
 from metasched.errors import MetaschedError
-from metasched.learners import ANIL, MAML, Adaptation, MetaLearner, RidgeANIL
+from metasched.learners import LEARNERS, Adaptation, MetaLearner
 from metasched.schedulers import SCHEDULERS, SchedulerSetup, TaskScheduler
 from metasched.tasks import TaskSource
-from metasched.training.domains import domain_of
 
 # Independent random streams of a run: training draws never shift validation or test tasks.
 STREAMS = {"train": 0, "val": 1, "test": 2}
@@ -48,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_learner(config: Config, model: nn.Module, device: torch.device) -> MetaLearner:
-    """MAML or ANIL with the configured inner loops."""
+    """The learner ``learner.algorithm`` names, with the configured inner loops."""
     spec = config.learner
     batching = spec.batching
     if batching == "auto":
@@ -57,10 +57,9 @@ def build_learner(config: Config, model: nn.Module, device: torch.device) -> Met
     evaluation = Adaptation(spec.eval_inner_lr or spec.inner_lr, spec.eval_inner_steps)
     scored = config.scheduler.gradient_layers
     objective = domain_of(config).objective
-    common = (model, objective, train, evaluation, spec.first_order, scored, batching)
-    if spec.algorithm == "ridge":
-        return RidgeANIL(*common, penalty=spec.ridge_penalty)
-    return (MAML if spec.algorithm == "maml" else ANIL)(*common)
+    kind = LEARNERS[spec.algorithm]
+    options = {name: getattr(spec, key) for name, key in kind.settings.items()}
+    return kind(model, objective, train, evaluation, spec.first_order, scored, batching, **options)
 
 
 def build_scheduler(config: Config, setup: SchedulerSetup) -> TaskScheduler:
@@ -72,13 +71,6 @@ def build_components(config: Config) -> Components:
     """Data, samplers, model (seeded with ``config.seed``), learner and scheduler."""
     device = resolve_device(config.train.device)
     domain = domain_of(config)
-    scheduler_class = SCHEDULERS[config.scheduler.name]
-    missing = scheduler_class.features & ~domain.provides
-    if missing:
-        raise MetaschedError(
-            f"scheduler {config.scheduler.name} needs the {str(missing.name).lower()} of each"
-            f" task, which {domain.name} tasks do not have; choose another scheduler"
-        )
     splits = load_dataset(config.data)
     samplers = domain.samplers(config, splits)
     torch.manual_seed(config.seed)

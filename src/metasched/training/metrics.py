@@ -12,6 +12,9 @@ from metasched.errors import MetaschedError
 from metasched.files import atomic_write, dumps, os_error
 
 METRICS = "metrics.jsonl"
+#: Fields of records and summaries that hold wall-clock time (or where a run lived): the
+#: only ones two runs of one config and one results version may differ in.
+WALL_CLOCK = ("seconds", "wall_seconds", "train_seconds", "test_seconds", "run_dir")
 #: A finished run's records may be kept compressed beside (or instead of) ``metrics.jsonl``,
 #: as committed runs are (``experiments/runs``); readers take either.
 COMPRESSED = METRICS + ".gz"
@@ -100,3 +103,9 @@ def read_metrics(path: Path, quiet: bool = False) -> list[dict[str, Any]]:
             ) from error
         records.append(record)
     return records
+
+
+def without_wall_clock(record: dict[str, Any]) -> dict[str, Any]:
+    """A record or summary without its wall-clock fields (:data:`WALL_CLOCK`): what must be
+    identical between two runs of one config on one machine."""
+    return {k: v for k, v in record.items() if k not in WALL_CLOCK}

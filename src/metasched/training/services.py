@@ -1,8 +1,10 @@
-"""What the training loop computes for a scheduler during one iteration (PoolServices)."""
+"""The training loop's toolbox for a scheduler during one iteration (:class:`Services`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -12,18 +14,19 @@ from metasched.learners.base import MetaLearner, Params
 from metasched.tasks.episode import Episode, TaskSource
 from metasched.training.gradients import CandidateGradients, clipped
 
+Item = TypeVar("Item")
+
 
 class LoopServices:
-    """:class:`metasched.schedulers.PoolServices` at one iteration's θ0 and pool.
+    """:class:`metasched.schedulers.Services` at one iteration's θ0 and candidates.
 
     Args:
         learner: the meta-learner.
         params: θ0.
         gradients: the candidates' meta-gradients (shared with the meta-update).
-        reward_tasks: the sampler of clean reward tasks.
+        reward_source: the sampler of clean reward tasks.
         rng: the run's training stream (reward tasks are drawn from it).
         device: where episodes go.
-        contexts: (P, 2, D) the candidates' two-step parameters, if the pool carries them.
         max_norm: the meta-update's gradient clipping (``train.clip_grad_norm``), which the
             look-ahead step takes too.
     """
@@ -33,25 +36,28 @@ class LoopServices:
         learner: MetaLearner,
         params: Params,
         gradients: CandidateGradients,
-        reward_tasks: TaskSource,
+        reward_source: TaskSource,
         rng: np.random.Generator,
         device: torch.device,
-        contexts: torch.Tensor | None = None,
         max_norm: float | None = None,
     ) -> None:
         self.learner = learner
         self.params = params
         self.gradients = gradients
-        self.reward_tasks = reward_tasks
+        self.reward_source = reward_source
         self.rng = rng
         self.device = device
-        self.contexts = contexts
         self.max_norm = max_norm
         self.reward_tasks_drawn = 0
 
-    def _reward_episodes(self, count: int) -> list[Episode]:
+    def reward_tasks(self, count: int) -> list[Episode]:
         self.reward_tasks_drawn += count
-        return [self.reward_tasks.sample(self.rng).to(self.device) for _ in range(count)]
+        return [self.reward_source.sample(self.rng).to(self.device) for _ in range(count)]
+
+    def map_rows(
+        self, compute: Callable[[Item], torch.Tensor], items: Sequence[Item]
+    ) -> torch.Tensor:
+        return self.gradients.ranks.map_rows(compute, list(items))
 
     def lookahead_value(
         self, indices: np.ndarray, step_size: float, metric: str, paired: bool, num_tasks: int
@@ -61,7 +67,7 @@ class LoopServices:
             name: (p if g is None else p - step_size * g).detach()
             for (name, p), g in zip(self.params.items(), gradient)
         }
-        episodes = self._reward_episodes(num_tasks)
+        episodes = self.reward_tasks(num_tasks)
         learner = self.learner
 
         def value(weights: Params) -> float:
@@ -93,32 +99,3 @@ class LoopServices:
                 " scheduler.ats.lookahead_lr=0.01 for MSE losses",
             )
         return reward
-
-    def lookahead_losses(self, indices: np.ndarray, num_tasks: int, source: str) -> np.ndarray:
-        if self.contexts is None:
-            raise ValueError("lookahead_losses needs the CONTEXTS feature")
-        pool = self.contexts.shape[0]
-        tasks: list[list[Episode]] = []  # drawn for every index on every rank: one stream
-        for _ in indices:
-            if source == "pool":
-                picks = self.rng.choice(pool, min(num_tasks, pool), replace=False)
-                tasks.append([self.gradients.candidates[int(i)] for i in picks])
-            elif source == "reward":
-                tasks.append(self._reward_episodes(num_tasks))
-            else:
-                raise ValueError(f"lookahead_losses: source {source!r} is not pool or reward")
-
-        def loss(k: int) -> torch.Tensor:
-            assert self.contexts is not None
-            start = self.learner.unflatten(self.contexts[int(indices[k]), 1].to(self.device))
-            value = np.mean([self.learner.one_step_query_loss(start, e) for e in tasks[k]])
-            return torch.tensor(value, dtype=torch.float64)
-
-        return self.gradients.ranks.map_rows(loss, range(len(indices))).numpy()
-
-    def query_confusion(self, indices: np.ndarray) -> torch.Tensor:
-        candidates = self.gradients.candidates
-        return self.gradients.ranks.map_rows(
-            lambda i: self.learner.query_confusion(self.params, candidates[int(i)]).cpu(),
-            list(indices),
-        )

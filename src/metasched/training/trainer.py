@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +20,6 @@ from metasched.config import Config, config_from_dict
 from metasched.cpu import bf16_advice
 from metasched.errors import Diverged, MetaschedError, TrainingAborted, TrainingInterrupted
 from metasched.files import atomic_write, os_error, remove_stale_temporaries
-from metasched.learners.base import Params, TaskResults
-from metasched.schedulers import Feature, Pool, Trained
-from metasched.schedulers.ats import entropy
-from metasched.tasks.episode import Episode
 from metasched.training.checkpoint import (
     load_checkpoint,
     load_model_weights,
@@ -37,51 +29,14 @@ from metasched.training.checkpoint import (
 )
 from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate, write_test_results
-from metasched.training.gradients import CandidateGradients, ChosenOutcome, Gradient, clipped
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import record_start
 from metasched.training.ranks import Ranks, current_ranks
-from metasched.training.services import LoopServices
+from metasched.training.signals import first_signal_stops
+from metasched.training.step import MetaStep, TrainState
 
 LAST, BEST = "last.pt", "best.pt"
 RUN_FILES = {"config.yaml", "metrics.jsonl", "provenance.json", BEST}  # a run's own before last.pt
-SKIPS_IN_A_ROW = 20  # train.on_nonfinite=skip: this many iterations without an update stop
-
-
-@contextmanager
-def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turns the first Ctrl-C or SIGTERM (what ``kill`` and job schedulers send) into a flag
-    the loop checks between iterations; a second one aborts at once (the last checkpoint on
-    disk stays intact either way)."""
-    hit = [False]
-
-    def handler(signum: int, frame: object) -> None:
-        if hit[0]:
-            raise KeyboardInterrupt
-        hit[0] = True
-        name = signal.Signals(signum).name
-        tqdm.write(f"{name}: saving a checkpoint after this iteration ({name} again to abort)")
-
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: hit[0]
-    finally:
-        for number, action in previous.items():
-            signal.signal(number, action)
-
-
-@dataclass
-class TrainState:
-    """Progress that a checkpoint must restore besides the model and optimiser."""
-
-    iteration: int = 0
-    best_score: float = -math.inf
-    best_iteration: int = 0
-    updates: int = 0
-    seconds: float = 0.0  # wall time of training and validation, across resumes
 
 
 class Trainer:
@@ -126,12 +81,12 @@ class Trainer:
         self.warmup = self.scheduler.warmup_iterations
         self.total = self.warmup + config.train.iterations
         self.rng = np.random.default_rng([config.seed, STREAMS["train"]])
+        self.step = MetaStep(config, self.parts, self.optimizer, self.ranks, self.rng)
         self.state = TrainState()
         self._clock = time.perf_counter()  # wall time since the state's ``seconds``
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.saved_iteration: int | None = None  # that of the newest last.pt
         self.resumed_from: Path | None = None
-        self._skipped_in_a_row = 0
         self._iteration_done = True  # False while train_step runs
 
     # ------------------------------------------------------------------------------------------
@@ -262,244 +217,19 @@ class Trainer:
         return self.state.updates / self.config.train.iterations
 
     def train_step(self) -> dict[str, Any]:
-        """One iteration: measure the pool, let the scheduler choose, update the meta-model."""
-        start = time.perf_counter()
-        batch = self.config.train.meta_batch_size
-        candidates = self._draw_candidates(batch)
-        noisy = np.array([c.noisy for c in candidates])
-        params = self.parts.learner.parameters()
-        measured, graphs, kept, pool = self._measure(candidates, params)
-        gradients = CandidateGradients(
-            self.parts.learner, params, candidates, measured, graphs, kept, self.ranks
-        )
-        services = LoopServices(
-            self.parts.learner,
-            params,
-            gradients,
-            self.parts.samplers["reward"],
-            self.rng,
-            self.parts.device,
-            pool.contexts,
-            self.config.train.clip_grad_norm,
-        )
-        selection = self.scheduler.choose(pool, batch, self.rng, services)
-        if selection.policy is not None and not torch.isfinite(selection.policy).all():
-            raise self._diverged("the scheduler's probabilities are not finite", params)
-        record: dict[str, Any] = {"phase": "train" if selection.update == "step" else "warmup"}
-        record.update(selection.diagnostics)
-        if selection.policy is not None:
-            record.update(_probability_diagnostics(selection.policy, noisy))
-        chosen, weights = selection.indices, selection.weights
-        trained_noisy = list(noisy[chosen])
-        skewed = np.array([c.skewed for c in candidates])
-        trained_skewed = list(skewed[chosen])
-        if selection.update == "step":
-            extra = self._reward_tasks_for_update()
-            if extra:
-                added = gradients.add(extra)
-                chosen = np.concatenate([chosen, added])
-                trained_noisy += [False] * len(added)
-                trained_skewed += [False] * len(added)
-                if weights is not None:  # the added tasks weigh as much as an average one
-                    weights = np.concatenate([weights, np.full(len(added), 1 / batch)])
-                    weights = weights / weights.sum()
-                record["reward_tasks_trained"] = len(added)
-        combined = gradients.combine(chosen, weights)
-        outcome: ChosenOutcome | None = combined
-        if not _finite(combined):
-            outcome, chosen, weights = self._without_nonfinite(
-                gradients, combined, chosen, weights, params, record
-            )
-        if outcome is None:
-            pass  # every chosen task gave a NaN or infinity and was skipped: no update
-        elif selection.update == "step":
-            self._adam_step(params, outcome.gradient)
-            self.state.updates += 1
-            trained = Trained(chosen, outcome.losses, outcome.scores, self.progress)
-            record.update(self.scheduler.observe(trained))
-        elif selection.update == "step_and_restore":
-            self._restored_step(params, outcome.gradient)
-        reward_tasks = services.reward_tasks_drawn
-        if reward_tasks:
-            record["reward_tasks"] = reward_tasks
-        if self.config.task.skew_fraction > 0:
-            record.update(skewed=float(np.mean(trained_skewed)), pool_skewed=float(skewed.mean()))
-        record.update(
-            loss=None if outcome is None else outcome.loss,
-            score=None if outcome is None else outcome.score,
-            noisy=float(np.mean(trained_noisy)),
-            pool_noisy=float(noisy.mean()),
-            chosen=[int(i) for i in chosen],
-            seconds=time.perf_counter() - start,
-        )
-        return record
-
-    def _without_nonfinite(
-        self,
-        gradients: CandidateGradients,
-        outcome: ChosenOutcome,
-        chosen: np.ndarray,
-        weights: np.ndarray | None,
-        params: Params,
-        record: dict[str, Any],
-    ) -> tuple[ChosenOutcome | None, np.ndarray, np.ndarray | None]:
-        """Stops the run at a NaN or infinite loss or meta-gradient, or, with
-        ``train.on_nonfinite=skip``, drops the tasks that gave one (None: all of them)."""
-        bad = ~np.isfinite(outcome.losses)
-        if self.config.train.on_nonfinite == "stop":
-            what = (
-                f"the query loss of {bad.sum()} of {len(bad)} chosen tasks is not finite"
-                if bad.any()
-                else "the meta-gradient is not finite"
-            )
-            raise self._diverged(what, params)
-        kept: ChosenOutcome | None = None
-        if bad.any() and not bad.all():
-            chosen = chosen[~bad]
-            if weights is not None:
-                weights = weights[~bad] / weights[~bad].sum()
-            kept = gradients.combine(chosen, weights)
-            kept = kept if _finite(kept) else None
-        record["skipped_tasks"] = len(bad) if kept is None else int(bad.sum())
-        self._skipped_in_a_row = self._skipped_in_a_row + 1 if kept is None else 0
-        if self._skipped_in_a_row >= SKIPS_IN_A_ROW:
-            raise self._diverged(
-                f"every chosen task gave a NaN or infinity for {SKIPS_IN_A_ROW} iterations", params
-            )
-        return kept, chosen, weights
-
-    def _diverged(self, what: str, params: Params) -> Diverged:
-        """The error for a non-finite quantity at this iteration, with its likely cause."""
-        config = self.config
-        finite = all(bool(torch.isfinite(p).all()) for p in params.values())
-        largest = max(float(p.detach().abs().max()) for p in params.values()) if finite else 0
-        if not finite or largest > 1e6:
-            state = "not finite" if not finite else f"as large as {largest:.3g}"
-            setting = f"train.meta_lr={config.train.meta_lr / 100:g}"
-            cause = f"the meta-update's step is too large (θ0 is {state}): lower it, {setting}"
-        elif config.learner.algorithm == "ridge":
-            setting = f"learner.ridge_penalty={config.learner.ridge_penalty * 10:g}"
-            cause = f"the closed-form head is ill-conditioned at this θ0: raise {setting}"
-        else:
-            setting = f"learner.inner_lr={config.learner.inner_lr / 10:g}"
-            cause = (
-                f"the inner loop ran away from a finite θ0 (learner.inner_lr="
-                f"{config.learner.inner_lr:g}): lower it, {setting}, or clip the meta-update"
-                " (train.clip_grad_norm=1)"
-            )
-        return Diverged(what, cause)
-
-    def _measure(
-        self, candidates: list[Episode], params: Params
-    ) -> tuple[TaskResults | None, dict[int, torch.Tensor], set[int], Pool]:
-        """The features the scheduler declared, and nothing else: each rank measures its
-        share of the candidates, and every rank gets every row. Also returns this rank's kept
-        graphs by candidate, and which candidates some rank kept a graph of."""
-        features = self.scheduler.features
-        spec = self.config.scheduler
-        learner, ranks = self.parts.learner, self.ranks
-        measured, graphs, kept = None, {}, set()
-        if features & (Feature.LOSSES | Feature.GRADIENTS):
-            bf16 = spec.pool_precision == "bf16"
-            # Grouped measurement runs the pool as one batch: backpropagating through it for two
-            # chosen tasks would cost more than recomputing them, so its graphs are not kept.
-            keep = spec.reuse_graphs and not bf16 and learner.batching == "loop"
-            share = ranks.share(len(candidates))
-            with torch.autocast(self.parts.device.type, torch.bfloat16, enabled=bf16):
-                budget = spec.graph_memory_gb
-                mine = learner.measure_pool(
-                    params,
-                    [candidates[i] for i in share],
-                    keep,
-                    gradients=bool(features & Feature.GRADIENTS),
-                    graph_budget=None if budget is None else int(budget * 2**30),
-                )
-            graphs = dict(zip(share, mine.graphs or ()))
-            flags = torch.full((len(share),), float(mine.graphs is not None))
-            kept_flags = ranks.gather_rows(flags if len(share) else None, len(candidates))
-            kept = {i for i, flag in enumerate(kept_flags.tolist()) if flag}
-            measured = ranks.gather_results(mine, len(candidates))
-        pool = Pool(  # the schedulers' networks are tiny: they live on the CPU
-            size=len(candidates),
-            progress=self.progress,
-            iteration=self.state.iteration,
-            total_iterations=self.total,
-            stats=measured.stats.to("cpu") if measured and measured.stats else None,
-            embeddings=ranks.map_rows(lambda c: learner.embed(params, [c])[0], candidates).cpu()
-            if features & Feature.EMBEDDINGS
-            else None,
-            contexts=ranks.map_rows(
-                lambda c: learner.two_step_parameters(params, c), candidates
-            ).cpu()
-            if features & Feature.CONTEXTS
-            else None,
-            classes=np.array([c.source for c in candidates])
-            if features & Feature.CLASSES
-            else None,
-            noisy=np.array([c.noisy for c in candidates])
-            if features & Feature.NOISE_FLAGS
-            else None,
-        )
-        return measured, graphs, kept, pool
-
-    def _reward_tasks_for_update(self) -> list[Episode]:
-        """Clean reward-split tasks for this meta-update: ``train.reward_tasks_per_update`` on
-        average, the fractions carried over deterministically."""
-        rate = self.config.train.reward_tasks_per_update
-        done = self.state.updates
-        count = math.floor((done + 1) * rate + 1e-9) - math.floor(done * rate + 1e-9)
-        sampler = self.parts.samplers["reward"]
-        return [sampler.sample(self.rng).to(self.parts.device) for _ in range(count)]
-
-    def _draw_candidates(self, batch: int) -> list[Episode]:
-        """The pool; for the oracle, extended until it holds ``batch`` clean candidates."""
-        sampler = self.parts.samplers["train"]
-        candidates = [
-            sampler.sample(self.rng) for _ in range(self.config.scheduler.pool_size or batch)
-        ]
-        while (
-            self.scheduler.needs_clean_candidates and sum(not c.noisy for c in candidates) < batch
-        ):
-            candidates.append(sampler.sample(self.rng))
-        return [c.to(self.parts.device) for c in candidates]
+        """One iteration: the scheduler's candidates and choice, and the meta-update."""
+        return self.step.run(self.state, self.total)
 
     def _save_last(self) -> None:
         """Writes ``last.pt``, keeping ``train.keep_checkpoints`` of them; never a model that
         is no longer finite (the run stops instead, the older checkpoints intact)."""
         params = self.parts.learner.parameters()
         if not all(bool(torch.isfinite(p).all()) for p in params.values()):
-            raise self._diverged("the meta-model's weights are not finite", params)
+            raise self.step.diverged("the meta-model's weights are not finite", params)
         if self.ranks.is_main:
             payload = self.checkpoint_payload()
             save_checkpoint(self.run_dir / LAST, payload, self.config.train.keep_checkpoints)
         self.saved_iteration = self.state.iteration
-
-    def learning_rate(self) -> float:
-        """The meta-learning rate of the next meta-update (``train.lr_schedule``)."""
-        train = self.config.train
-        done = self.state.updates / train.iterations
-        if train.lr_schedule == "cosine":
-            return train.meta_lr * 0.5 * (1 + math.cos(math.pi * done))
-        if train.lr_schedule == "linear":
-            return train.meta_lr * (1 - done)
-        return train.meta_lr
-
-    def _adam_step(self, params: Params, gradient: Gradient) -> None:
-        """One Adam step on θ0 along ``gradient`` (parameters without one are left alone)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
-        self.optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(params.values(), clipped(gradient, self.config.train.clip_grad_norm)):
-            p.grad = g
-        self.optimizer.step()
-
-    def _restored_step(self, params: Params, gradient: Gradient) -> None:
-        """The reference's warm-up: an Adam step on θ0, then θ0 restored (the moments stay)."""
-        saved = {name: p.detach().clone() for name, p in params.items()}
-        self._adam_step(params, gradient)
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(saved[name])
 
     def evaluate_split(self, split: str, num_tasks: int, show: bool = False) -> EvalResult:
         """Scores the current meta-model on ``num_tasks`` fixed tasks of ``split``."""
@@ -525,7 +255,7 @@ class Trainer:
         """
         self._clock = time.perf_counter()
         try:
-            with deferred_interrupt() as interrupted:
+            with first_signal_stops(_say_saving) as interrupted:
                 asked = interrupted if stop is None else lambda: interrupted() or stop()
                 self._train(progress, asked)
         except KeyboardInterrupt:
@@ -592,7 +322,7 @@ class Trainer:
         result = self.evaluate_split("val", self.config.train.val_tasks)
         it = self.state.iteration
         if not math.isfinite(result.loss):
-            raise self._diverged(
+            raise self.step.diverged(
                 "the validation loss is not finite", self.parts.learner.parameters()
             )
         if self.ranks.is_main:
@@ -671,22 +401,9 @@ class Trainer:
         return summary
 
 
+def _say_saving(name: str) -> None:
+    tqdm.write(f"{name}: saving a checkpoint after this iteration ({name} again to abort)")
+
+
 def _scored(result: EvalResult) -> dict[str, float]:
     return {"score": result.mean, "ci95": result.ci95, "loss": result.loss}
-
-
-def _finite(outcome: ChosenOutcome) -> bool:
-    """Whether the chosen tasks' losses and their meta-gradient are all finite."""
-    present = [g for g in outcome.gradient if g is not None]
-    norm = torch.nn.utils.get_total_norm(present) if present else torch.zeros(())
-    return bool(np.isfinite(outcome.losses).all()) and bool(torch.isfinite(norm))
-
-
-def _probability_diagnostics(probabilities: torch.Tensor, noisy: np.ndarray) -> dict[str, Any]:
-    """Mean policy probability of noisy and of clean candidates, and the policy's entropy."""
-    p = probabilities.detach().cpu().numpy()
-    return {
-        "p_noisy": float(p[noisy].mean()) if noisy.any() else None,
-        "p_clean": float(p[~noisy].mean()) if (~noisy).any() else None,
-        "entropy": entropy(probabilities),
-    }
