@@ -50,6 +50,7 @@ PATTERNS = (
     "uniform-reward: uniform sampling plus clean reward-split tasks at the rate ATS draws them",
     "uniform-x<k>: uniform sampling with k times the meta-updates (and validation interval)",
     "<method>+cosine, <method>+linear: the method with its meta-learning rate decayed to zero",
+    "<method>-p<k>: the method with a pool of k candidates",
 )
 PRETRAIN_SECTIONS = ("data", "model", "learner")
 PRETRAIN_TASK_KEYS = ("n_way", "k_shot", "q_query")
@@ -95,6 +96,9 @@ def method_overrides(method: str, base: Config) -> list[str]:
     if method == "uniform-reward":
         rate = reward_task_rate(base)
         return ["scheduler.name=uniform", f"train.reward_tasks_per_update={rate}"]
+    pool = re.fullmatch(r"(.+)-p(\d+)", method)
+    if pool and pool.group(1) not in VARIANTS:
+        return [*method_overrides(pool.group(1), base), f"scheduler.pool_size={pool.group(2)}"]
     match = re.fullmatch(r"uniform-x(\d+)", method)
     if match:
         k = int(match.group(1))
@@ -107,7 +111,8 @@ def method_overrides(method: str, base: Config) -> list[str]:
         ]
     if method in SCHEDULERS:
         return [f"scheduler.name={method}"]
-    known = [*SCHEDULERS, *VARIANTS, *BASELINES, "uniform-reward", "uniform-x<k>", "<any>+cosine"]
+    known = [*SCHEDULERS, *VARIANTS, *BASELINES, "uniform-reward", "uniform-x<k>", "<any>+cosine",
+             "<any>-p<k>"]  # fmt: skip
     raise MetaschedError(f"unknown method {method!r} for compare; use one of {', '.join(known)}")
 
 
