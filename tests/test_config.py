@@ -33,7 +33,7 @@ def test_overrides_are_typed() -> None:
         (["train.iterations=many"], "train.iterations='many' is not a valid int"),
         (["learner.inner_lr=-0.1"], "learner.inner_lr must be positive"),
         (["train.meta_lr=0"], "train.meta_lr must be positive"),
-        (["learner.algorithm=reptile"], "use maml, anil or ridge"),
+        (["learner.algorithm=reptile"], "use maml, anil, ridge or gp"),
         (["task.noise_ratio=1.5"], "task.noise_ratio must lie in"),
         (["scheduler.pool_size=1"], "smaller than train.meta_batch_size"),
         (["scheduler.name=ats"], "set scheduler.pool_size above train.meta_batch_size=4"),

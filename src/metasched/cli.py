@@ -1,4 +1,5 @@
-"""The ``metasched`` command: train, evaluate, baseline, demo, compare, report, data."""
+"""The ``metasched`` command: train, evaluate, predict, demo, compare, benchmark, baseline,
+report, data."""
 
 from __future__ import annotations
 
@@ -218,8 +219,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     path, payload, config = _load_run(args.run, args.set)
     domain = domain_of(config)
     model = domain.model(config)
-    load_model_weights(model, payload["model"], path)
     learner = build_learner(config, model, model_device := next(model.parameters()).device)
+    load_model_weights(model, payload["model"], path)  # after the learner added its own
     task = domain.new_task(config, Path(args.support), Path(args.query))
     predictions = learner.predict(learner.parameters(), task.episode.to(model_device))
     out = Path(args.out)
@@ -283,6 +284,31 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(table)
     for plot in plots:
         print(f"plot: {plot}")
+
+
+def cmd_benchmark(args: argparse.Namespace) -> None:
+    from metasched.benchmark import run_benchmark
+
+    table, files = run_benchmark(
+        [Path(r) for r in args.runs],
+        [b.strip() for b in args.baselines.split(",") if b.strip()],
+        _integers(args.sizes, "--sizes"),
+        args.draws,
+        Path(args.out),
+        args.set,
+        progress=not args.quiet,
+        min_query=args.min_query,
+    )
+    print(table)
+    for path in files:
+        print(f"wrote {path}")
+
+
+def _integers(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise MetaschedError(f"{flag} {text!r}: give whole numbers, e.g. 16,32,64,128") from None
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -442,10 +468,33 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threads", type=int, default=1, help="torch threads per run")
     compare.set_defaults(handler=cmd_compare)
 
+    bench = commands.add_parser(
+        "benchmark",
+        help="FS-Mol's few-shot regression protocol on held-out assays: runs and baselines",
+        description="Every held-out assay, support sizes K, several seeded supports each, the"
+        " rest of the assay as the query: out-of-sample R², pearson R², RMSE and interval"
+        " coverage per method, paired with the per-assay random forest.",
+    )
+    bench.add_argument("runs", nargs="+", help="trained run directories (assay data)")
+    bench.add_argument("--baselines", default="forest,gp", help="per-task baselines (forest,gp)")
+    bench.add_argument("--sizes", default="16,32,64,128", help="support sizes (16,32,64,128)")
+    bench.add_argument("--draws", type=int, default=10, help="supports per assay and size (10)")
+    bench.add_argument(
+        "--min-query", type=int, default=16, help="compounds an assay must keep for the query"
+    )
+    bench.add_argument("--out", required=True, help="directory of the table, CSV and plot")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(handler=cmd_benchmark)
+
     baseline = commands.add_parser(
         "baseline", help="a non-meta baseline on a config's test tasks (assays: random forest)"
     )
-    baseline.add_argument("kind", choices=["forest"], help="forest: one random forest per task")
+    baseline.add_argument(
+        "kind",
+        choices=["forest", "gp"],
+        help="forest: a random forest per task; gp: a GP on fingerprints (Tanimoto) per task",
+    )
     baseline.add_argument("--config", required=True, help="preset name or YAML file")
     baseline.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     baseline.add_argument(

@@ -107,8 +107,11 @@ class ModelConfig:
 class LearnerConfig:
     """The meta-learner and its inner loop for training and evaluation.
 
-    ``algorithm``: ``maml``, ``anil``, or ``ridge`` (ANIL with a closed-form ridge head of
-    penalty ``ridge_penalty``, regression only; it takes no inner steps).
+    ``algorithm``: ``maml``, ``anil``, ``ridge`` (ANIL with a closed-form ridge head of
+    penalty ``ridge_penalty``, regression only; it takes no inner steps) or ``gp`` (an exact
+    Gaussian process on the backbone's features with the head as prior mean, ``kernel`` rbf,
+    linear or tanimoto; ``inner_steps`` gradient steps of ``inner_lr`` fit its
+    hyperparameters to each task's support, 0 shares them across tasks; regression only).
 
     ``batching``: ``loop`` (one task after another), ``grouped`` (same-shaped tasks in one
     pass with per-task weights) or ``auto`` (grouped on CUDA, loop on CPU: measured fastest,
@@ -123,6 +126,7 @@ class LearnerConfig:
     eval_inner_steps: int = 10
     batching: str = "auto"
     ridge_penalty: float = 1.0
+    kernel: str = "rbf"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from metasched.data.pool import AssayPool, DataSplits
 from metasched.data.registry import ASSAYS
 from metasched.domains.base import Domain, ModelBuilder, NewTask, PerTaskBaseline
 from metasched.errors import MetaschedError
-from metasched.learners import Regression
+from metasched.learners import Regression, TanimotoGP
 from metasched.learners.forest import RandomForestBaseline
 from metasched.models import FingerprintMLP
 from metasched.tasks import Episode, TaskSource, split_reward_classes
@@ -38,9 +38,14 @@ def mlp(config: Config) -> nn.Module:
     )
 
 
-def forest(config: Config, trees: int = FOREST_TREES) -> PerTaskBaseline:
+def forest(config: Config, trees: int = FOREST_TREES, **_: object) -> PerTaskBaseline:
     """A random forest fitted on each task's support alone."""
     return RandomForestBaseline(Regression(), trees, seed=config.seed)
+
+
+def fingerprint_gp(config: Config, **_: object) -> PerTaskBaseline:
+    """A GP on each task's fingerprints (Tanimoto kernel), fitted on its support alone."""
+    return TanimotoGP(Regression())
 
 
 class AssayRegression(Domain):
@@ -48,7 +53,10 @@ class AssayRegression(Domain):
 
     name, objective = ASSAYS, Regression()
     models: ClassVar[dict[str, ModelBuilder]] = {"mlp": mlp}
-    baselines: ClassVar[dict[str, Callable[..., PerTaskBaseline]]] = {"forest": forest}
+    baselines: ClassVar[dict[str, Callable[..., PerTaskBaseline]]] = {
+        "forest": forest,
+        "gp": fingerprint_gp,
+    }
 
     def check(self, config: Config) -> None:
         super().check(config)
@@ -155,8 +163,17 @@ class AssayRegression(Domain):
         return torch.from_numpy(np.unpackbits(prints.packed, axis=1, count=bits).astype(np.float32))
 
     def prediction_rows(self, predictions: torch.Tensor, task: NewTask) -> list[list[Any]]:
+        """SMILES and predicted value on the assay's scale; with a GP learner also the
+        predictive standard deviation (noise included)."""
         episode = task.episode
-        values = predictions.squeeze(-1) * episode.target_scale + episode.target_shift
-        rows: list[list[Any]] = [["smiles", "prediction"]]
-        rows += [[name, f"{float(v):.4f}"] for name, v in zip(task.query_names, values)]
+        values = predictions[..., 0] * episode.target_scale + episode.target_shift
+        if predictions.shape[-1] == 1:
+            rows: list[list[Any]] = [["smiles", "prediction"]]
+            return rows + [[name, f"{float(v):.4f}"] for name, v in zip(task.query_names, values)]
+        std = predictions[..., 1].clamp_min(0).sqrt() * episode.target_scale
+        rows = [["smiles", "prediction", "std"]]
+        rows += [
+            [name, f"{float(v):.4f}", f"{float(s):.4f}"]
+            for name, v, s in zip(task.query_names, values, std)
+        ]
         return rows

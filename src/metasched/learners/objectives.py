@@ -66,38 +66,59 @@ class Classification(Objective):
 
 
 class Regression(Objective):
-    """Mean squared error on the episode's (possibly standardised) targets.
+    """Mean squared error on the episode's (possibly standardised) targets; for probabilistic
+    predictions, (..., 2) columns of mean and variance (the GP learners), the Gaussian negative
+    log-likelihood instead.
 
-    The score is the squared Pearson correlation of predictions and targets (the ATS paper's
-    R²; unchanged by the standardisation, and 0 where undefined: constant predictions or
-    targets). The metrics, after undoing the standardisation: ``pearson_r2``; ``oos_r2``, the
-    out-of-sample R² 1 - SSE / Σ(y - ȳ_support)², which FS-Mol's regression work reports and
-    which is negative when the model does worse than predicting the support mean; ``rmse``.
+    The score is the squared Pearson correlation of the (mean) predictions and the targets
+    (the ATS paper's R²; unchanged by the standardisation, and 0 where undefined: constant
+    predictions or targets). The metrics, after undoing the standardisation: ``pearson_r2``;
+    ``oos_r2``, the out-of-sample R² 1 - SSE / Σ(y - ȳ_support)², which FS-Mol's regression
+    work reports and which is negative when the model does worse than predicting the support
+    mean; ``rmse``; and for probabilistic predictions ``coverage_68`` and ``coverage_95``, the
+    share of query values inside the central 68% and 95% predictive intervals.
     """
 
     name, score_name, percent = "regression", "pearson_r2", False
 
     def loss(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if predictions.shape[-1] == 2:
+            return gaussian_nll(predictions, targets.float()).mean()
         return F.mse_loss(predictions.squeeze(-1), targets.float())
 
     def batched_losses(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if predictions.shape[-1] == 2:
+            return gaussian_nll(predictions, targets.float()).mean(dim=1)
         return (predictions.squeeze(-1) - targets.float()).pow(2).mean(dim=1)
 
     def scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return pearson_r2(predictions.squeeze(-1), targets.float()).nan_to_num(0.0)
+        return pearson_r2(predictions[..., 0], targets.float()).nan_to_num(0.0)
 
     def metrics(self, predictions: torch.Tensor, episode: Episode) -> dict[str, float]:
         scale, shift = episode.target_scale, episode.target_shift
-        predicted = predictions.squeeze(-1).double() * scale + shift
+        predicted = predictions[..., 0].double() * scale + shift
         measured = episode.query_y.double() * scale + shift
         support_mean = episode.support_y.double().mean() * scale + shift
         errors = (predicted - measured).pow(2).sum()
         spread = (measured - support_mean).pow(2).sum()
-        return {
+        named = {
             "pearson_r2": float(pearson_r2(predicted.unsqueeze(0), measured.unsqueeze(0))[0]),
             "oos_r2": float(1.0 - errors / spread) if spread > 0 else float("nan"),
             "rmse": float(errors.div(len(measured)).sqrt()),
         }
+        if predictions.shape[-1] == 2:
+            sigma = predictions[..., 1].double().clamp_min(0).sqrt() * scale
+            distance = (predicted - measured).abs()
+            named["coverage_68"] = float((distance <= sigma).double().mean())
+            named["coverage_95"] = float((distance <= 1.959964 * sigma).double().mean())
+        return named
+
+
+def gaussian_nll(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-example negative log-likelihood of ``targets`` under N(mean, variance), the last
+    dimension of ``predictions`` holding (mean, variance)."""
+    mean, variance = predictions[..., 0], predictions[..., 1].clamp_min(1e-9)
+    return 0.5 * (torch.log(2 * torch.pi * variance) + (targets - mean).pow(2) / variance)
 
 
 def pearson_r2(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

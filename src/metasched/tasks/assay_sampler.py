@@ -138,8 +138,19 @@ class AssaySampler:
             support = rng.choice(support_rows, count, replace=False)
             query = rng.permutation(query_rows)
         query = np.sort(query[: self.query_cap])
+        return self.episode(assay, support, query, rng)
+
+    def episode(
+        self,
+        assay: int,
+        support: np.ndarray,
+        query: np.ndarray,
+        rng: np.random.Generator | None = None,
+    ) -> Episode:
+        """The episode of ``assay`` with these support and query rows: support noise drawn
+        from ``rng`` (none without one), targets standardised by the support if asked."""
         clean = self._values(assay, support)
-        noisy = self.noise.draw(clean, rng)
+        noisy = self.noise.draw(clean, rng) if rng is not None else None
         support_y = clean if noisy is None else noisy
         shift, scale = 0.0, 1.0
         if self.standardise:

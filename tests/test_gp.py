@@ -1,0 +1,230 @@
+"""Gaussian-process learners: the posterior against an independent computation, the
+meta-gradient against finite differences, learning, the per-task GP baseline, calibrated
+intervals in ``metasched predict``, and the benchmark protocol."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metasched.benchmark import benchmark_draws, run_benchmark
+from metasched.cli import main
+from metasched.config import load_config
+from metasched.data.registry import load_dataset
+from metasched.learners import Adaptation, DeepKernelGP, Regression, TanimotoGP
+from metasched.learners.gp import Rows, marginal_nll, posterior
+from metasched.models import FingerprintMLP
+from metasched.tasks import Episode
+from metasched.training.trainer import Trainer
+
+from .test_regression import learnable_csv, overrides
+
+
+def _bits(n: int, d: int, seed: int) -> torch.Tensor:
+    return (torch.rand(n, d, generator=torch.Generator().manual_seed(seed)) < 0.3).double()
+
+
+def _numpy_gp(train: np.ndarray, targets: np.ndarray, test: np.ndarray, scale: float,
+              noise: float) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The textbook formulas with an explicit inverse: mean k*ᵀ(K + σ²I)⁻¹y, variance
+    k** - k*ᵀ(K + σ²I)⁻¹k* + σ², on a Tanimoto kernel written out element by element."""
+
+    def tanimoto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(a), len(b)))
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                shared = np.minimum(x, y).sum()
+                out[i, j] = shared / (x.sum() + y.sum() - shared)
+        return scale * out
+
+    inverse = np.linalg.inv(tanimoto(train, train) + (noise + 1e-6) * np.eye(len(train)))
+    cross = tanimoto(train, test)
+    mean = cross.T @ inverse @ targets
+    variance = np.diag(tanimoto(test, test)) - np.einsum("ij,ik,kj->j", cross, inverse, cross)
+    return mean, variance + noise
+
+
+def test_the_posterior_and_marginal_likelihood_match_the_textbook() -> None:
+    train, test = _bits(12, 40, 0), _bits(5, 40, 1)
+    targets = torch.randn(12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    hyper = torch.tensor([[np.log(0.3), 0.0, np.log(1.5)]], dtype=torch.float64)
+    parts = ("fingerprints",)
+    mean, variance = posterior(
+        parts, hyper, Rows(train[None], train[None]), targets[None], Rows(test[None], test[None])
+    )
+    expected_mean, expected_variance = _numpy_gp(
+        train.numpy(), targets.numpy(), test.numpy(), 1.5**2, 0.3**2
+    )
+    np.testing.assert_allclose(mean[0].numpy(), expected_mean, rtol=1e-9)
+    np.testing.assert_allclose(variance[0].numpy(), expected_variance, rtol=1e-9)
+    k = (  # -log N(y; 0, K + σ²I) / n, by slogdet and solve
+        np.array(
+            [
+                [
+                    np.minimum(x, y).sum() / (x.sum() + y.sum() - np.minimum(x, y).sum())
+                    for y in train.numpy()
+                ]
+                for x in train.numpy()
+            ]
+        )
+        * 1.5**2
+        + (0.09 + 1e-6) * np.eye(12)
+    )
+    y = targets.numpy()
+    fit, log_det = y @ np.linalg.solve(k, y), np.linalg.slogdet(k)[1]
+    expected_nll = 0.5 * (fit + log_det + 12 * np.log(2 * np.pi)) / 12
+    nll = marginal_nll(parts, hyper, Rows(train[None], train[None]), targets[None])
+    assert float(nll[0]) == pytest.approx(expected_nll, rel=1e-9)
+
+
+def _learner(kernel: str, steps: int) -> DeepKernelGP:
+    torch.manual_seed(0)
+    model = FingerprintMLP(40, 1, hidden=8).double()
+    return DeepKernelGP(model, Regression(), Adaptation(0.1, steps), Adaptation(0.1, steps),
+                        kind=kernel)  # fmt: skip
+
+
+def _episodes(count: int) -> list[Episode]:
+    rng = torch.Generator().manual_seed(5)
+    episodes = []
+    for t in range(count):
+        x = _bits(14, 40, 10 + t)
+        y = x[:, :10].sum(1) * 0.5 + torch.randn(14, generator=rng, dtype=torch.float64) * 0.1
+        y = (y - y[:8].mean()) / y[:8].std()
+        episodes.append(Episode(x[:8], y[:8], x[8:], y[8:]))
+    return episodes
+
+
+@pytest.mark.parametrize(("kernel", "steps"), [("fingerprints+rbf", 0), ("rbf", 2)])
+def test_the_meta_gradient_matches_finite_differences(kernel: str, steps: int) -> None:
+    """Deep kernel transfer (no inner steps) and adaptive hyperparameter fitting (two steps,
+    differentiated through): the meta-gradient along a random direction of the first layer and
+    of the GP's noise equals a central finite difference."""
+    learner = _learner(kernel, steps)
+    episodes = _episodes(3)
+    params = learner.parameters()
+
+    def meta_loss() -> torch.Tensor:
+        return torch.stack(learner.outcomes(learner.parameters(), episodes).graphs).mean()
+
+    for name in ("backbone.layers.0.weight", "gp.log_noise"):
+        direction = torch.randn_like(params[name])
+        (gradient,) = torch.autograd.grad(meta_loss(), [params[name]])
+        eps = 1e-6
+        with torch.no_grad():
+            params[name].add_(eps * direction)
+            up = meta_loss().item()
+            params[name].sub_(2 * eps * direction)
+            down = meta_loss().item()
+            params[name].add_(eps * direction)
+        numeric = (up - down) / (2 * eps)
+        assert (gradient * direction).sum().item() == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+def test_the_per_task_gp_matches_the_textbook_at_its_fitted_hyperparameters() -> None:
+    episode = _episodes(1)[0]
+    baseline = TanimotoGP(Regression(), steps=60)
+    as_float = [
+        getattr(episode, n).float() for n in ("support_x", "support_y", "query_x", "query_y")
+    ]
+    predicted = baseline.predict(Episode(*as_float))
+    raw = episode.support_x[None]
+    targets = episode.support_y - episode.support_y.mean()
+    hyper = torch.tensor([[-1.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.Adam([hyper], lr=0.05)
+    for _ in range(60):  # the fit, redone: the baseline must use its fitted hyperparameters
+        optimiser.zero_grad()
+        marginal_nll(("fingerprints",), hyper, Rows(raw, raw), targets[None]).sum().backward()
+        optimiser.step()
+    fitted = hyper.detach()[0]
+    noise, scale = float(fitted[0].exp() ** 2), float(fitted[2].exp() ** 2)
+    mean, variance = _numpy_gp(episode.support_x.numpy(), targets.numpy(),
+                               episode.query_x.numpy(), scale, noise)  # fmt: skip
+    np.testing.assert_allclose(predicted[:, 0].numpy(), mean + episode.support_y.mean().item(),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(predicted[:, 1].numpy(), variance, rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def gp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A deep-kernel GP meta-trained on learnable assays: (data file, run directory)."""
+    tmp_path = tmp_path_factory.mktemp("gp")
+    path = learnable_csv(tmp_path)
+    settings = overrides(path, **{"learner.algorithm": "gp", "learner.kernel": "rbf",
+                                  "learner.inner_steps": 0, "learner.eval_inner_steps": 0,
+                                  "train.iterations": 60, "train.val_every": 10})  # fmt: skip
+    config = load_config("drug-demo", settings)
+    Trainer.create(config, tmp_path / "run").fit(progress=False)
+    return path, tmp_path / "run"
+
+
+def test_the_deep_kernel_gp_learns(gp_run: tuple[Path, Path]) -> None:
+    """Its validation pearson R² after meta-training is well above the one at the start."""
+    from metasched.training.metrics import read_metrics
+
+    val = [r["score"] for r in read_metrics(gp_run[1] / "metrics.jsonl") if r["kind"] == "val"]
+    assert len(val) == 6 and max(val[-3:]) > val[0] + 0.1
+
+
+def test_predict_gives_the_benchmark_paths_means_with_intervals(
+    gp_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``metasched predict`` on a held-out assay's support and query writes the means the
+    evaluation path gives on the same episode, and a standard deviation per compound."""
+    path, run = gp_run
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    assay = [r for r in rows if r["assay"] == rows[0]["assay"]]
+    support = tmp_path / "support.csv"
+    with open(support, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["smiles", "value"])
+        writer.writerows([[r["smiles"], r["value"]] for r in assay[:6]])
+    query = tmp_path / "query.csv"
+    with open(query, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["smiles"])
+        writer.writerows([[r["smiles"]] for r in assay[6:]])
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run), "--support", str(support), "--query", str(query),
+                 "--out", str(out)]) == 0  # fmt: skip
+    with open(out) as handle:
+        written = list(csv.DictReader(handle))
+    assert [r["smiles"] for r in written] == [r["smiles"] for r in assay[6:]]
+    assert all(float(r["std"]) > 0 for r in written)
+    trainer = Trainer.resume(run)
+    from metasched.training.checkpoint import load_checkpoint
+
+    trainer.parts.model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    from metasched.domains import domain_of
+
+    task = domain_of(trainer.config).new_task(trainer.config, support, query)
+    learner = trainer.parts.learner
+    predictions = learner.predict(learner.parameters(), task.episode)
+    means = predictions[:, 0] * task.episode.target_scale + task.episode.target_shift
+    np.testing.assert_allclose([float(r["prediction"]) for r in written], means.numpy(), atol=1e-4)
+
+
+def test_the_benchmark_draws_are_seeded_by_assay_and_every_method_sees_them(
+    gp_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    path, run = gp_run
+    config = load_config("drug-demo", overrides(path))
+    pool = load_dataset(config.data).test
+    first, again = benchmark_draws(pool, [4, 8], 3, 4), benchmark_draws(pool, [4, 8], 3, 4)
+    assert [d.support.tolist() for d in first] == [d.support.tolist() for d in again]
+    assert all(len(d.support) == d.size and not set(d.support) & set(d.query) for d in first)
+    assert len({tuple(d.support) for d in first if d.assay == 0 and d.size == 4}) == 3
+    table, files = run_benchmark(
+        [run], ["forest", "gp"], [4, 8], 2, tmp_path / "b", progress=False, min_query=4
+    )
+    assert "| run | 4 |" in table and "| forest | 8 |" in table and "| gp | 4 |" in table
+    with open(files[1]) as handle:
+        per_assay = list(csv.DictReader(handle))
+    methods = {r["method"] for r in per_assay}
+    assert methods == {"run", "forest", "gp"}
+    assert all(r["draws"] == "2.0" for r in per_assay)
