@@ -88,6 +88,17 @@ def _cases() -> dict[str, Case]:
     )
     cases["assays-ridge"] = Case("drug-demo", {**ASSAY_SETTINGS, "learner.algorithm": "ridge"})
     cases["assays-maml"] = Case("drug-demo", {**ASSAY_SETTINGS, "learner.algorithm": "maml"})
+    cases["assays-gp-ats"] = Case(
+        "drug-demo",
+        {
+            **ASSAY_SETTINGS,
+            "learner.algorithm": "gp",
+            "learner.kernel": "fingerprints+rbf",
+            "learner.inner_steps": 1,
+            "learner.eval_inner_steps": 1,
+            "scheduler.name": "ats",
+        },
+    )
     cases["images-ats-2ranks"] = Case(
         "glyphs-5w1s", {**IMAGE_SETTINGS, "scheduler.name": "ats", "scheduler.pool_size": 5}, 2
     )
