@@ -157,14 +157,20 @@ class MetaLearner(ABC):
 
     def scored_layers(self) -> list[str]:
         """The parameter tensors whose gradients the pool statistics compare, one "layer"
-        each: every weight and bias except the batch-norm affine ones (as the reference)."""
+        each: every weight and bias of the backbone and the head except the batch-norm affine
+        ones (as the reference); a learner's own parameters (a GP's hyperparameters) are not
+        layers."""
         norm = {
             f"{module_name}.{name}"
             for module_name, module in self.model.named_modules()
             if isinstance(module, NORMS)
             for name, _ in module.named_parameters()
         }
-        layers = [name for name in self.parameters() if name not in norm]
+        layers = [
+            name
+            for name in self.parameters()
+            if name not in norm and name.startswith(("backbone.", "head."))
+        ]
         if self.scored == "last":
             head = [name for name in layers if name.startswith("head.")]
             backbone = [name for name in layers if not name.startswith("head.")]
