@@ -22,3 +22,7 @@ done
 metasched compare --config fsmol-noisy $R --set task.noise_ratio=0 \
     --set task.assays.standardise=false --seeds 3 --workers ${WORKERS:-2} --schedulers uniform,ats \
     --out $OUT/fsmol-16-raw
+# A one-seed probe: ATS with the glyph scheduler settings (lr 1e-3, temperature 0.1).
+metasched compare --config fsmol-noisy $R --set scheduler.ats.lr=0.001 \
+    --set scheduler.ats.temperature=0.1 --seeds 1 --workers ${WORKERS:-2} --schedulers uniform,ats \
+    --out $OUT/fsmol-16-noisy-ats-glyph-settings

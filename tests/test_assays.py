@@ -273,3 +273,25 @@ def test_malformed_pqsar_and_fsmol_files_are_one_line_errors(
     assert main(["data", "prepare", "fsmol", "--root", str(compact)]) == 2
     error = capsys.readouterr().err
     assert "no column 'log_regression'" in error and error.count("\n") == 1
+
+
+def test_a_table_with_a_byte_order_mark_or_behind_a_pipe_reads_as_any_other(tmp_path) -> None:
+    """Excel writes a UTF-8 byte order mark before the first column name; a shell's ``<(...)``
+    is a pipe that can be opened only once. Both read like a plain file."""
+    import os
+    import threading
+
+    from metasched.data.assays import read_rows
+
+    text = "assay,smiles,value\nA0,CCO,1.5\nA0,CCN,2\n"
+    marked = tmp_path / "excel.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    rows = [row for _, row in read_rows(marked, ("assay", "smiles", "value"))]
+    assert rows[0] == {"assay": "A0", "smiles": "CCO", "value": "1.5"}
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(text))
+    writer.start()
+    piped = [row for _, row in read_rows(fifo, ("assay", "smiles", "value"))]
+    writer.join(timeout=10)
+    assert piped == rows

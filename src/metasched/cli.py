@@ -211,11 +211,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     import csv
 
+    import torch
+
     from metasched.domains import domain_of
-    from metasched.files import atomic_open
+    from metasched.files import atomic_open, refuse_to_replace
     from metasched.training.checkpoint import load_model_weights
     from metasched.training.components import build_learner
 
+    out = Path(args.out)  # checked before any work: it must not replace an input
+    inputs = [Path(args.support), Path(args.query), *Path(args.run).glob("*.pt*")]
+    refuse_to_replace(out, inputs, "--out", args.force)
     path, payload, config = _load_run(args.run, args.set)
     domain = domain_of(config)
     model = domain.model(config)
@@ -223,7 +228,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     load_model_weights(model, payload["model"], path)  # after the learner added its own
     task = domain.new_task(config, Path(args.support), Path(args.query))
     predictions = learner.predict(learner.parameters(), task.episode.to(model_device))
-    out = Path(args.out)
+    if not bool(torch.isfinite(predictions).all()):
+        raise MetaschedError(
+            f"the model of {path} predicts NaN or infinite values for this task; check the"
+            " support values, or use an earlier checkpoint"
+        )
     with atomic_open(out, "w", newline="") as handle:
         csv.writer(handle).writerows(domain.prediction_rows(predictions.cpu(), task))
     print(
@@ -242,12 +251,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from metasched.compare import run_comparison
+    from metasched.compare import holds_runs, run_comparison
     from metasched.compare.budgets import parse_budgets
+    from metasched.files import claim_directory
 
     methods = [m.strip() for m in args.schedulers.split(",") if m.strip()]
     if args.seeds < 1 or args.workers < 1 or args.threads < 1:
         raise MetaschedError("--seeds, --workers and --threads must be at least 1")
+    claim_directory(Path(args.out), "--out", args.force, ours=holds_runs)
     table, files = run_comparison(
         args.config,
         methods,
@@ -276,10 +287,13 @@ def cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from metasched.files import claim_directory
     from metasched.report import write_report
+    from metasched.training.run_dir import is_ours
 
     run_dirs = [Path(d) for d in args.run_dirs]
     out = Path(args.out) if args.out else run_dirs[0]
+    claim_directory(out, "--out", args.force, ours=is_ours)
     table, plots = write_report(run_dirs, out)
     print(table)
     for plot in plots:
@@ -330,12 +344,19 @@ def cmd_data(args: argparse.Namespace) -> None:
         return
     if args.action == "generate":
         from metasched.data.miniimagenet import write_fake_miniimagenet
+        from metasched.files import claim_directory
 
         counts = tuple(int(c) for c in args.classes.split(",") if c.strip().isdigit())
         if len(counts) != 3 or min(counts) < 1:
             raise MetaschedError(
                 f"--classes={args.classes}: give train,val,test counts, e.g. 64,16,20"
             )
+        if args.images < 1 or not 8 <= args.image_size <= 512:
+            raise MetaschedError(
+                f"--images {args.images} --image-size {args.image_size}: give at least one"
+                " image per class, of 8 to 512 pixels a side"
+            )
+        claim_directory(Path(args.out), "--out", args.force)
         write_fake_miniimagenet(
             Path(args.out),
             args.layout,
@@ -426,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--query", required=True, help="assays: CSV with a smiles column; images: image folder"
     )
     predict.add_argument("--out", required=True, help="the predictions CSV to write")
+    predict.add_argument("--force", action="store_true", help="replace an existing --out file")
     predict.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. data.csv.value=pIC50"
     )
@@ -451,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
     compare.add_argument("--out", required=True, help="directory of the runs and the table")
+    compare.add_argument(
+        "--force", action="store_true", help="write into an --out of other files anyway"
+    )
     compare.add_argument(
         "--pretrain", metavar="PRESET", help="train this clean warm start first, start all from it"
     )
@@ -506,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="plots and a results table from run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--out", help="where to write the plots (default: the first run)")
+    report.add_argument(
+        "--force", action="store_true", help="write into an --out of other files anyway"
+    )
     report.set_defaults(handler=cmd_report)
 
     data = commands.add_parser("data", help="list or prepare data sets")
@@ -543,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--images", type=int, default=600, help="per class (600)")
     generate.add_argument("--image-size", type=int, default=84)
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--force", action="store_true", help="write into an --out of other files anyway"
+    )
     data.set_defaults(handler=cmd_data)
     return parser
 

@@ -1,11 +1,15 @@
 """Writing files so that a kill, a crash or a full disk never leaves a torn one.
 
 Every file metasched writes goes through :func:`atomic_open`: the content goes to a hidden
-temporary file beside the target, is flushed to disk, and replaces the target by a rename.
-A process killed at any moment leaves either the old file or the new one; a failed write
-removes its temporary file, and :func:`remove_stale_temporaries` removes those of killed
-processes. Operating-system failures on the user's paths (full disk, read-only file system,
-a directory where a file should be) become one-line :class:`MetaschedError`s.
+temporary file beside the target, created exclusively and never through a symbolic link, is
+flushed to disk, and replaces the target by a rename (which replaces a link, never its
+target). A process killed at any moment leaves either the old file or the new one; a failed
+write removes its temporary file, and :func:`remove_stale_temporaries` removes those of
+killed processes. Appends (:func:`append_line`) refuse a symbolic link. Directories that
+metasched writes into are its own (:func:`claim_directory`): new, made by metasched (they
+hold :data:`MARK`), or given with ``--force``. Operating-system failures on the user's paths
+(full disk, read-only file system, a directory where a file should be) become one-line
+:class:`MetaschedError`s.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from metasched.errors import MetaschedError
 
-_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)$")
+_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)(\.[A-Za-z0-9_]+)?$")
+#: The file that marks a directory metasched made (and so may write into and clean up).
+MARK = ".metasched"
 
 _FIXES = {
     errno.ENOSPC: "the disk is full; free some space (the last checkpoint is intact)",
@@ -47,7 +54,8 @@ def os_error(error: OSError, path: Path | str | None = None) -> MetaschedError:
 
 
 def temporary_path(path: Path) -> Path:
-    """The hidden temporary file a write of ``path`` goes through (one per process)."""
+    """The prefix of the hidden temporary files a write of ``path`` goes through: the
+    process id, then (for :func:`atomic_open`) a random suffix."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
@@ -55,16 +63,23 @@ def temporary_path(path: Path) -> Path:
 def atomic_open(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Opens a temporary file for writing; on success it replaces ``path`` atomically.
 
+    The temporary file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` under an
+    unpredictable name (:func:`tempfile.mkstemp`), so no link planted beside the target can
+    redirect the write.
+
     Args:
         path: the file to (re)place.
         mode: ``"w"`` (text) or ``"wb"``.
         kwargs: passed to :func:`open` (e.g. ``newline=""`` for CSV).
     """
     path = Path(path)
-    tmp = temporary_path(path)
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, mode, **kwargs) as handle:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_path(path).name + ".")
+        tmp = Path(name)
+        os.fchmod(fd, 0o644)
+        with open(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -83,9 +98,75 @@ def atomic_write(path: Path, content: bytes | str) -> None:
         handle.write(content)
 
 
-def _discard(tmp: Path) -> None:
+def _discard(tmp: Path | None) -> None:
     with contextlib.suppress(OSError):  # the write failed already; the caller reports that
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Appends ``line`` and a newline to ``path`` in one write, creating it if needed, and
+    refusing a symbolic link (``O_NOFOLLOW``): a planted link cannot redirect the append."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MetaschedError(
+                f"{str(path)!r} is a symbolic link; metasched appends only to its own files:"
+                " remove the link"
+            ) from error
+        raise os_error(error, path) from error
+    try:
+        os.write(fd, (line + "\n").encode())
+    except OSError as error:
+        raise os_error(error, path) from error
+    finally:
+        os.close(fd)
+
+
+def claim_directory(
+    path: Path, what: str, force: bool = False, ours: Callable[[Path], bool] | None = None
+) -> None:
+    """Makes ``path`` a directory metasched may write into: a new or empty one, one metasched
+    made before (it holds :data:`MARK`, or ``ours`` recognises it), or any directory with
+    ``force``. Refuses a file, and a directory of someone else's files, with one line naming
+    the fix; marks it.
+
+    Args:
+        path: the directory.
+        what: how the user gave it, e.g. ``--out``, for the message.
+        force: write into a directory of other files anyway.
+        ours: recognises a directory metasched wrote before the mark existed.
+    """
+    if path.exists() and not path.is_dir():
+        raise MetaschedError(f"{what} {str(path)!r} is a file; choose a directory")
+    try:
+        known = path.is_dir() and ((path / MARK).exists() or (ours is not None and ours(path)))
+        if path.is_dir() and not known and any(path.iterdir()) and not force:
+            raise MetaschedError(
+                f"{what} {str(path)!r} holds files metasched did not write; choose a new or"
+                " empty directory, or pass --force to write into it anyway"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        (path / MARK).touch()
+    except OSError as error:
+        raise os_error(error, path) from error
+
+
+def refuse_to_replace(path: Path, inputs: list[Path], what: str, force: bool = False) -> None:
+    """Refuses to write file ``path`` over one of the command's ``inputs`` (ever), or over any
+    existing file unless ``force``."""
+    target = path.resolve()
+    for source in inputs:
+        if source.exists() and source.resolve() == target:
+            raise MetaschedError(
+                f"{what} {str(path)!r} is also an input of this command; choose another file"
+            )
+    if (path.exists() or path.is_symlink()) and not force:
+        raise MetaschedError(
+            f"{what} {str(path)!r} exists; choose a new file, or pass --force to replace it"
+        )
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

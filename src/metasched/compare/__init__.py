@@ -105,6 +105,11 @@ def run_comparison(
     return render_markdown(table), write_outputs(table, out, command)
 
 
+def holds_runs(out: Path) -> bool:
+    """Whether ``out`` is a comparison's directory (one of its entries holds a run)."""
+    return any((entry / "provenance.json").is_file() for entry in out.iterdir() if entry.is_dir())
+
+
 def uniform_reference(preset: str, overrides: list[str], seed: int) -> Config:
     """Plain uniform sampling (pool = meta-batch) on the comparison's data, model and warm
     start: the unit of cost."""
@@ -151,6 +156,7 @@ __all__ = [
     "VARIANTS",
     "Job",
     "build_jobs",
+    "holds_runs",
     "method_overrides",
     "reward_task_rate",
     "run_comparison",

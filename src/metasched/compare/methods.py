@@ -129,6 +129,12 @@ def build_jobs(
 ) -> list[Job]:
     """The runs of a comparison, their configs checked before anything runs."""
     base = load_config(preset, overrides)
+    repeated = sorted({m for m in methods if methods.count(m) > 1})
+    if repeated:
+        raise MetaschedError(
+            f"--schedulers names {', '.join(repeated)} twice; list each method once (seeds"
+            " come from --seeds)"
+        )
     jobs = []
     for method in methods:
         extra = method_overrides(method, base)

@@ -16,6 +16,7 @@ from metasched.errors import MetaschedError
 from metasched.schedulers import SCHEDULERS
 from metasched.training.checkpoint import older_copies
 from metasched.training.provenance import version_mismatch
+from metasched.training.run_dir import holder
 
 
 def stored_state(run_dir: Path, config: Config, baseline: str | None = None) -> tuple[str, str]:
@@ -86,6 +87,12 @@ def prepare(jobs: list[Job], out: Path, say: Callable[[str], None]) -> list[Job]
     """The jobs still to run; stale directories are set aside with a message."""
     todo = []
     for job in jobs:
+        busy = holder(job.run_dir) if job.run_dir.is_dir() else None
+        if busy:
+            raise MetaschedError(
+                f"{job.run_dir} is in use by process {busy} (another comparison or run); wait"
+                " for it to finish or choose another --out"
+            )
         state, why = stored_state(job.run_dir, job.config, job.baseline)
         if state == "stale":
             moved = set_aside(job.run_dir, out)

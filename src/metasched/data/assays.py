@@ -9,6 +9,7 @@ import hashlib
 import io
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,16 +78,22 @@ def parse_value(text: str, path: str, line: int, column: str) -> float:
     return value
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """A text file, gzip-compressed or not (by its magic bytes), with a clear error if not."""
+@contextmanager
+def open_text(path: Path) -> Iterator[io.TextIOBase]:
+    """A text file, gzip-compressed or not (by its magic bytes), UTF-8 with or without a byte
+    order mark (as Excel writes), opened once (so a pipe or ``<(...)`` works too)."""
     try:
-        with open(path, "rb") as handle:
-            compressed = handle.read(2) == b"\x1f\x8b"
-        if compressed:
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return open(path, encoding="utf-8", newline="")
+        raw = open(path, "rb")  # noqa: SIM115 (closed below, after the wrappers)
     except OSError as error:
         raise MetaschedError(f"cannot read {path}: {error.strerror or error}") from error
+    with raw:
+        binary: Any = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+        with binary, io.TextIOWrapper(binary, encoding="utf-8-sig", newline="") as text:
+            yield text
+
+
+#: A header longer than this is no table's (an 18 MB gzip of zeros reads as one line).
+MAX_HEADER = 100_000
 
 
 def read_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -94,10 +101,20 @@ def read_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
     gzip or plain. A missing column, a truncated gzip or bad bytes are one-line errors."""
     try:
         with open_text(path) as handle:
-            header = handle.readline()
+            header = handle.readline(MAX_HEADER + 1)
+            if len(header) > MAX_HEADER:
+                raise MetaschedError(
+                    f"{path}: the first line is over {MAX_HEADER:,} characters long, which no"
+                    " table header is; give a CSV or TSV file with a header line"
+                )
             delimiter = "\t" if header.count("\t") > header.count(",") else ","
             columns = next(csv.reader([header], delimiter=delimiter), [])
             columns = [c.strip() for c in columns]
+            repeated = sorted({c for c in columns if columns.count(c) > 1 and c})
+            if repeated:
+                raise MetaschedError(
+                    f"{path}: the header names column {repeated[0]!r} twice; rename one"
+                )
             missing = [c for c in required if c not in columns]
             if missing:
                 raise MetaschedError(
@@ -108,6 +125,12 @@ def read_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
             for line, values in enumerate(reader, start=2):
                 if not values:
                     continue
+                if len(values) > len(columns):
+                    raise MetaschedError(
+                        f"{path}, line {line}: {len(values)} fields but the header has"
+                        f" {len(columns)} (an unquoted comma, e.g. a decimal comma?); quote or"
+                        " fix the line"
+                    )
                 row = dict(zip(columns, values))
                 short = [c for c in required if c not in row]
                 if short:

@@ -58,8 +58,14 @@ class Fingerprints:
     canonical: list[str]
 
 
+#: SMILES longer than this are not handed to RDKit (a 30,000-atom string crashes it): they count
+#: as unparsable. Drug-like molecules' SMILES are under 200 characters.
+MAX_SMILES = 2000
+
+
 def morgan_fingerprints(smiles: Sequence[str], spec: FingerprintSpec) -> Fingerprints:
-    """Morgan fingerprints of ``smiles`` (RDKit's ``rdFingerprintGenerator``)."""
+    """Morgan fingerprints of ``smiles`` (RDKit's ``rdFingerprintGenerator``); a SMILES that
+    RDKit cannot parse, or longer than :data:`MAX_SMILES` characters, is marked unparsed."""
     chem = rdkit()
     from rdkit.Chem import rdFingerprintGenerator
 
@@ -68,7 +74,7 @@ def morgan_fingerprints(smiles: Sequence[str], spec: FingerprintSpec) -> Fingerp
     parsed = np.zeros(len(smiles), bool)
     canonical = [""] * len(smiles)
     for i, text in enumerate(smiles):
-        molecule = chem.MolFromSmiles(text) if text else None
+        molecule = chem.MolFromSmiles(text) if text and len(text) <= MAX_SMILES else None
         if molecule is None:
             continue
         parsed[i] = True

@@ -18,6 +18,7 @@ from metasched.files import atomic_write
 from metasched.training.components import STREAMS
 from metasched.training.evaluation import evaluate, write_test_results
 from metasched.training.provenance import record_start
+from metasched.training.run_dir import claim_new
 
 #: Every domain's baselines by name (``metasched baseline NAME``, a ``compare`` method).
 BASELINES = sorted({name for domain in DOMAINS.values() for name in domain.baselines})
@@ -46,6 +47,7 @@ def run_baseline(
             f" is {domain.name}"
         )
     baseline = domain.baselines[name](config, **options)
+    claim_new(run_dir, (run_dir / "summary.json").exists())
     tests = domain.samplers(config, load_dataset(config.data))["test"]
     atomic_write(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     record_start(run_dir, config)

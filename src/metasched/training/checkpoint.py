@@ -138,7 +138,19 @@ def newest_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict[str, Any], path: Path) -> None:
-    """Loads ``weights`` (from checkpoint ``path``) into ``model``, or says why they do not fit."""
+    """Loads ``weights`` (from checkpoint ``path``) into ``model``, or says why they do not fit
+    (another model, or weights that are NaN or infinite)."""
+    bad = [
+        name
+        for name, value in weights.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+        and not bool(torch.isfinite(value).all())
+    ]  # fmt: skip
+    if bad:
+        raise MetaschedError(
+            f"{str(path)!r} holds weights that are NaN or infinite ({bad[0]}): the run had"
+            " diverged; use an earlier checkpoint or train again"
+        )
     try:
         model.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as error:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from metasched.errors import MetaschedError
-from metasched.files import atomic_write, dumps, os_error
+from metasched.files import append_line, atomic_write, dumps, os_error
 
 METRICS = "metrics.jsonl"
 #: Fields of records and summaries that hold wall-clock time (or where a run lived): the
@@ -40,12 +40,7 @@ class MetricsLog:
         self.path = path
 
     def append(self, kind: str, iteration: int, **values: Any) -> None:
-        record = {"kind": kind, "iteration": iteration, **values}
-        try:
-            with open(self.path, "a") as handle:
-                handle.write(dumps(record) + "\n")
-        except OSError as error:
-            raise os_error(error, self.path) from error
+        append_line(self.path, dumps({"kind": kind, "iteration": iteration, **values}))
 
     def truncate_after(self, iteration: int) -> None:
         """Drops records written after ``iteration`` (by a run that crashed past a checkpoint)

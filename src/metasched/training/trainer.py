@@ -19,7 +19,7 @@ from metasched.allocator import retain_freed_cpu_memory
 from metasched.config import Config, config_from_dict
 from metasched.cpu import bf16_advice
 from metasched.errors import Diverged, MetaschedError, TrainingAborted, TrainingInterrupted
-from metasched.files import atomic_write, os_error, remove_stale_temporaries
+from metasched.files import atomic_write, os_error
 from metasched.training.checkpoint import (
     load_checkpoint,
     load_model_weights,
@@ -32,11 +32,11 @@ from metasched.training.evaluation import EvalResult, evaluate, write_test_resul
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import record_start
 from metasched.training.ranks import Ranks, current_ranks
+from metasched.training.run_dir import claim_existing, claim_new
 from metasched.training.signals import first_signal_stops
 from metasched.training.step import MetaStep, TrainState
 
 LAST, BEST = "last.pt", "best.pt"
-RUN_FILES = {"config.yaml", "metrics.jsonl", "provenance.json", BEST}  # a run's own before last.pt
 
 
 class Trainer:
@@ -104,23 +104,10 @@ class Trainer:
 
     @staticmethod
     def _prepare_run_dir(config: Config, run_dir: Path) -> None:
-        """Checks that ``run_dir`` may take a new run, then writes its config and provenance."""
-        if run_dir.exists() and not run_dir.is_dir():
-            raise MetaschedError(f"run directory {str(run_dir)!r} is a file; choose another")
-        if (run_dir / LAST).exists() or older_copies(run_dir / LAST):
-            raise MetaschedError(
-                f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir}"
-                " or choose another --run-dir"
-            )
+        """Claims ``run_dir`` for a new run (:mod:`metasched.training.run_dir`), then writes
+        its config and provenance."""
+        claim_new(run_dir, (run_dir / LAST).exists() or bool(older_copies(run_dir / LAST)))
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(run_dir)
-            foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
-            if foreign:
-                raise MetaschedError(
-                    f"run directory {str(run_dir)!r} holds other files ({', '.join(foreign[:3])});"
-                    " choose a new or empty directory"
-                )
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         except OSError as error:
             raise os_error(error) from error
@@ -146,11 +133,9 @@ class Trainer:
         """
         if not run_dir.is_dir():
             raise MetaschedError(f"{str(run_dir)!r} is not a run directory; check the path")
-        try:
-            remove_stale_temporaries(run_dir)
-        except OSError as error:
-            raise os_error(error) from error
         path, payload = newest_checkpoint(run_dir / LAST)
+        if current_ranks().is_main:  # it holds a run: lock it, then clean up after killed writers
+            claim_existing(run_dir)
         config = config_from_dict(payload["config"], overrides)
         before = config_from_dict(payload["config"])  # settings added since: their defaults
         stored = before.to_dict()
