@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,22 @@ from metasched.tasks.assay_sampler import MIN_SCALE
 from metasched.tasks.noise import NOISE_MODES
 
 REWARD_SPLITS = ("val-reward", "val", "train-16")
+MAX_CONFIG_BYTES = 1_000_000
+#: Sane ceilings of settings whose huge values would hang or exhaust a machine before any
+#: other check could (a keep_checkpoints of 10^12 rotates forever).
+CEILINGS = {
+    "train.keep_checkpoints": 1000,
+    "train.meta_batch_size": 100_000,
+    "train.val_tasks": 1_000_000,
+    "train.test_tasks": 1_000_000,
+    "data.image_size": 2048,
+    "model.filters": 16_384,
+    "model.hidden": 1_000_000,
+    "task.n_way": 10_000,
+    "task.k_shot": 100_000,
+    "task.q_query": 100_000,
+    "scheduler.pool_size": 100_000,
+}
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
@@ -303,6 +320,13 @@ def check_config(config: Config) -> None:
         "keep_checkpoints",
     ):
         _require(getattr(train, key) >= 1, f"train.{key} must be at least 1")
+    for key, ceiling in CEILINGS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        _require(
+            value is None or value <= ceiling,
+            f"{key}={value} is beyond metasched's limit of {ceiling:,}; give a smaller value",
+        )
     _require(
         _DEVICE.fullmatch(train.device) is not None,
         f"train.device={train.device!r} is not a device; use auto, cpu, cuda or cuda:N",
@@ -375,7 +399,7 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except MetaschedError:
                 continue
-        raise MetaschedError(f"{key}={value!r} is not a valid {_type_name(kind)}")
+        raise MetaschedError(f"{key}={_shown(value)} is not a valid {_type_name(kind)}")
     if kind is type(None):
         if value is None:
             return None
@@ -394,14 +418,22 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             number = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if number is not None:
             if not math.isfinite(number):
-                raise MetaschedError(f"{key}={value!r} is not a finite number; give one")
+                raise MetaschedError(f"{key}={_shown(value)} is not a finite number; give one")
             return number
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif kind in (bool, str) and isinstance(value, kind):
         return value
-    raise MetaschedError(f"{key}={value!r} is not a valid {_type_name(kind)}")
+    raise MetaschedError(f"{key}={_shown(value)} is not a valid {_type_name(kind)}")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut short (a YAML file of nested
+    aliases expands to an exponentially long one)."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, 60, 60
+    return shown.repr(value)
 
 
 def build(cls: Any, values: dict[str, Any], prefix: str = "") -> Any:
@@ -507,8 +539,15 @@ def read_config_file(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[st
             f"no preset or file named {name_or_path!r}; use one of {', '.join(preset_names())}"
             " or a path to a YAML file"
         )
+    if len(text) > MAX_CONFIG_BYTES:
+        raise MetaschedError(
+            f"{name_or_path!r} is {len(text):,} characters long, over the {MAX_CONFIG_BYTES:,} a"
+            " config may have; give a config file"
+        )
     try:
         values = yaml.safe_load(text) or {}
+    except RecursionError as error:
+        raise MetaschedError(f"{name_or_path!r} nests too deeply to be a config") from error
     except yaml.YAMLError as error:
         reason = str(error).replace("\n", " ")
         raise MetaschedError(f"{name_or_path!r} is not valid YAML: {reason}") from error

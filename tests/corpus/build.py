@@ -103,6 +103,26 @@ def runs(folder: Path, checkpoint: bytes) -> None:
     (folder / "config-is-a-directory" / "config.yaml" / "keep").write_text("")
 
 
+def bomb_png(width: int, height: int) -> bytes:
+    """A grey PNG declaring width x height pixels, all zero: a few kilobytes that decode to
+    width x height bytes (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        checksum = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + checksum
+
+    rows = b"".join(b"\x00" + bytes(width) for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
 def images(folder: Path) -> None:
     """Image folders: too few classes, an unreadable image, a split thinner than n_way."""
     if folder.exists():
@@ -121,6 +141,8 @@ def images(folder: Path) -> None:
     (folder / "unreadable" / "class0" / "broken.png").write_bytes(b"not an image")
     for split, classes in (("train", 6), ("val", 3), ("test", 6)):
         write(folder / "thin-split" / split, classes, 3)
+    write(folder / "bomb", 4, 2)
+    (folder / "bomb" / "class0" / "bomb.png").write_bytes(bomb_png(12000, 5000))
 
 
 def cache(folder: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -60,9 +61,24 @@ def scan_zip(archive: zipfile.ZipFile) -> tuple[ClassFiles, Reader]:
     return dict(classes), archive.read
 
 
+#: Images with more pixels are refused before they are decoded (a small PNG can declare
+#: gigapixels: a decompression bomb). Few-shot images are at most a few megapixels.
+MAX_PIXELS = 50_000_000
+
+
 def decode_image(data: bytes, image_size: int, channels: int, invert: bool) -> np.ndarray:
-    """Decodes, converts (grey or RGB) and resizes one image to a (C, H, W) uint8 array."""
-    image = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
+    """Decodes, converts (grey or RGB) and resizes one image to a (C, H, W) uint8 array; an
+    image over :data:`MAX_PIXELS` is an ``OSError`` (the callers' unreadable-image error)."""
+    try:
+        with warnings.catch_warnings():  # PIL warns, then refuses, above its own limits
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise OSError(f"a decompression bomb ({error})") from error
+    width, height = opened.size
+    if width * height > MAX_PIXELS:
+        raise OSError(f"{width}x{height} pixels, over the limit of {MAX_PIXELS:,}")
+    image = opened.convert("L" if channels == 1 else "RGB")
     image = image.resize((image_size, image_size), Image.Resampling.BOX)
     array = np.asarray(image, dtype=np.uint8)
     array = array[None] if channels == 1 else array.transpose(2, 0, 1)
