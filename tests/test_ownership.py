@@ -31,7 +31,7 @@ def _train_command(run_dir: Path, iterations: int) -> list[str]:
 def _wait_for_records(run_dir: Path, process: subprocess.Popen, count: int) -> None:
     deadline = time.monotonic() + 120
     metrics = run_dir / "metrics.jsonl"
-    while not (metrics.is_file() and metrics.read_text().count('"train"') >= count):
+    while not (metrics.is_file() and metrics.read_text().count('"kind": "train"') >= count):
         assert process.poll() is None and time.monotonic() < deadline, "the run did not start"
         time.sleep(0.2)
 
@@ -135,3 +135,51 @@ def test_compare_refuses_a_method_twice_and_an_out_of_other_files(tmp_path, caps
     assert main([*args, "--out", str(notes)]) == 2
     assert "pass --force" in capsys.readouterr().err
     assert (notes / "results.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_the_nproc_launcher_ends_its_ranks_with_a_resumable_checkpoint(tmp_path, glyphs, how):
+    """``--nproc 2`` under SIGTERM, Ctrl-C (SIGINT to the launcher) or ``kill -9``: within
+    10 s no rank is left, and the run resumes from a checkpoint at least as new as the last
+    save point before the signal (the ranks save on their way out)."""
+    run = tmp_path / "run"
+    command = [*_train_command(run, 100000), "--nproc", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, env=env)  # fmt: skip
+    _wait_for_records(run, launcher, 12)
+    ranks = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in ranks.stdout.split()]
+    assert len(pids) == 2
+    saved = 5 * ((run / "metrics.jsonl").read_text().count('"kind": "train"') // 5)
+    launcher.send_signal(getattr(signal, how))
+    code = launcher.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in pids if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"ranks {left} outlived their launcher"
+    if how != "SIGKILL":
+        assert code == {"SIGTERM": 143, "SIGINT": 130}[how]
+        err = launcher.stderr.read() if launcher.stderr else ""
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    from metasched.training.checkpoint import newest_checkpoint
+
+    _, payload = newest_checkpoint(run / "last.pt")
+    assert payload["iteration"] >= saved
+    resumed = subprocess.run(
+        [sys.executable, "-m", "metasched.cli", "train", "--resume", str(run), "--quiet",
+         "--set", f"train.iterations={payload['iteration'] + 2}"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -4,6 +4,9 @@ report, data."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
 import time
 import warnings
@@ -108,40 +111,60 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _launch(nproc: int, argv: list[str]) -> None:
-    """Runs this same command in ``nproc`` local processes through torchrun's machinery
-    (torch.distributed.run): each joins the group and takes its share of every task."""
-    import logging
-    import signal
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    """Runs this same command in ``nproc`` local processes (ranks of one gloo or NCCL group,
+    each in a session of its own), and ends them cleanly: a Ctrl-C, SIGTERM or SIGHUP of the
+    launcher is passed on once as SIGTERM (each rank saves after its iteration and stops; a
+    second signal kills them), a rank that fails stops the others, and a launcher killed
+    outright takes the ranks with it (they get SIGTERM from the kernel and save)."""
+    from metasched.training.ranks import free_port
 
     if nproc < 1:
         raise MetaschedError(f"--nproc {nproc}: give at least 1 process")
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # ranks say it
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
-        max_restarts=0,
-    )
-    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
-    previous = {number: signal.getsignal(number) for number in handled}
+    port = free_port()
+    command = [sys.executable, "-m", "metasched.cli", *_without_nproc(argv)]
+    children = []
+    for rank in range(nproc):
+        env = {
+            **os.environ,
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "METASCHED_LAUNCHER": str(os.getpid()),
+        }  # fmt: skip
+        children.append(subprocess.Popen(command, env=env, start_new_session=True))
+    asked: list[int] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        asked.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM if len(asked) == 1 else signal.SIGKILL)
+
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, pass_on) for number in handled}
     try:
-        codes = elastic_launch(config, main)(_without_nproc(argv))  # each runs this command
-    except ChildFailedError as error:
-        # the process has said why in one line (or its traceback): exit with its status
-        raise SystemExit(error.get_first_failure()[1].exitcode or 1) from None
-    finally:  # the launcher installs its own handlers and leaves them
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    worst = max(codes.values(), default=0)
+        codes = _wait_all(children)
+    finally:
+        for number, action in previous.items():
+            signal.signal(number, action)
+    if asked:  # the first rank has said where it stopped
+        raise SystemExit(130 if asked[0] == signal.SIGINT else 128 + asked[0])
+    worst = max(codes, default=0)
     if worst:
         raise SystemExit(worst)
+
+
+def _wait_all(children: list[subprocess.Popen[bytes]]) -> list[int]:
+    """Waits for every rank; the first that fails gets the others SIGTERM."""
+    failed = False
+    while any(child.poll() is None for child in children):
+        if not failed and any((child.poll() or 0) not in (0,) for child in children):
+            failed = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    return [child.returncode if child.returncode >= 0 else 128 - child.returncode
+            for child in children]  # fmt: skip
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -598,12 +621,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metasched: error: {os_error(error)}", file=sys.stderr)
         return 2
     except (TrainingInterrupted, TrainingAborted, ComparisonInterrupted) as error:
-        print(f"metasched: {error}", file=sys.stderr)
+        if _speaks():
+            print(f"metasched: {error}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("metasched: aborted", file=sys.stderr)
+        if _speaks():
+            print("metasched: aborted", file=sys.stderr)
         return 130
     return 0
+
+
+def _speaks() -> bool:
+    """Whether this process reports a stop: all but the ranks after the first of --nproc,
+    which stop with the first (one line for the whole run)."""
+    return "METASCHED_LAUNCHER" not in os.environ or os.environ.get("RANK", "0") == "0"
 
 
 if __name__ == "__main__":

@@ -3,9 +3,7 @@ that stop cleanly on Ctrl-C, SIGTERM or the death of the parent."""
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,7 +24,7 @@ from metasched.errors import (
     TrainingInterrupted,
 )
 from metasched.training.baselines import run_baseline
-from metasched.training.signals import first_signal_stops
+from metasched.training.signals import die_with_parent, first_signal_stops
 
 
 def run_job(job: JobPayload, stop: Callable[[], bool] | None = None) -> tuple[str, float]:
@@ -109,7 +107,7 @@ def run_in_processes(payload: list[JobPayload], workers: int) -> None:
 
 def _job_process(job: JobPayload, stop: Any, reports: Any) -> None:
     """A job's process: runs it and reports how it failed, if it did."""
-    _die_with_parent()
+    die_with_parent()
     try:
         run_job(job, stop.is_set)
     except (TrainingInterrupted, TrainingAborted, KeyboardInterrupt):
@@ -120,21 +118,6 @@ def _job_process(job: JobPayload, stop: Any, reports: Any) -> None:
         traceback.print_exc()
         reports.put(("crash", job[1], ""))
         raise SystemExit(1) from None
-
-
-def _die_with_parent() -> None:
-    """In a worker: ask Linux to send SIGTERM when the comparison's process dies, however it
-    dies (SIGKILL included), so no worker trains on, orphaned. Elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    set_parent_death_signal = 1  # PR_SET_PDEATHSIG in <linux/prctl.h>
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(set_parent_death_signal, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
 
 
 @contextmanager

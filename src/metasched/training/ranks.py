@@ -9,6 +9,7 @@ which nothing is sent (docs/plans/multi-device.md, step 2).
 from __future__ import annotations
 
 import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from metasched.learners.base import TaskResults
+from metasched.training.signals import die_with_parent
 
 Item = TypeVar("Item")
 
@@ -224,6 +226,13 @@ def _zeros(shape: Sequence[int], like: torch.Tensor | None) -> torch.Tensor:
     return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now, for a local group's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def current_ranks() -> Ranks:
     """The process group this process belongs to, or one process."""
     return ProcessGroup() if dist.is_available() and dist.is_initialized() else OneProcess()
@@ -236,6 +245,8 @@ def join_process_group(device: str) -> Ranks:
     joins a group of one (nothing is then sent; timing it measures the layer's overhead)."""
     if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return OneProcess()
+    if "METASCHED_LAUNCHER" in os.environ:  # a rank of --nproc: it goes when the launcher does
+        die_with_parent()
     if not dist.is_initialized():
         cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         if cuda:

@@ -4,7 +4,9 @@ checkpoint on disk stays intact either way."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,3 +42,19 @@ def first_signal_stops(on_first: Callable[[str], None]) -> Iterator[Callable[[],
     finally:
         for number, action in previous.items():
             signal.signal(number, action)
+
+
+def die_with_parent() -> None:
+    """In a child process (a comparison's worker, a rank of ``--nproc``): ask Linux to send
+    SIGTERM when the parent dies, however it dies (SIGKILL included), so that the child saves
+    and stops instead of training on, orphaned. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG in <linux/prctl.h>
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(set_parent_death_signal, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
