@@ -30,7 +30,7 @@ from torch.func import functional_call, grad, vmap
 sys.path.insert(0, str(Path(__file__).parent))
 from ats_speed import CONFIGS, make_trainer, timed
 
-from metasched.learners.base import gradient_rows
+from metasched.learners.functional import gradient_rows
 from metasched.models.layout import keep_nchw
 from metasched.tasks import EpisodeBatch
 

@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 
-from scipy import stats
+from metasched.intervals import format_score, t_interval
 
 ORDER = ["uniform", "oracle", "greedy", "spl", "focal", "daml", "paml", "bass", "agreement", "ats"]
 
 
 def interval(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.3f}"
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{mean:.3f} ± {half:.3f}"
+    return format_score(statistics.fmean(values), t_interval(values), percent=False)
 
 
 def number(value: float) -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+
+from metasched.intervals import t_interval
 
 
 def main() -> None:
@@ -40,11 +40,7 @@ def main() -> None:
         if method == args.against or not common:
             continue
         diff = np.array([reference[s] - seeds[s] for s in common])
-        half = (
-            stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff))
-            if len(diff) > 1
-            else math.nan
-        )
+        half = t_interval(diff)
         per_seed = ", ".join(f"{d:+.2f}" for d in diff)
         print(f"| {method} | {per_seed} | {diff.mean():+.2f} ± {half:.2f} |")
 

@@ -46,3 +46,31 @@ def omniglot_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"Omniglot zips not found at {path} (../shared/data is absent)")
     return path
+
+
+def crash_at(trainer, iteration: int, message: str = "power cut") -> None:
+    """Makes ``trainer`` raise RuntimeError(message) when it is about to run ``iteration`` + 1,
+    as a crash after its last save would."""
+    step = trainer.train_step
+
+    def crashing():
+        if trainer.state.iteration == iteration:
+            raise RuntimeError(message)
+        return step()
+
+    trainer.train_step = crashing
+
+
+def directional_derivatives(loss, parameter, direction, eps: float) -> tuple[float, float]:
+    """(autograd, central finite difference) derivative of ``loss()`` along ``direction`` of
+    ``parameter`` (changed in place and restored)."""
+    import torch
+
+    (gradient,) = torch.autograd.grad(loss(), [parameter])
+    with torch.no_grad():
+        parameter.add_(eps * direction)
+        up = loss().item()
+        parameter.sub_(2 * eps * direction)
+        down = loss().item()
+        parameter.add_(eps * direction)
+    return (gradient * direction).sum().item(), (up - down) / (2 * eps)

@@ -223,7 +223,7 @@ def test_graph_bytes_counts_saved_activations_and_frees_the_graph() -> None:
     keeping the graph alive afterwards: saved-tensor hooks that return the tensor leak it."""
     import weakref
 
-    from metasched.learners.base import graph_bytes
+    from metasched.learners.functional import graph_bytes
 
     x = torch.randn(1000, requires_grad=True)
     hidden = (x * 2).relu()

@@ -25,7 +25,7 @@ from metasched.training.checkpoint import load_checkpoint
 from metasched.training.metrics import read_metrics, without_wall_clock
 from metasched.training.trainer import Trainer
 
-from .conftest import tiny_overrides
+from .conftest import crash_at, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,14 +82,7 @@ def test_resume_skips_a_corrupt_checkpoint_for_an_older_copy(tmp_path, glyphs) -
     Trainer.create(config, tmp_path / "full").fit(progress=False)
     run = tmp_path / "run"
     cut = Trainer.create(config, run)
-    step = cut.train_step
-
-    def crash():
-        if cut.state.iteration == 10:
-            raise RuntimeError("power cut")
-        return step()
-
-    cut.train_step = crash  # type: ignore[method-assign]
+    crash_at(cut, 10)
     with pytest.raises(RuntimeError):
         cut.fit(progress=False)
     iterations = [
@@ -178,14 +171,7 @@ def test_a_run_kept_with_compressed_records_resumes_and_reports(tmp_path, glyphs
     Trainer.create(config, tmp_path / "full").fit(progress=False)
     run = tmp_path / "run"
     cut = Trainer.create(config, run)
-    step = cut.train_step
-
-    def stop():
-        if cut.state.iteration == 3:
-            raise RuntimeError("the machine went away")
-        return step()
-
-    cut.train_step = stop  # type: ignore[method-assign]
+    crash_at(cut, 3, "the machine went away")
     with pytest.raises(RuntimeError):
         cut.fit(progress=False)
     live = run / "metrics.jsonl"

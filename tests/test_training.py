@@ -19,7 +19,7 @@ from metasched.training.checkpoint import load_checkpoint
 from metasched.training.metrics import read_metrics, without_wall_clock
 from metasched.training.trainer import Trainer
 
-from .conftest import tiny_overrides
+from .conftest import crash_at, tiny_overrides
 
 
 def _records(run_dir, kinds=("train", "val")):
@@ -120,14 +120,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(
     Trainer.create(config, tmp_path / "full").fit(progress=False)
 
     crashing = Trainer.create(config, tmp_path / "split")
-    step = crashing.train_step
-
-    def crash_at_13():
-        if crashing.state.iteration == 13:
-            raise RuntimeError("power cut")
-        return step()
-
-    crashing.train_step = crash_at_13  # type: ignore[method-assign]
+    crash_at(crashing, 13)
     with pytest.raises(RuntimeError, match="power cut"):
         crashing.fit(progress=False)
     assert load_checkpoint(tmp_path / "split" / "last.pt")["iteration"] == 10
@@ -313,7 +306,7 @@ def test_a_graph_memory_budget_changes_memory_not_results(tmp_path, glyphs, sche
     """Pool graphs are kept only while P of them fit in scheduler.graph_memory_gb; a pool
     measured without them recomputes the chosen tasks and must train the same way (the same
     choices; losses equal up to float32 round-off, the recomputation's order of operations)."""
-    from metasched.learners.base import graph_bytes
+    from metasched.learners.functional import graph_bytes
 
     runs = {}
     for name, budget in (("kept", "null"), ("recomputed", "1e-6")):

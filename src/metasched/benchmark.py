@@ -294,7 +294,4 @@ def plot_sizes(
     axis.set_ylabel("mean out-of-sample R² over held-out assays")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -210,7 +210,13 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(finite_json(value), allow_nan=False, **kwargs)
 
 
-def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
-    """Saves a matplotlib figure atomically, in the format its suffix names."""
+def save_figure(figure: Any, path: Path, dpi: int = 120) -> Path:
+    """Lays out, saves (atomically, in the format its suffix names) and closes a matplotlib
+    figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    plt.close(figure)
+    return path

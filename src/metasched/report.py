@@ -2,59 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 
 from metasched.data.registry import DATASETS
 from metasched.domains import domain_of_data
-from metasched.errors import MetaschedError
 from metasched.files import save_figure
 from metasched.intervals import format_score
 from metasched.learners.objectives import Classification, score_label
-from metasched.training.metrics import metrics_file, read_metrics
-
-
-@dataclass(frozen=True)
-class RunRecords:
-    """One run's name, config and metrics, split by kind."""
-
-    name: str
-    config: dict[str, Any]
-    train: list[dict[str, Any]]
-    val: list[dict[str, Any]]
-    summary: dict[str, Any] | None
-
-
-def load_run(run_dir: Path) -> RunRecords:
-    """Reads a run directory written by the trainer."""
-    metrics = metrics_file(run_dir)
-    if metrics is None:
-        raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
-    records = read_metrics(metrics)
-    summary_path = run_dir / "summary.json"
-    config_path = run_dir / "config.yaml"
-    try:
-        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        culprit = summary_path if isinstance(error, json.JSONDecodeError) else config_path
-        raise MetaschedError(
-            f"{str(culprit)!r} is damaged ({type(error).__name__}); restore it or remove it"
-        ) from error
-    if not isinstance(config, dict) or not (summary is None or isinstance(summary, dict)):
-        raise MetaschedError(f"{str(run_dir)!r}: config.yaml or summary.json is not a mapping")
-    return RunRecords(
-        name=run_dir.name,
-        config=config,
-        train=[r for r in records if r["kind"] == "train"],
-        val=[r for r in records if r["kind"] == "val"],
-        summary=summary,
-    )
+from metasched.training.metrics import RunRecords, load_run
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -105,9 +62,7 @@ def plot_scores(runs: list[RunRecords], path: Path, label: str) -> None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
 
 
 def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
@@ -138,9 +93,7 @@ def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
     for axis in axes:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
 
 
 def results_table(runs: list[RunRecords]) -> str:

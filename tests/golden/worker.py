@@ -118,15 +118,15 @@ def run_case(name: str, workdir: Path) -> dict[str, Any]:
 
 def mutate_by_one_ulp() -> None:
     """Moves every inner-loop step by one float32 ulp of its learning rate."""
-    from metasched.learners import base
+    from metasched.learners import functional
 
-    original = base.sgd_steps
+    original = functional.sgd_steps
 
     def nudged(loss_of: Any, params: Any, adaptation: Any, create_graph: bool) -> Any:
         lr = float(np.nextafter(np.float32(adaptation.lr), np.float32(np.inf)))
-        return original(loss_of, params, base.Adaptation(lr, adaptation.steps), create_graph)
+        return original(loss_of, params, functional.Adaptation(lr, adaptation.steps), create_graph)
 
-    base.sgd_steps = nudged
+    functional.sgd_steps = nudged
     for module in list(sys.modules.values()):  # the learners imported it by name
         if getattr(module, "sgd_steps", None) is original:
             module.sgd_steps = nudged  # type: ignore[attr-defined]

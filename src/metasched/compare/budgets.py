@@ -33,7 +33,7 @@ from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import format_score, t_interval
 from metasched.training.cost import IterationCost, calibrate, run_cost
-from metasched.training.metrics import metrics_file, read_metrics
+from metasched.training.metrics import load_run
 
 COSTS = "costs.json"
 
@@ -177,13 +177,11 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
         summary_path = job.run_dir / "summary.json"
         if not summary_path.is_file():
             continue
-        summary = json.loads(summary_path.read_text())
-        metrics = metrics_file(job.run_dir)
-        records = read_metrics(metrics) if metrics else []
-        train = [r for r in records if r["kind"] == "train"]
+        run = load_run(job.run_dir, records_required=False)
+        summary, train = run.summary or {}, run.train
         cumulative = run_cost(train, costs[job.method]) if train else np.zeros(0)
-        milestones = {r["updates"]: r for r in records if r["kind"] == "milestone"}
-        walls = {r["iteration"]: r.get("wall_seconds") for r in records if r["kind"] == "val"}
+        milestones = {r["updates"]: r for r in run.milestones}
+        walls = {r["iteration"]: r.get("wall_seconds") for r in run.val}
         end = max(item.steps.values())
         for budget, steps in item.steps.items():
             if job.baseline or steps == end:
@@ -320,13 +318,11 @@ def plot_cost(
             largest[method] = max(largest.get(method, 0.0), max(item.steps))
     for item in planned:
         job = item.job
-        metrics = metrics_file(job.run_dir)
-        if job.baseline or metrics is None or max(item.steps) != largest[job.method]:
+        if job.baseline or not job.run_dir.is_dir() or max(item.steps) != largest[job.method]:
             continue
-        records = read_metrics(metrics, quiet=True)
-        train = [r for r in records if r["kind"] == "train"]
-        cumulative = run_cost(train, costs[job.method])
-        val = [r for r in records if r["kind"] == "val" and r["iteration"] <= len(train)]
+        run = load_run(job.run_dir, records_required=False)
+        cumulative = run_cost(run.train, costs[job.method])
+        val = [r for r in run.val if r["iteration"] <= len(run.train)]
         if not val:
             continue
         x = np.array([cumulative[r["iteration"] - 1] for r in val])
@@ -343,10 +339,7 @@ def plot_cost(
     axis.set_ylabel("validation score" + (" (%)" if percent else ""))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    save_figure(figure, path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def reference_method(methods: list[str]) -> str | None:

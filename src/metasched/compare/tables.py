@@ -16,6 +16,7 @@ from metasched.compare.methods import Job
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import t_interval
+from metasched.training.metrics import load_run
 
 
 @dataclass(frozen=True)
@@ -75,30 +76,27 @@ class Table:
 
 def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
     """Reads every finished run of the comparison."""
-    from metasched.training.metrics import metrics_file, read_metrics
-
-    rows = []
+    runs = {
+        job.run_dir: load_run(job.run_dir, records_required=False)
+        for job in jobs
+        if (job.run_dir / "summary.json").is_file()
+    }
     names = {
-        (s.get("score_name", "accuracy"), s.get("score_percent", True))
-        for j in jobs
-        if (j.run_dir / "summary.json").is_file()
-        for s in [json.loads((j.run_dir / "summary.json").read_text())]
+        (run.summary.get("score_name", "accuracy"), run.summary.get("score_percent", True))
+        for run in runs.values()
+        if run.summary is not None
     }
     if len(names) > 1:
         raise MetaschedError(f"the runs mix scores {sorted(names)}; compare one domain at a time")
     score_name, percent = names.pop() if names else ("accuracy", True)
     scale = 100.0 if percent else 1.0
+    rows = []
     for method in dict.fromkeys(j.method for j in jobs):
-        mine = [j for j in jobs if j.method == method]
         values: dict[str, list[Any]] = {k: [] for k in Row.__dataclass_fields__ if k != "method"}
-        for job in mine:
-            summary_path = job.run_dir / "summary.json"
-            if not summary_path.is_file():
-                continue
-            summary = json.loads(summary_path.read_text())
-            metrics = metrics_file(job.run_dir)  # a forest trains nothing: it has none
-            records = [r for r in read_metrics(metrics) if r["kind"] == "train"] if metrics else []
-            train = [r for r in records if r.get("phase") == "train"]
+        for job in (j for j in jobs if j.method == method and j.run_dir in runs):
+            run = runs[job.run_dir]
+            summary = run.summary or {}
+            train = [r for r in run.train if r.get("phase") == "train"]
             values["seeds"].append(job.seed)
             values["best"].append(scale * summary["best"]["score"])
             values["best_ci"].append(scale * summary["best"]["ci95"])
@@ -112,7 +110,7 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
             values["minutes"].append(seconds / 60)
             values["reward_tasks"].append(  # clean reward-split tasks seen, scored or trained on
-                sum(r.get("reward_tasks", 0) + r.get("reward_tasks_trained", 0) for r in records)
+                sum(r.get("reward_tasks", 0) + r.get("reward_tasks_trained", 0) for r in run.train)
             )
         if values["seeds"]:
             rows.append(Row(method, **values))
@@ -217,7 +215,4 @@ def plot(table: Table, path: Path) -> Path:
     left.set_xlabel(f"test {table.label}{unit}, best on validation")
     right.barh(y, [np.mean(r.minutes) for r in rows], color="#fdae6b")
     right.set_xlabel("wall time per run (min)")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -77,6 +77,8 @@ class AssayRegression(Domain):
             (assays.min_scale > 0,
              f"task.assays.min_scale must be positive, got {assays.min_scale}; try {MIN_SCALE}"),
             (assays.noise_std >= 0, f"task.assays.noise_std must be >= 0, got {assays.noise_std}"),
+            (all(k >= 1 for k in assays.support_choices or ()),
+             "task.assays.support_choices must list sizes of at least 1"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:
@@ -94,6 +96,7 @@ class AssayRegression(Domain):
             assays: list[int] | None = None,
             noise: TargetNoise | None = None,
             sources: SourceNoise | None = None,
+            choices: list[int] | None = None,
         ) -> AssaySampler:
             return AssaySampler(
                 pool,
@@ -106,6 +109,7 @@ class AssayRegression(Domain):
                 assays,
                 spec.min_scale,
                 sources,
+                choices or (),
             )
 
         val = reward = sampler(splits.val)
@@ -119,7 +123,8 @@ class AssayRegression(Domain):
             val, reward = sampler(splits.val, selection), sampler(splits.val, held_out)
         allowed = budget_assays(splits.train, spec.train_assays, spec.assay_types)
         noise = TargetNoise(config.task.noise_ratio, spec.noise_std)
-        train = sampler(splits.train, allowed, noise, SourceNoise(config.task.noisy_sources))
+        sources = SourceNoise(config.task.noisy_sources)
+        train = sampler(splits.train, allowed, noise, sources, spec.support_choices)
         return {"train": train, "val": val, "test": sampler(splits.test), "reward": reward}
 
     def new_task(self, config: Config, support: Path, query: Path) -> NewTask:

@@ -19,7 +19,8 @@ from torch import nn
 from metasched.data.pool import DataSplits
 from metasched.errors import MetaschedError
 from metasched.learners import LEARNERS, Objective
-from metasched.learners.base import Params, TaskResults
+from metasched.learners.functional import Params
+from metasched.learners.results import TaskResults
 from metasched.tasks import Episode, TaskSource
 
 if TYPE_CHECKING:

@@ -2,10 +2,12 @@
 a deep-kernel GP; and per-task baselines (a random forest, a GP on fingerprints)."""
 
 from metasched.learners.anil import ANIL
-from metasched.learners.base import Adaptation, MetaLearner, Params, TaskResults, sgd_steps
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import Adaptation, Params, sgd_steps
 from metasched.learners.gp import DeepKernelGP, TanimotoGP
 from metasched.learners.maml import MAML
 from metasched.learners.objectives import OBJECTIVES, Classification, Objective, Regression
+from metasched.learners.results import TaskResults
 from metasched.learners.ridge import RidgeANIL
 
 #: Every meta-learner by its config name (``learner.algorithm``); first-order MAML is MAML

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from metasched.learners.base import (
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import (
     Adaptation,
     GradientRows,
-    MetaLearner,
     Params,
     Predictor,
     gradient_rows,

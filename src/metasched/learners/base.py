@@ -10,8 +10,7 @@ them are one :class:`TaskResults`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import ClassVar, cast
 
 import torch
@@ -19,84 +18,25 @@ from torch import nn
 from torch.func import functional_call
 
 from metasched.errors import MetaschedError
+from metasched.learners.functional import (
+    Adaptation,
+    GradientRows,
+    Params,
+    Predictor,
+    graph_bytes,
+    task_views,
+)
 from metasched.learners.objectives import Objective
+from metasched.learners.results import TaskResults, judged
 from metasched.models.grouped import GroupedModule, task_linear
-from metasched.models.layout import keep_nchw
 from metasched.models.norm import TaskBatchNorm, cancelled_parameters
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, EpisodeBatch
 
-Params = dict[str, torch.Tensor]
-Predictor = Callable[[torch.Tensor], torch.Tensor]
-GradientRows = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 BATCHING = ("loop", "grouped")
 #: Normalisation layers, whose affine parameters the pool statistics leave out (as the
 #: reference does for batch norm).
 NORMS = (TaskBatchNorm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """Inner-loop settings: plain SGD with learning rate ``lr`` for ``steps`` steps."""
-
-    lr: float
-    steps: int
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise MetaschedError(f"inner learning rate must be positive, got {self.lr}")
-        if self.steps < 0:
-            raise MetaschedError(f"inner steps must be >= 0, got {self.steps}")
-
-
-@dataclass(frozen=True)
-class TaskResults:
-    """What the learner's computation gives for T tasks; row t belongs to task t.
-
-    Attributes:
-        losses: (T,) query losses after adaptation, detached.
-        scores: (T,) the objective's scores of the adapted query predictions (accuracy, or
-            squared Pearson correlation).
-        stats: the scheduler's inputs (:class:`PoolStats`), when a pool was measured.
-        graphs: the T query losses still differentiable w.r.t. θ0, when kept: for the
-            meta-update, or a look-ahead step that reuses the pool's forward passes.
-        metrics: the objective's named metrics, (T,) each, on the data's original scale.
-    """
-
-    losses: torch.Tensor
-    scores: torch.Tensor
-    stats: PoolStats | None = None
-    graphs: tuple[torch.Tensor, ...] | None = None
-    metrics: dict[str, torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return int(self.losses.shape[0])
-
-    def without_graphs(self) -> TaskResults:
-        return replace(self, graphs=None)
-
-    @staticmethod
-    def cat(parts: Sequence[TaskResults]) -> TaskResults:
-        """The rows of several results in order (chunks of a pool, or ranks' shares)."""
-        first = parts[0]
-        stats = None
-        if first.stats is not None:
-            stats = PoolStats.cat([p.stats for p in parts if p.stats is not None])
-        graphs = None
-        if all(p.graphs is not None for p in parts):
-            graphs = tuple(g for p in parts for g in p.graphs or ())
-        metrics = None
-        if first.metrics is not None:
-            metrics = {
-                name: torch.cat([(p.metrics or {})[name] for p in parts]) for name in first.metrics
-            }
-        return TaskResults(
-            torch.cat([p.losses for p in parts]),
-            torch.cat([p.scores for p in parts]),
-            stats,
-            graphs,
-            metrics,
-        )
 
 
 class MetaLearner(ABC):
@@ -410,117 +350,3 @@ class MetaLearner(ABC):
             )
         with torch.no_grad():
             return predict(episode.query_x.unsqueeze(0))[0]
-
-
-def judged(
-    objective: Objective,
-    predictions: torch.Tensor,
-    targets: torch.Tensor,
-    metrics: bool = False,
-    episodes: Sequence[Episode] = (),
-) -> TaskResults:
-    """The losses, scores and (if asked) metrics of T tasks' (T, M, out) query predictions;
-    the metrics read each episode's target scale."""
-    named = None
-    if metrics:
-        rows = [objective.metrics(p, e) for p, e in zip(predictions, episodes)]
-        named = {
-            name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]
-        }
-    return TaskResults(
-        objective.losses(predictions, targets),
-        objective.scores(predictions, targets),
-        metrics=named,
-    )
-
-
-def task_views(params: Params, tasks: int) -> Params:
-    """θ0 seen as T tasks' parameters (a leading task dimension, no copy): the gradient of a
-    loss with respect to a view is each task's own, and the graph still reaches θ0."""
-    if tasks == 1:  # unsqueeze's backward is a view; expand's sums, copying every gradient
-        return {n: p.unsqueeze(0) for n, p in params.items()}
-    return {n: p.expand(tasks, *p.shape) for n, p in params.items()}
-
-
-def gradient_rows(
-    support: Sequence[torch.Tensor | None],
-    query: Sequence[torch.Tensor | None],
-    like: Sequence[torch.Tensor],
-) -> GradientRows:
-    """(‖g_s‖, ‖g_q‖, ⟨g_s, g_q⟩), (T, L) each, from per-task gradients (T, ...) of L layers;
-    a layer a loss does not reach has zero gradient."""
-    flat_s = [_flat(g, p) for g, p in zip(support, like)]
-    flat_q = [_flat(g, p) for g, p in zip(query, like)]
-    return (
-        torch.stack([g.norm(dim=1) for g in flat_s], dim=1),
-        torch.stack([g.norm(dim=1) for g in flat_q], dim=1),
-        torch.stack([(a * b).sum(dim=1) for a, b in zip(flat_s, flat_q)], dim=1),
-    )
-
-
-def sgd_steps(
-    loss_of: Callable[[Params], torch.Tensor],
-    params: Params,
-    adaptation: Adaptation,
-    create_graph: bool,
-) -> Params:
-    """Runs ``adaptation.steps`` plain SGD steps on ``loss_of``, functionally.
-
-    With ``create_graph`` the result stays differentiable through the gradients (second
-    order). Without it the gradients are constants, so the result depends on ``params`` only
-    through the identity (first order). Parameters that do not require grad (evaluation) are
-    adapted as fresh leaves at every step, so no graph accumulates.
-    """
-    tracked = any(p.requires_grad for p in params.values())
-    fast = params if tracked else _leaves(params)
-    for _ in range(adaptation.steps):
-        with keep_nchw(create_graph):  # differentiated twice: see keep_nchw
-            loss = loss_of(fast)
-        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
-        fast = {n: p - adaptation.lr * g for (n, p), g in zip(fast.items(), grads)}
-        if not tracked:
-            fast = _leaves(fast)
-    return fast
-
-
-def _flat(gradient: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """A per-task gradient (T, ...) as (T, n), detached; zeros where the loss does not reach."""
-    return (gradient if gradient is not None else torch.zeros_like(like)).detach().flatten(1)
-
-
-def _leaves(params: Params) -> Params:
-    return {n: p.detach().requires_grad_() for n, p in params.items()}
-
-
-def graph_bytes(output: torch.Tensor) -> int:
-    """The memory of the tensors autograd saved for ``output``'s backward (each storage once;
-    leaves such as parameters and input images, which exist anyway, excluded).
-
-    Walks the graph and reads each node's saved tensors: saved-tensor hooks would do it during
-    the forward pass, but a hook that returns the tensor itself ties a saved output to its own
-    node in a reference cycle, and the graph is never freed (260 MB an iteration at 84x84).
-    """
-    seen_nodes: set[int] = set()
-    seen_storages: set[int] = set()
-    total = 0
-    stack = [output.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen_nodes:
-            continue
-        seen_nodes.add(id(node))
-        stack.extend(next_node for next_node, _ in node.next_functions)
-        for name in dir(node):
-            if not name.startswith("_saved_"):
-                continue
-            try:
-                value = getattr(node, name)
-            except RuntimeError:  # freed, or not a readable saved value
-                continue
-            for tensor in value if isinstance(value, tuple | list) else (value,):
-                if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
-                    storage = tensor.untyped_storage()
-                    if storage.data_ptr() not in seen_storages:
-                        seen_storages.add(storage.data_ptr())
-                        total += storage.nbytes()
-    return total

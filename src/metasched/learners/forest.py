@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from metasched.errors import MetaschedError
-from metasched.learners.base import Params, TaskResults, judged
+from metasched.learners.functional import Params
 from metasched.learners.objectives import Objective
+from metasched.learners.results import TaskResults, judged
 
 
 class RandomForestBaseline:

@@ -20,18 +20,17 @@ import torch
 from torch import nn
 
 from metasched.errors import MetaschedError
-from metasched.learners.base import (
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import (
     Adaptation,
     GradientRows,
-    MetaLearner,
     Params,
     Predictor,
-    TaskResults,
     gradient_rows,
-    judged,
     sgd_steps,
 )
 from metasched.learners.objectives import Objective, Regression
+from metasched.learners.results import TaskResults, judged
 from metasched.tasks.episode import Episode, EpisodeBatch
 
 #: Kernel parts: on the learned features (``rbf``, ``linear``, ``tanimoto``) or on the raw

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from metasched.learners.base import Adaptation, MetaLearner, Params, sgd_steps, task_views
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import Adaptation, Params, sgd_steps, task_views
 from metasched.tasks.episode import Episode
 
 

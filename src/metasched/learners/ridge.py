@@ -9,7 +9,7 @@ from torch import nn
 
 from metasched.errors import MetaschedError
 from metasched.learners.anil import ANIL
-from metasched.learners.base import Adaptation, Params
+from metasched.learners.functional import Adaptation, Params
 from metasched.learners.objectives import Objective, Regression
 
 

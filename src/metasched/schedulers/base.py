@@ -36,7 +36,8 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 import numpy as np
 import torch
 
-from metasched.learners.base import MetaLearner, Params
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import Params
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, TaskSource
 

@@ -66,6 +66,8 @@ class AssaySampler:
             draws it from the rows the source marks as its training rows and takes the query
             from those it marks as test rows (pQSAR's TRN/TST, MoleculeACE's split).
         assays: the allowed assay indices (a budget, :func:`budget_assays`).
+        support_choices: support sizes to draw from, one per episode among those the assay
+            allows (``support`` + ``min_query`` rows at least); empty: always ``support``.
         source_noise: a fixed share of the allowed assays has its values shuffled among its
             compounds, the same way in every episode (:class:`SourceNoise`); their episodes
             are noisy, query included.
@@ -83,6 +85,7 @@ class AssaySampler:
         assays: Sequence[int] | None = None,
         min_scale: float = MIN_SCALE,
         source_noise: SourceNoise | None = None,
+        support_choices: Sequence[int] = (),
     ) -> None:
         least = 0 if source_split == "flags" else 1
         if support < least or min_query < 1 or query_cap < min_query:
@@ -95,6 +98,7 @@ class AssaySampler:
                 f"task.assays.source_split={source_split!r}; use {' or '.join(SOURCE_SPLITS)}"
             )
         self.pool, self.support, self.query_cap = pool, support, query_cap
+        self.min_query, self.support_choices = min_query, sorted(support_choices)
         self.noise = noise or TargetNoise()
         self.standardise, self.source_split = standardise, source_split
         self.min_scale = min_scale
@@ -131,8 +135,12 @@ class AssaySampler:
         assay = int(self.assays[position])
         support_rows, query_rows = self._split_rows(assay)
         if self.source_split == "random":
+            size = self.support
+            if self.support_choices:
+                fits = [k for k in self.support_choices if len(support_rows) >= k + self.min_query]
+                size = int(rng.choice(fits)) if fits else size
             order = rng.permutation(support_rows)
-            support, query = order[: self.support], order[self.support :]
+            support, query = order[:size], order[size:]
         else:
             count = self.support or len(support_rows)
             support = rng.choice(support_rows, count, replace=False)

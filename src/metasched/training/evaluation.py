@@ -14,8 +14,9 @@ from tqdm import tqdm
 
 from metasched.files import atomic_open, atomic_write, dumps
 from metasched.intervals import format_score, normal_interval
-from metasched.learners.base import Params, TaskResults
+from metasched.learners.functional import Params
 from metasched.learners.objectives import Objective
+from metasched.learners.results import TaskResults
 from metasched.tasks.episode import Episode, TaskSource
 from metasched.training.ranks import OneProcess, Ranks
 

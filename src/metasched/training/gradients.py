@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metasched.learners.base import MetaLearner, Params, TaskResults
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import Params
+from metasched.learners.results import TaskResults
 from metasched.tasks.episode import Episode
 from metasched.training.ranks import OneProcess, Ranks
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import json
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from metasched.errors import MetaschedError
 from metasched.files import append_line, atomic_write, dumps, os_error
@@ -104,3 +107,45 @@ def without_wall_clock(record: dict[str, Any]) -> dict[str, Any]:
     """A record or summary without its wall-clock fields (:data:`WALL_CLOCK`): what must be
     identical between two runs of one config on one machine."""
     return {k: v for k, v in record.items() if k not in WALL_CLOCK}
+
+
+@dataclass(frozen=True)
+class RunRecords:
+    """One run's name, config and metrics, split by kind."""
+
+    name: str
+    config: dict[str, Any]
+    train: list[dict[str, Any]]
+    val: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    milestones: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_run(run_dir: Path, records_required: bool = True) -> RunRecords:
+    """Reads a run directory (the one reader of ``report`` and ``compare``): its config,
+    summary (None until it finishes) and records (none for a baseline, which trains nothing,
+    unless ``records_required``)."""
+    metrics = metrics_file(run_dir)
+    if metrics is None and records_required:
+        raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
+    records = read_metrics(metrics) if metrics is not None else []
+    summary_path = run_dir / "summary.json"
+    config_path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        culprit = summary_path if isinstance(error, json.JSONDecodeError) else config_path
+        raise MetaschedError(
+            f"{str(culprit)!r} is damaged ({type(error).__name__}); restore it or remove it"
+        ) from error
+    if not isinstance(config, dict) or not (summary is None or isinstance(summary, dict)):
+        raise MetaschedError(f"{str(run_dir)!r}: config.yaml or summary.json is not a mapping")
+    return RunRecords(
+        name=run_dir.name,
+        config=config,
+        train=[r for r in records if r["kind"] == "train"],
+        val=[r for r in records if r["kind"] == "val"],
+        summary=summary,
+        milestones=[r for r in records if r["kind"] == "milestone"],
+    )

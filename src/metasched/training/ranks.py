@@ -18,7 +18,7 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from metasched.learners.base import TaskResults
+from metasched.learners.results import TaskResults
 from metasched.training.signals import die_with_parent
 
 Item = TypeVar("Item")

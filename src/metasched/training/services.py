@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from metasched.errors import Diverged
-from metasched.learners.base import MetaLearner, Params
+from metasched.learners.base import MetaLearner
+from metasched.learners.functional import Params
 from metasched.tasks.episode import Episode, TaskSource
 from metasched.training.gradients import CandidateGradients, clipped
 

@@ -14,7 +14,8 @@ import torch
 
 from metasched.config import Config
 from metasched.errors import Diverged
-from metasched.learners.base import Params, TaskResults
+from metasched.learners.functional import Params
+from metasched.learners.results import TaskResults
 from metasched.schedulers import Candidates, Feedback, Measure, Selection
 from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
