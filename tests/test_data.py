@@ -84,6 +84,51 @@ def test_image_folder_with_explicit_splits_and_rgb(tmp_path) -> None:
     assert splits.val.image_shape == (3, 8, 8)
 
 
+def test_linked_class_folders_are_read_and_cycles_and_repeats_reported(tmp_path) -> None:
+    """A class folder reached through a link is a class; a link back to an ancestor (a cycle)
+    and a link to a class read anyway are skipped, each with a warning naming it."""
+    _write_folder(tmp_path / "data", classes=4, images=2)
+    _write_folder(tmp_path / "elsewhere", classes=1, images=2)
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere" / "class00")
+    (tmp_path / "data" / "class01" / "loop").symlink_to(tmp_path / "data")
+    (tmp_path / "data" / "again").symlink_to(tmp_path / "data" / "class02")
+    (tmp_path / "data" / "class03" / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.warns(RuntimeWarning) as caught:
+        splits = load_image_folder(tmp_path / "data", image_size=8)
+    names = splits.train.class_names + splits.val.class_names + splits.test.class_names
+    assert sorted(names) == ["class00", "class01", "class02", "class03", "linked"]
+    messages = {str(w.message) for w in caught}
+    data = tmp_path / "data"
+    assert f"{data / 'class01' / 'loop'} is a link to {data}, which is read anyway" in str(messages)
+    assert f"{data / 'again'} is a link to {data / 'class02'}," in str(messages)
+    assert any("gone.png is a broken link" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("val_images", np.zeros((6, 1, 9, 9), np.uint8)),  # another image size than train's
+        ("test_starts", np.array([0, 4, 2, 6])),  # boundaries that go backwards
+        ("val_starts", np.array([0, 2, 4, 99])),  # past the last image
+    ],
+)
+def test_every_split_of_a_prepared_directory_is_validated(tmp_path, damage) -> None:
+    """A prepared directory damaged in any split's arrays is refused with the fix, not read."""
+    from metasched.data.cache import load_splits, save_splits
+    from metasched.data.pool import ClassPool, DataSplits
+
+    def pool() -> ClassPool:
+        arrays = [np.full((2, 1, 8, 8), c, np.uint8) for c in range(3)]
+        return ClassPool.from_class_arrays(arrays, ["a", "b", "c"], ["g"] * 3)
+
+    save_splits(tmp_path / "prepared", DataSplits(pool(), pool(), pool()))
+    assert load_splits(tmp_path / "prepared").test.num_classes == 3
+    name, array = damage
+    np.save(tmp_path / "prepared" / f"{name}.npy", array)
+    with pytest.raises(MetaschedError, match=r"not a readable prepared data set.*delete it"):
+        load_splits(tmp_path / "prepared")
+
+
 def test_image_folder_errors_are_clear(tmp_path) -> None:
     with pytest.raises(MetaschedError, match="does not exist"):
         load_image_folder(tmp_path / "missing")

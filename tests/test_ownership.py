@@ -183,3 +183,33 @@ def _alive(pid: int) -> bool:
             return handle.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_resume_that_would_read_other_data_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    """A relative data.root names another file from another folder: the resume refuses it with
+    one line, resumes from the folder the run began in, and accepts the same data elsewhere."""
+    from .test_regression import learnable_csv, overrides
+
+    first, other, moved = (tmp_path / name for name in ("first", "other", "moved"))
+    for folder in (first, other, moved):
+        folder.mkdir()
+    data = learnable_csv(first)
+    (other / data.name).write_text(data.read_text().replace("T1,", "T9,"))
+    (moved / data.name).write_bytes(data.read_bytes())
+    settings = overrides(Path(data.name), **{"train.iterations": 20, "train.checkpoint_every": 10})
+    monkeypatch.chdir(first)
+    args = ["train", "--config", "drug-demo", "--run-dir", str(tmp_path / "run"), "--quiet"]
+    assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
+    resume = ["train", "--resume", str(tmp_path / "run"), "--set", "train.iterations=30"]
+    capsys.readouterr()
+    monkeypatch.chdir(other)
+    assert main(resume) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"trained on {data.resolve()}" in error[0], error
+    assert "holds other data" in error[0]
+    monkeypatch.chdir(moved)  # the same bytes at another path: the same data
+    assert main(resume) == 0
+    monkeypatch.chdir(other)
+    again = ["train", "--resume", str(tmp_path / "run"), "--set", "train.iterations=40"]
+    assert main([*again, "--set", f"data.root={moved / data.name}"]) == 0
+    assert main([*again[:3], "--set", "train.iterations=50"]) == 0  # that root is kept

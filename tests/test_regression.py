@@ -17,6 +17,7 @@ from metasched.errors import MetaschedError
 from metasched.training.checkpoint import load_checkpoint
 from metasched.training.components import build_components
 from metasched.training.evaluation import evaluate
+from metasched.training.trainer import Trainer
 
 from .molecules import SMILES, write_csv
 
@@ -240,3 +241,23 @@ def test_compare_on_assays_speaks_regression(tmp_path: Path) -> None:
         main(["baseline", "forest", "--config", "drug-demo", "--run-dir", str(alone), *sets]) == 0
     )
     assert json.loads((alone / "summary.json").read_text())["best"] == forest["best"]
+
+
+def test_report_keeps_each_domains_words_beside_another(tmp_path: Path, glyphs, capsys) -> None:
+    """An image run beside an assay run: each gets its own table and plot in its own score."""
+    from .conftest import tiny_overrides
+
+    images = Trainer.create(
+        load_config("glyphs-5w1s", tiny_overrides(**{"train.iterations": 3})), tmp_path / "img"
+    )
+    images.fit(progress=False)
+    settings = overrides(learnable_csv(tmp_path), **{"train.iterations": 4})
+    Trainer.create(load_config("drug-demo", settings), tmp_path / "assay").fit(progress=False)
+    capsys.readouterr()
+    runs = [str(tmp_path / "img"), str(tmp_path / "assay")]
+    assert main(["report", *runs, "--out", str(tmp_path / "report")]) == 0
+    printed = capsys.readouterr().out
+    accuracy, pearson = printed.index("test accuracy (best on val)"), printed.index("pearson R²")
+    assert printed.index("| img |") < pearson and printed.index("| assay |") > pearson > accuracy
+    assert "%" not in printed[pearson:]
+    assert {p.name for p in (tmp_path / "report").iterdir()} >= {"accuracy.png", "score.png"}

@@ -38,7 +38,9 @@ def test_tiny_run_learns_well_above_chance(tmp_path, glyphs) -> None:
         assert (tmp_path / "run" / name).exists()
 
 
-def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs) -> None:
+def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs, capsys) -> None:
+    """The predictions are the learner's; images of the opposite polarity (dark ink on white,
+    as Omniglot's files) are inverted, with a line saying so, and predicted the same."""
     from PIL import Image
 
     from metasched.cli import main
@@ -51,14 +53,25 @@ def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs) -> None:
     pool = glyphs.test
     support, query = tmp_path / "support", tmp_path / "query"
     for c in range(5):  # 5 classes, 2 support images each; the query: the third of each
-        (support / f"glyph{c}").mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(pool.class_images(c)[i, 0]).save(support / f"glyph{c}" / f"{i}.png")
-        query.mkdir(exist_ok=True)
-        Image.fromarray(pool.class_images(c)[2, 0]).save(query / f"q{c}.png")
-    out = tmp_path / "predictions.csv"
+        for folder, ink in (("", lambda x: x), ("inverted-", lambda x: 255 - x)):
+            (tmp_path / f"{folder}support" / f"glyph{c}").mkdir(parents=True)
+            (tmp_path / f"{folder}query").mkdir(exist_ok=True)
+            for i in range(2):
+                Image.fromarray(ink(pool.class_images(c)[i, 0])).save(
+                    tmp_path / f"{folder}support" / f"glyph{c}" / f"{i}.png"
+                )
+            Image.fromarray(ink(pool.class_images(c)[2, 0])).save(
+                tmp_path / f"{folder}query" / f"q{c}.png"
+            )
+    out, flipped = tmp_path / "predictions.csv", tmp_path / "inverted.csv"
     assert main(["predict", str(run), "--support", str(support), "--query", str(query),
                  "--out", str(out)]) == 0  # fmt: skip
+    assert "inverted" not in capsys.readouterr().err
+    inverted = ["--support", str(tmp_path / "inverted-support"), "--query",
+                str(tmp_path / "inverted-query")]  # fmt: skip
+    assert main(["predict", str(run), *inverted, "--out", str(flipped)]) == 0
+    assert "light background and the training images a dark one" in capsys.readouterr().err
+    assert flipped.read_text() == out.read_text()
     rows = [line.split(",") for line in out.read_text().splitlines()]
     assert rows[0] == ["image", "predicted_class", "probability"] and len(rows) == 6
     trainer = Trainer.resume(run)

@@ -249,7 +249,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = domain.model(config)
     learner = build_learner(config, model, model_device := next(model.parameters()).device)
     load_model_weights(model, payload["model"], path)  # after the learner added its own
-    task = domain.new_task(config, Path(args.support), Path(args.query))
+    task = domain.new_task(config, Path(args.support), Path(args.query), payload.get("inputs"))
     predictions = learner.predict(learner.parameters(), task.episode.to(model_device))
     if not bool(torch.isfinite(predictions).all()):
         raise MetaschedError(

@@ -33,15 +33,24 @@ def _series(run: RunRecords, kind: str, key: str) -> tuple[np.ndarray, np.ndarra
     return x, y
 
 
-def score_of(runs: list[RunRecords]) -> tuple[str, bool]:
-    """The runs' score, as printed (``accuracy``, ``pearson R²``), and whether in percent."""
-    for run in runs:
-        if run.summary is not None:
-            name = run.summary.get("score_name", "accuracy")
-            return score_label(name), run.summary.get("score_percent", True)
-    name = str(runs[0].config.get("data", {}).get("name")) if runs else ""
+def score_of(run: RunRecords) -> tuple[str, bool]:
+    """A run's score, as printed (``accuracy``, ``pearson R²``), and whether in percent: its
+    summary's, or its data set's domain's while it has none."""
+    if run.summary is not None:
+        name = run.summary.get("score_name", "accuracy")
+        return score_label(name), run.summary.get("score_percent", True)
+    name = str(run.config.get("data", {}).get("name"))
     objective = domain_of_data(name).objective if name in DATASETS else Classification()
     return score_label(objective.score_name), objective.percent
+
+
+def by_score(runs: list[RunRecords]) -> dict[tuple[str, bool], list[RunRecords]]:
+    """The runs grouped by their score (:func:`score_of`), in order of first appearance, so
+    that runs of different domains are never tabulated or plotted in one another's words."""
+    groups: dict[tuple[str, bool], list[RunRecords]] = {}
+    for run in runs:
+        groups.setdefault(score_of(run), []).append(run)
+    return groups
 
 
 def plot_scores(runs: list[RunRecords], path: Path, label: str) -> None:
@@ -97,34 +106,42 @@ def plot_scheduler(runs: list[RunRecords], path: Path) -> None:
 
 
 def results_table(runs: list[RunRecords]) -> str:
-    """A Markdown table of each run's test score (best on validation, and final)."""
-    label, percent = score_of(runs)
-    lines = [
-        f"| run | scheduler | test {label} (best on val) | test {label} (final) |",
-        "|---|---|---|---|",
-    ]
-    for run in runs:
-        scheduler = run.config.get("scheduler", {}).get("name", "?")
-        if run.summary is None:
-            lines.append(f"| {run.name} | {scheduler} | (not finished) | |")
-            continue
-        cells = [
-            format_score(run.summary[k]["score"], run.summary[k]["ci95"], percent)
-            for k in ("best", "final")
+    """A Markdown table of each run's test score (best on validation, and final); one table
+    per kind of score when the runs have several."""
+    tables = []
+    for (label, percent), group in by_score(runs).items():
+        lines = [
+            f"| run | scheduler | test {label} (best on val) | test {label} (final) |",
+            "|---|---|---|---|",
         ]
-        lines.append(f"| {run.name} | {scheduler} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
+        for run in group:
+            scheduler = run.config.get("scheduler", {}).get("name", "?")
+            if run.summary is None:
+                lines.append(f"| {run.name} | {scheduler} | (not finished) | |")
+                continue
+            cells = [
+                format_score(run.summary[k]["score"], run.summary[k]["ci95"], percent)
+                for k in ("best", "final")
+            ]
+            lines.append(f"| {run.name} | {scheduler} | {cells[0]} | {cells[1]} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def write_report(run_dirs: list[Path], out: Path) -> tuple[str, list[Path]]:
-    """Draws the plots into ``out``; returns the results table and the plot paths."""
+    """Draws the plots into ``out`` (one score plot per kind of score: ``accuracy.png``,
+    ``score.png``); returns the results table and the plot paths."""
     runs = [load_run(d) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
-    label, percent = score_of(runs)
-    plots = [out / ("accuracy.png" if percent else "score.png")]
-    plot_scores(runs, plots[0], label)
+    plots = []
+    for (label, percent), group in by_score(runs).items():
+        name = "accuracy.png" if percent else "score.png"
+        if out / name in plots:
+            name = f"score-{len(plots)}.png"
+        plots.append(out / name)
+        plot_scores(group, plots[-1], label)
     scheduled = [r for r in runs if any(t.get("p_clean") is not None for t in r.train)]
     if scheduled:
         plots.append(out / "scheduler.png")
-        plot_scheduler(scheduled, plots[1])
+        plot_scheduler(scheduled, plots[-1])
     return results_table(runs), plots

@@ -129,13 +129,12 @@ def load_splits(path: Path) -> DataSplits[Any]:
                     array = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                     values[field.name] = array.item() if array.ndim == 0 else array
             pools[split] = kind(**values)
-        notes = tuple(str(s) for s in index["notes"])
+        return DataSplits(**pools, notes=tuple(str(s) for s in index["notes"]))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise MetaschedError(
             f"{path} is not a readable prepared data set ({error}); delete it and prepare the"
             " data set again (metasched data prepare / convert)"
         ) from error
-    return DataSplits(**pools, notes=notes)
 
 
 def cached_splits(path: Path, build: Any) -> DataSplits[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 import zipfile
 from collections import defaultdict
@@ -40,12 +41,48 @@ def _is_image(name: str) -> bool:
 
 def scan_directory(root: Path) -> tuple[ClassFiles, Reader]:
     """Finds every directory under ``root`` that holds image files (named by full path, so
-    that an error names the file)."""
+    that an error names the file); linked folders are followed (:func:`walk_files`)."""
     classes: ClassFiles = defaultdict(list)
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and _is_image(path.name):
+    for path in walk_files(root):
+        if _is_image(path.name):
             classes[path.parent.relative_to(root).as_posix()].append(str(path))
     return dict(classes), _read_file
+
+
+def walk_files(root: Path) -> Iterable[Path]:
+    """Every file under ``root`` in sorted order, following linked folders. A link to a folder
+    that is read anyway (one inside ``root``, an ancestor: a cycle, or a folder another link
+    reached first) is skipped with a warning naming it, so that nothing loops and no class is
+    read twice."""
+    key = _folder_key
+    seen = {key(Path(folder)): Path(folder) for folder, _, _ in os.walk(root)}  # real folders
+
+    def visit(folder: Path) -> Iterable[Path]:
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and entry.is_symlink():
+                target = key(entry)
+                if target in seen:
+                    warnings.warn(
+                        f"{entry} is a link to {seen[target]}, which is read anyway; skipped it",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+                    continue
+                seen.update({key(Path(f)): Path(f) for f, _, _ in os.walk(entry)})
+                yield from visit(entry)
+            elif entry.is_dir():
+                yield from visit(entry)
+            elif entry.is_file():
+                yield entry
+            elif entry.is_symlink():
+                warnings.warn(f"{entry} is a broken link; skipped it", RuntimeWarning, stacklevel=4)
+
+    yield from visit(root)
+
+
+def _folder_key(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
 
 
 def _read_file(path: str) -> bytes:
@@ -180,7 +217,7 @@ def split_classes(keys: list[str]) -> dict[str, list[str]]:
 def _fingerprint(root: Path, *settings: object) -> str:
     """A short hash of the files' names, sizes and times, and the loading settings."""
     digest = hashlib.sha256(repr(settings).encode())
-    for path in sorted(root.rglob("*")):
+    for path in walk_files(root):
         if path.is_file():
             stat = path.stat()
             digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())

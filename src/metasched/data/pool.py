@@ -63,6 +63,7 @@ class ClassPool:
             self.class_names
         ):
             raise ValueError("ClassPool.starts, class_names and groups disagree in length")
+        _check_starts(self.starts, len(self.images), "ClassPool", "images")
 
     @classmethod
     def from_class_arrays(
@@ -113,6 +114,13 @@ class ClassPool:
             )
 
 
+def _check_starts(starts: np.ndarray, rows: int, kind: str, what: str) -> None:
+    """Group boundaries must start at 0, never decrease and end at the last row: a damaged
+    file read without this check would draw rows of one group as another's."""
+    if len(starts) == 0 or starts[0] != 0 or starts[-1] != rows or (np.diff(starts) < 0).any():
+        raise ValueError(f"{kind}.starts are not boundaries of its {rows} {what}")
+
+
 @dataclass(frozen=True)
 class AssayPool:
     """Measured compounds of several assays, sorted by assay.
@@ -154,6 +162,13 @@ class AssayPool:
             self.assay_ids
         ):
             raise ValueError("AssayPool.starts, assay_ids and assay_types disagree in length")
+        _check_starts(self.starts, rows, "AssayPool", "rows")
+        if rows and not 0 <= int(self.compounds.min()) <= int(self.compounds.max()) < len(
+            self.fingerprints
+        ):
+            raise ValueError("AssayPool.compounds name fingerprint rows that do not exist")
+        if not np.isfinite(self.targets).all():
+            raise ValueError("AssayPool.targets hold NaN or infinite values")
 
     @property
     def num_assays(self) -> int:
@@ -203,6 +218,14 @@ class DataSplits(Generic[Pool]):
     val: Pool
     test: Pool
     notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        pools = (self.train, self.val, self.test)
+        if len({type(pool) for pool in pools}) > 1:
+            raise ValueError("the splits hold different kinds of data")
+        shapes = {p.image_shape if isinstance(p, ClassPool) else p.bits for p in pools}
+        if len(shapes) > 1:
+            raise ValueError(f"the splits hold inputs of different shapes ({sorted(shapes)})")
 
     def __getitem__(self, split: str) -> Pool:
         if split not in ("train", "val", "test"):

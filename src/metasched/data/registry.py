@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from metasched.data.assay_csv import CsvColumns, load_assay_csv
-from metasched.data.cache import is_prepared, load_splits, save_splits
+from metasched.data.cache import SPLITS, is_prepared, load_splits, save_splits
 from metasched.data.fingerprints import FingerprintSpec
 from metasched.data.folder import load_image_folder
 from metasched.data.fsmol import load_fsmol
@@ -186,7 +186,8 @@ def load_dataset(spec: DataSpec) -> DataSplits[Any]:
             f"{root} holds {kind.__name__} data, not the {entry.domain} of data set"
             f" {spec.name!r}; set data.name to a data set of its domain"
         )
-    splits.train.check_settings(spec.name, spec.channels, spec.image_size)
+    for split in SPLITS:  # a prepared directory holds each split's arrays in its own files
+        splits[split].check_settings(spec.name, spec.channels, spec.image_size)
     return splits
 
 

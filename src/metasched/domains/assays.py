@@ -127,7 +127,9 @@ class AssayRegression(Domain):
         train = sampler(splits.train, allowed, noise, sources, spec.support_choices)
         return {"train": train, "val": val, "test": sampler(splits.test), "reward": reward}
 
-    def new_task(self, config: Config, support: Path, query: Path) -> NewTask:
+    def new_task(
+        self, config: Config, support: Path, query: Path, profile: dict[str, Any] | None = None
+    ) -> NewTask:
         """Support: a CSV of measured compounds (SMILES and value columns, named as
         ``data.csv.smiles`` and ``data.csv.value``); query: a CSV with a SMILES column."""
         columns = config.data.csv

@@ -91,10 +91,17 @@ class Domain(ABC):
     def describe(self, spec: DataSpec) -> str:
         """A heading for a data set of this domain loaded with ``spec``."""
 
+    def input_profile(self, splits: DataSplits[Any]) -> dict[str, Any]:
+        """What a model trained on ``splits`` expects of its inputs, kept with its checkpoints
+        so that :meth:`new_task` can check a user's files against it (none by default)."""
+        return {}
+
     @abstractmethod
-    def new_task(self, config: Config, support: Path, query: Path) -> NewTask:
+    def new_task(
+        self, config: Config, support: Path, query: Path, profile: dict[str, Any] | None = None
+    ) -> NewTask:
         """A user's own task from files: the support (inputs with known answers) and the query
-        inputs to predict."""
+        inputs to predict, checked against the training inputs' ``profile`` when known."""
 
     @abstractmethod
     def prediction_rows(self, predictions: torch.Tensor, task: NewTask) -> list[list[Any]]:

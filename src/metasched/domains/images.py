@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,6 +39,21 @@ def conv4(config: Config) -> nn.Module:
 def resnet12(config: Config) -> nn.Module:
     """ResNet-12 of widths (w, 2.5w, 5w, 10w), w = ``model.filters`` (64: 64-160-320-640)."""
     return ResNet12(config.task.n_way, config.data.channels, config.model.filters)
+
+
+#: Images sampled (evenly spaced) to find the training data's background.
+PROFILED_IMAGES = 256
+
+
+def background(images: np.ndarray) -> str:
+    """``dark`` or ``light`` when most of a set of uint8 (N, C, H, W) images have a dark or a
+    light median pixel (line drawings: ink on a plain ground), else ``mixed`` (photographs)."""
+    medians = np.median(images.reshape(len(images), -1), axis=1)
+    if np.mean(medians < 64) > 0.5:
+        return "dark"
+    if np.mean(medians > 191) > 0.5:
+        return "light"
+    return "mixed"
 
 
 class ImageClassification(Domain):
@@ -83,8 +100,20 @@ class ImageClassification(Domain):
     def num_units(self, splits: DataSplits[ClassPool]) -> int:
         return splits.train.num_classes
 
-    def new_task(self, config: Config, support: Path, query: Path) -> NewTask:
-        """Support: a folder of class sub-folders of images; query: a folder of images."""
+    def input_profile(self, splits: DataSplits[ClassPool]) -> dict[str, Any]:
+        """The training images' background (:func:`background`)."""
+        images = splits.train.images
+        if not len(images):
+            return {}
+        picks = np.linspace(0, len(images) - 1, min(PROFILED_IMAGES, len(images))).astype(int)
+        return {"background": background(np.asarray(images[picks]))}
+
+    def new_task(
+        self, config: Config, support: Path, query: Path, profile: dict[str, Any] | None = None
+    ) -> NewTask:
+        """Support: a folder of class sub-folders of images; query: a folder of images. Images
+        whose background is the opposite of the training images' (dark ink on white against
+        bright ink on black) are inverted, and a line says so."""
         data = config.data
         classes, read = scan_directory(support) if support.is_dir() else ({}, None)
         names = sorted(classes)
@@ -95,19 +124,38 @@ class ImageClassification(Domain):
             )
         files = sorted(p for p in query.iterdir() if p.is_file()) if query.is_dir() else []
 
-        def images(blobs: list[bytes]) -> torch.Tensor:
-            arrays = [decode_image(b, data.image_size, data.channels, data.invert) for b in blobs]
-            return torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+        def images(paths: list[str], reader: Callable[[str], bytes]) -> np.ndarray:
+            arrays = []
+            for path in paths:
+                try:
+                    blob = reader(path)
+                    arrays.append(decode_image(blob, data.image_size, data.channels, data.invert))
+                except (OSError, MetaschedError) as error:  # PIL's errors are OSErrors
+                    raise MetaschedError(
+                        f"cannot read the image {path} ({error}); remove or replace it"
+                    ) from error
+            return np.stack(arrays)
 
-        try:
-            support_x = images([read(f) for c in names for f in classes[c]]) if read else None
-            query_x = images([f.read_bytes() for f in files]) if files else None
-        except OSError as error:  # PIL's UnidentifiedImageError is an OSError
-            raise MetaschedError(f"cannot read an image ({error}); remove or replace it") from error
-        if support_x is None or query_x is None:
+        if read is None or not files:
             raise MetaschedError(f"{query}: no query images; give a folder of image files")
+        support_x = images([f for c in names for f in classes[c]], read)
+        query_x = images([str(f) for f in files], read)
+        expected = (profile or {}).get("background")
+        found = background(np.concatenate([support_x, query_x]))
+        if {expected, found} == {"dark", "light"}:
+            support_x, query_x = 255 - support_x, 255 - query_x
+            print(
+                f"note: these images have a {found} background and the training images a"
+                f" {expected} one; inverted them to match (as data.invert would)",
+                file=sys.stderr,
+            )
         labels = torch.tensor([i for i, c in enumerate(names) for _ in classes[c]])
-        episode = Episode(support_x, labels, query_x, torch.zeros(len(files), dtype=torch.long))
+        episode = Episode(
+            torch.from_numpy(support_x).float().div_(255.0),
+            labels,
+            torch.from_numpy(query_x).float().div_(255.0),
+            torch.zeros(len(files), dtype=torch.long),
+        )
         return NewTask(episode, [f.name for f in files], names)
 
     def prediction_rows(self, predictions: torch.Tensor, task: NewTask) -> list[list[Any]]:

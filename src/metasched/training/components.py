@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ class Components:
     learner: MetaLearner
     scheduler: TaskScheduler
     device: torch.device
+    inputs: dict[str, Any] = field(default_factory=dict)  # the domain's input profile
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,4 +87,4 @@ def build_components(config: Config) -> Components:
         seed=config.seed,
     )
     scheduler = build_scheduler(config, setup)
-    return Components(samplers, model, learner, scheduler, device)
+    return Components(samplers, model, learner, scheduler, device, domain.input_profile(splits))

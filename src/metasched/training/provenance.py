@@ -28,6 +28,7 @@ import torch
 import metasched
 from metasched import data, learners, models, schedulers, tasks, training
 from metasched.config import Config
+from metasched.data.identity import DataIdentity, data_identity
 from metasched.files import atomic_write
 from metasched.schedulers import SCHEDULERS
 
@@ -65,12 +66,37 @@ def record_start(run_dir: Path, config: Config) -> None:
     history["starts"].append(
         {
             "results_version": results_version(config),
+            "data": data_identity(config.data),
             "metasched": metasched.__version__,
             "torch": torch.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     )
     atomic_write(path, json.dumps(history, indent=1))
+
+
+def recorded_data(run_dir: Path) -> DataIdentity | None:
+    """The data the run's latest start recorded (its resolved path and fingerprint), or None
+    when no start recorded any (embedded data, or a run made before starts recorded it)."""
+    try:
+        starts = json.loads((run_dir / PROVENANCE).read_text())["starts"]
+        recorded = [s["data"] for s in starts if isinstance(s, dict) and s.get("data")]
+        return recorded[-1] if recorded else None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def data_mismatch(run_dir: Path, config: Config) -> str:
+    """Why ``config.data`` would not read the data the run in ``run_dir`` was trained on
+    (empty when it would, or when there is nothing to compare)."""
+    recorded = recorded_data(run_dir)
+    if recorded is None:
+        return ""
+    current = data_identity(config.data)
+    if current is not None and current["fingerprint"] == recorded["fingerprint"]:
+        return ""
+    found = f"resolves to {current['path']}, which holds other data" if current else "is missing"
+    return f"it was trained on {recorded['path']}; from here data.root={config.data.root} {found}"
 
 
 def recorded_versions(run_dir: Path) -> list[Versions | None]:

@@ -7,6 +7,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from metasched.training.checkpoint import (
 from metasched.training.components import STREAMS, Components, build_components
 from metasched.training.evaluation import EvalResult, evaluate, write_test_results
 from metasched.training.metrics import MetricsLog
-from metasched.training.provenance import record_start
+from metasched.training.provenance import data_mismatch, record_start
 from metasched.training.ranks import Ranks, current_ranks
 from metasched.training.run_dir import claim_existing, claim_new
 from metasched.training.signals import first_signal_stops
@@ -140,6 +141,8 @@ class Trainer:
         before = config_from_dict(payload["config"])  # settings added since: their defaults
         stored = before.to_dict()
         changed = {k for k, v in config.to_dict().items() if stored.get(k) != v}
+        if "data" in changed and _only_root_moved(before, config):
+            changed.discard("data")  # the same data at another path: checked just below
         if changed - {"train"}:
             raise MetaschedError(
                 f"cannot change {', '.join(sorted(changed - {'train'}))} when resuming;"
@@ -149,6 +152,12 @@ class Trainer:
             raise MetaschedError(
                 "train.init_from sets the starting weights of a new run; a resumed run"
                 " continues from its own checkpoint (start a new run to change it)"
+            )
+        moved = data_mismatch(run_dir, config)
+        if moved:
+            raise MetaschedError(
+                f"cannot resume: {moved}; resume from the folder the run was started in, or"
+                " pass --set data.root=PATH naming the same data"
             )
         main = current_ranks().is_main
         if main:
@@ -173,6 +182,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "inputs": self.parts.inputs,
         }
 
     def load_state(self, payload: dict[str, Any]) -> None:
@@ -384,6 +394,11 @@ class Trainer:
                 **{k: summary[name][k] for k in ("score", "ci95", "loss")},
             )
         return summary
+
+
+def _only_root_moved(before: Config, after: Config) -> bool:
+    """Whether two configs differ in ``data.root`` alone among the data settings."""
+    return replace(before.data, root=after.data.root) == after.data
 
 
 def _say_saving(name: str) -> None:
