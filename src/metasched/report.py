@@ -133,7 +133,7 @@ def write_report(run_dirs: list[Path], out: Path) -> tuple[str, list[Path]]:
     ``score.png``); returns the results table and the plot paths."""
     runs = [load_run(d) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
-    plots = []
+    plots: list[Path] = []
     for (label, percent), group in by_score(runs).items():
         name = "accuracy.png" if percent else "score.png"
         if out / name in plots:
