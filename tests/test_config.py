@@ -198,3 +198,11 @@ def test_bf16_pool_scoring_is_flagged_on_cpus_without_bf16_instructions(monkeypa
     assert cpu.native_bf16() and cpu.bf16_advice("cpu", "bf16") is None
     monkeypatch.setattr(cpu, "cpu_flags", frozenset)  # flags unknown: no guess, no warning
     assert cpu.native_bf16() is None and cpu.bf16_advice("cpu", "bf16") is None
+
+
+def test_an_override_holding_bytes_that_are_not_utf8_names_them(capsys) -> None:
+    """A path in another encoding reaches argv as surrogates: one line saying so, exit 2."""
+    args = ["train", "--config", "glyphs-5w1s", "--set", "data.root=imgs\udcff", "--quiet"]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "not UTF-8" in error[0] and "rename the file" in error[0]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import string
+import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -149,3 +151,107 @@ def test_any_bytes_as_images(tmp_path, blobs) -> None:
         (root / f"class{c}" / "0.png").write_bytes(blob)
     _answers(lambda: load_image_folder(root, image_size=8))
     assert isinstance(root, Path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, glyphs) -> Path:
+    """A tiny ATS run whose checkpoint holds every kind of state (optimiser, policy, RNGs)."""
+    from metasched.training.trainer import Trainer
+
+    from .conftest import tiny_overrides
+
+    extras = {"train.iterations": 4, "scheduler.name": "ats", "scheduler.ats.warmup": 2}
+    config = load_config("glyphs-5w1s", tiny_overrides(**extras, **{"scheduler.pool_size": 4}))
+    run = tmp_path_factory.mktemp("fuzz") / "run"
+    Trainer.create(config, run).fit(progress=False)
+    return run
+
+
+ODD_VALUES = st.one_of(
+    SCALARS,
+    st.sampled_from([[], {}, {"state": 3}, {"state": {}, "param_groups": "a"}, {"state": {}}]),
+    st.builds(torch.zeros, st.integers(0, 4)),
+    st.builds(lambda n: torch.zeros(n, dtype=torch.uint8), st.integers(0, 4)),
+    st.dictionaries(st.text(max_size=8), SCALARS, max_size=3),
+)
+PARTS = ["config", "iteration", "model", "optimizer", "scheduler", "rng", "torch_rng",
+         "best_score", "best_iteration", "updates", "seconds", "inputs"]  # fmt: skip
+
+
+@settings(FUZZ, max_examples=25 * SCALE)
+@given(st.sampled_from(PARTS), st.one_of(st.none(), ODD_VALUES), st.booleans())
+def test_a_checkpoint_with_any_part_replaced_resumes_or_stops_in_one_line(
+    tmp_path, finished_run, part, value, remove
+) -> None:
+    """The checkpoint loader with a well-formed file (a valid checksum) whose parts were
+    replaced or removed: ``--resume`` trains on or answers in one line, never a traceback."""
+    import shutil
+
+    from metasched.training.checkpoint import save_checkpoint
+    from metasched.training.trainer import Trainer
+
+    run = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
+    shutil.copytree(finished_run, run)
+    payload = load_checkpoint(run / "last.pt")
+    if remove:
+        payload.pop(part)
+    else:
+        payload[part] = value
+    save_checkpoint(run / "last.pt", payload)
+    _answers(lambda: Trainer.resume(run, ["train.iterations=6"]).fit(progress=False))
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(
+                st.text(min_size=1, max_size=6).filter(lambda s: s not in {".", ".."}),
+                min_size=1,
+                max_size=3,
+            ),
+            st.sampled_from(["png", "garbage", "empty", "link", "loop"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_any_folder_tree_gives_class_pools_or_a_one_line_error(tmp_path, glyphs, tree) -> None:
+    """The image-folder scanner over trees of any names and depth, holding images, garbage,
+    empty files, links to folders and links back to an ancestor."""
+    from PIL import Image
+
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    for parts, kind in tree:
+        safe = [p.replace("/", "_").replace("\0", "_") for p in parts]
+        try:
+            path = root.joinpath(*safe)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "png":
+                Image.fromarray(glyphs.train.class_images(0)[0, 0]).save(path.with_suffix(".png"))
+            elif kind == "garbage":
+                path.with_suffix(".png").write_bytes(b"\x89PNG not really")
+            elif kind == "empty":
+                path.with_suffix(".jpg").write_bytes(b"")
+            elif kind == "link":
+                path.symlink_to(tmp_path)
+            else:
+                path.symlink_to(root)
+        except (OSError, ValueError):  # a name the file system refuses, or one taken
+            continue
+    _answers(lambda: load_image_folder(root, image_size=8))
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.binary(min_size=0, max_size=4)), max_size=6))
+def test_a_valid_assay_csv_with_any_bytes_changed(tmp_path, edits) -> None:
+    """The CSV reader on a valid table with bytes replaced, inserted or cut anywhere (quotes,
+    commas, NULs, a byte order mark, invalid UTF-8)."""
+    rows = [["A1", "CCO", "5.1"], ["A1", "c1ccccc1", "6.2"], ["A2", "CCN", "4.0"]] * 3
+    data = bytearray("\n".join(",".join(r) for r in [["assay", "smiles", "value"], *rows]), "ascii")
+    for position, replacement in edits:
+        at = position % (len(data) + 1)
+        data[at : at + len(replacement) % 3] = replacement
+    path = tmp_path / "edited.csv"
+    path.write_bytes(bytes(data))
+    _answers(lambda: read_assay_csv(path, CsvColumns()))

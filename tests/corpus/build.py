@@ -71,6 +71,8 @@ def checkpoints(folder: Path) -> bytes:
     without_model = {k: v for k, v in payload.items() if k != "model"}
     save_checkpoint(folder / "missing-model.pt", without_model)
     save_checkpoint(folder / "config-not-a-mapping.pt", {**payload, "config": "glyphs"})
+    save_checkpoint(folder / "damaged-optimizer.pt", {**payload, "optimizer": {"state": 3}})
+    save_checkpoint(folder / "damaged-rng.pt", {**payload, "rng": "PCG64", "iteration": -1})
     torch.save([1, 2, 3], folder / "not-a-dict.pt")
     with open(folder / "malicious.pt", "wb") as handle:
         pickle.dump({"format": 1, "model": Exploit()}, handle)
@@ -167,6 +169,8 @@ def molecules(folder: Path) -> None:
     rows = [[f"A{a}", s, 5.0 + a] for a in range(3) for s in ("CCO", "CCN", "CCC")] * 30
     path = write_csv(folder / "truncated.csv.gz", ["assay", "smiles", "value"], rows, gz=True)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    latin = "assay,smiles,value\nA1,CCO,5.0\nH\u00e9patite,CCN,6.0\n".encode("latin-1")
+    (folder / "latin-1.csv").write_bytes(latin)  # a spreadsheet's default export elsewhere
     fsmol = write_fsmol_folders(folder / "fsmol-bad-line", {"train": 3, "valid": 1, "test": 1})
     victim = sorted((fsmol / "train").iterdir())[0]
     with gzip.open(victim, "rt") as handle:

@@ -114,6 +114,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise MetaschedError(f"override {text!r} is not key=value; write e.g. train.iterations=200")
+    if any("\udc80" <= c <= "\udcff" for c in raw):  # bytes the file system name kept raw
+        raise MetaschedError(
+            f"override {text!r}: the value holds bytes that are not UTF-8 (a file name in"
+            " another encoding?); rename the file or folder"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as error:

@@ -139,7 +139,12 @@ def read_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict
                         f" header has {len(columns)}); fix or remove the line"
                     )
                 yield line, row
-    except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, csv.Error) as error:
+    except UnicodeDecodeError as error:
+        raise MetaschedError(
+            f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset"
+            f" {error.start} of a block); save it as UTF-8 (Excel: CSV UTF-8)"
+        ) from error
+    except (EOFError, gzip.BadGzipFile, csv.Error) as error:
         raise MetaschedError(
             f"{path}: the file is truncated or corrupt ({type(error).__name__}: {error});"
             " download or copy it again"

@@ -25,7 +25,15 @@ CHECKPOINT_FORMAT = 1
 MARKER = b"\nmetasched-sha256:"
 TRAILER = len(MARKER) + 32
 REQUIRED = ("config", "iteration", "model")
-RESUMABLE = (*REQUIRED, "optimizer", "scheduler", "rng", "torch_rng", "best_score")
+RESUMABLE = (
+    *REQUIRED,
+    "optimizer",
+    "scheduler",
+    "rng",
+    "torch_rng",
+    "best_score",
+    "best_iteration",
+)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any], keep: int = 1) -> None:
@@ -98,7 +106,47 @@ def load_checkpoint(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[st
             f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is damaged or was not"
             " written by metasched train"
         )
+    wrong = [key for key, fits in FIELDS.items() if key in payload and not fits(payload[key])]
+    if wrong:
+        raise MetaschedError(
+            f"checkpoint {str(path)!r} holds a damaged {', '.join(wrong)}; use an older copy"
+            " (last.pt.1, ...) or start again"
+        )
     return payload
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: What each field of a checkpoint must be; a crafted or damaged file fails here, in one line,
+#: rather than deep inside the optimiser or the random generators when a run resumes.
+FIELDS: dict[str, Any] = {
+    "config": lambda v: isinstance(v, dict),
+    "iteration": _count,
+    "model": lambda v: (
+        isinstance(v, dict)
+        and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+    ),
+    "optimizer": lambda v: (
+        isinstance(v, dict)
+        and isinstance(v.get("state"), dict)
+        and isinstance(v.get("param_groups"), list)
+        and all(isinstance(g, dict) for g in v["param_groups"])
+    ),
+    "scheduler": lambda v: isinstance(v, dict),
+    "rng": lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict),
+    "torch_rng": lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8,
+    "best_score": _number,
+    "best_iteration": _count,
+    "updates": _count,
+    "seconds": lambda v: _number(v) and v >= 0,
+    "inputs": lambda v: isinstance(v, dict),
+}
 
 
 def older_copies(path: Path) -> list[Path]:

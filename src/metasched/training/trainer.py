@@ -163,7 +163,7 @@ class Trainer:
         if main:
             record_start(run_dir, config)
         trainer = cls(config, run_dir)
-        trainer.load_state(payload)
+        trainer.load_state(payload, path)
         trainer.saved_iteration, trainer.resumed_from = trainer.state.iteration, path
         if main:
             trainer.metrics.truncate_after(trainer.state.iteration)
@@ -185,14 +185,27 @@ class Trainer:
             "inputs": self.parts.inputs,
         }
 
-    def load_state(self, payload: dict[str, Any]) -> None:
-        self.parts.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+    def load_state(self, payload: dict[str, Any], path: Path | None = None) -> None:
+        """Restores a checkpoint's state (checked field by field when it was read); a part that
+        does not fit this run (a crafted file) stops the resume in one line naming it."""
+        restore = {
+            "model": self.parts.model.load_state_dict,
+            "optimizer": self.optimizer.load_state_dict,
+            "scheduler": self.scheduler.load_state_dict,
+            "rng": lambda state: setattr(self.rng.bit_generator, "state", state),
+            "torch_rng": torch.set_rng_state,
+        }
+        for part, load in restore.items():
+            try:
+                load(payload[part])
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+                raise MetaschedError(
+                    f"checkpoint {str(path or LAST)!r} holds a {part} state that does not fit"
+                    f" this run ({type(error).__name__}); use an older copy (last.pt.1, ...) or"
+                    " start again"
+                ) from error
         for group in self.optimizer.param_groups:  # the saved state holds the old rate
             group["lr"] = self.config.train.meta_lr
-        self.scheduler.load_state_dict(payload["scheduler"])
-        self.rng.bit_generator.state = payload["rng"]
-        torch.set_rng_state(payload["torch_rng"])
         iteration = payload["iteration"]
         self.state = TrainState(
             iteration,
