@@ -72,6 +72,11 @@ def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs, capsys) -
     assert main(["predict", str(run), *inverted, "--out", str(flipped)]) == 0
     assert "light background and the training images a dark one" in capsys.readouterr().err
     assert flipped.read_text() == out.read_text()
+    legacy = load_checkpoint(run / "best.pt")  # from before profiles: the data is read instead
+    del legacy["inputs"]
+    checkpoint_module.save_checkpoint(run / "best.pt", legacy)
+    assert main(["predict", str(run), *inverted, "--out", str(flipped), "--force"]) == 0
+    assert "inverted them" in capsys.readouterr().err and flipped.read_text() == out.read_text()
     rows = [line.split(",") for line in out.read_text().splitlines()]
     assert rows[0] == ["image", "predicted_class", "probability"] and len(rows) == 6
     trainer = Trainer.resume(run)

@@ -186,9 +186,7 @@ def _load_run(target: str, overrides: list[str]) -> tuple[Path, dict, Any]:
     from metasched.training.checkpoint import load_checkpoint
 
     path = Path(target) / "best.pt" if Path(target).is_dir() else Path(target)
-    payload = load_checkpoint(path)
-    if not isinstance(payload["config"], dict):
-        raise MetaschedError(f"checkpoint {str(path)!r} holds no config; it is damaged")
+    payload = load_checkpoint(path)  # its fields checked, the config a mapping among them
     return path, payload, config_from_dict(payload["config"], overrides)
 
 

@@ -171,6 +171,8 @@ def molecules(folder: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     latin = "assay,smiles,value\nA1,CCO,5.0\nH\u00e9patite,CCN,6.0\n".encode("latin-1")
     (folder / "latin-1.csv").write_bytes(latin)  # a spreadsheet's default export elsewhere
+    with gzip.open(folder / "zeros.csv.gz", "wb", compresslevel=9) as handle:
+        handle.write(bytes(18_000_000))  # 18 KB on disk: no newline for 18 MB
     fsmol = write_fsmol_folders(folder / "fsmol-bad-line", {"train": 3, "valid": 1, "test": 1})
     victim = sorted((fsmol / "train").iterdir())[0]
     with gzip.open(victim, "rt") as handle:

@@ -14,7 +14,7 @@ from torch import nn
 from metasched.data.cache import SPLITS
 from metasched.data.folder import decode_image, scan_directory
 from metasched.data.pool import ClassPool, DataSplits
-from metasched.data.registry import IMAGES
+from metasched.data.registry import IMAGES, load_dataset
 from metasched.domains.base import Domain, ModelBuilder, NewTask
 from metasched.errors import MetaschedError
 from metasched.learners import Classification
@@ -54,6 +54,14 @@ def background(images: np.ndarray) -> str:
     if np.mean(medians > 191) > 0.5:
         return "light"
     return "mixed"
+
+
+def _profile_of_training_data(domain: Domain, config: Config) -> dict[str, Any]:
+    """The input profile of the run's training data, or none where it cannot be read here."""
+    try:
+        return domain.input_profile(load_dataset(config.data))
+    except MetaschedError:
+        return {}
 
 
 class ImageClassification(Domain):
@@ -140,7 +148,9 @@ class ImageClassification(Domain):
             raise MetaschedError(f"{query}: no query images; give a folder of image files")
         support_x = images([f for c in names for f in classes[c]], read)
         query_x = images([str(f) for f in files], read)
-        expected = (profile or {}).get("background")
+        if profile is None:  # a checkpoint from before profiles: read the training data
+            profile = _profile_of_training_data(self, config)
+        expected = profile.get("background")
         found = background(np.concatenate([support_x, query_x]))
         if {expected, found} == {"dark", "light"}:
             support_x, query_x = 255 - support_x, 255 - query_x
