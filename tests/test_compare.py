@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from metasched.cli import main
-from metasched.compare import method_overrides, reward_task_rate, run_comparison
+from metasched.compare import method_overrides, run_comparison
 from metasched.config import load_config
 from metasched.errors import MetaschedError
 from metasched.schedulers import SCHEDULERS
@@ -94,9 +96,33 @@ def test_a_run_without_results_versions_is_not_reused(tmp_path, glyphs) -> None:
     )
 
 
+def _reward_tasks_drawn(config) -> int:
+    """How many clean reward-split tasks a run of ``config`` draws, counted as it trains."""
+    from metasched.training.trainer import Trainer
+
+    trainer = Trainer(config, Path(tempfile.mkdtemp()) / "run")
+    sampler = trainer.parts.samplers["reward"]
+    draws = []
+    original = sampler.sample
+    sampler.sample = lambda *args, **kwargs: draws.append(1) or original(*args, **kwargs)
+    while trainer.state.updates < config.train.iterations:
+        trainer.train_step()
+        trainer.state.iteration += 1
+    return len(draws)
+
+
+def test_the_uniform_reward_control_draws_as_many_reward_tasks_as_ats(glyphs) -> None:
+    """Observed in two runs: the control trains on as many clean reward tasks as ATS draws to
+    compute its rewards over its warm-up and its updates."""
+    settings = [*TINY, "train.iterations=5", "scheduler.ats.warmup=3", "scheduler.pool_size=4"]
+    base = load_config("glyphs-noisy", settings)
+    ats = _reward_tasks_drawn(load_config("glyphs-noisy", [*settings, "scheduler.name=ats"]))
+    control = load_config("glyphs-noisy", [*settings, *method_overrides("uniform-reward", base)])
+    assert ats > 0 and _reward_tasks_drawn(control) == ats
+
+
 def test_methods_and_controls_are_what_they_say() -> None:
     base = load_config("glyphs-noisy")
-    assert reward_task_rate(base) == pytest.approx(2 * (200 + 500) / 500)  # ATS's draws
     assert "train.iterations=2500" in method_overrides("uniform-x5", base)
     assert "scheduler.ats.inputs=[loss, progress]" in method_overrides("ats-loss", base)
     with pytest.raises(MetaschedError, match="unknown method 'nope'"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -232,8 +233,13 @@ def test_compare_on_assays_speaks_regression(tmp_path: Path) -> None:
     assert "test pearson R², mean ± 95% CI over seeds" in table and "out-of-sample R²" in table
     assert "accuracy" not in table and not re.search(r"\d%", table.split("\n", 2)[-1])
     assert "| forest |" in table and "(trains nothing)" in table
-    rows = (tmp_path / "cmp" / "results.csv").read_text().splitlines()
-    assert len(rows) == 4 and all(-1 <= float(r.split(",")[2]) <= 1 for r in rows[1:])
+    rows = list(csv.DictReader((tmp_path / "cmp" / "results.csv").open()))
+    assert [r["method"] for r in rows] == methods
+    for row in rows:  # each line is its run's own test scores, as its summary holds them
+        run = tmp_path / "cmp" / f"{row['method']}-seed0"
+        summary = json.loads((run / "summary.json").read_text())
+        assert float(row["best"]) == pytest.approx(summary["best"]["score"], abs=5e-5)
+        assert float(row["final"]) == pytest.approx(summary["final"]["score"], abs=5e-5)
     forest = json.loads((tmp_path / "cmp" / "forest-seed0" / "summary.json").read_text())
     alone = tmp_path / "alone"  # the same forest as `metasched baseline forest` gives
     sets = [a for o in settings for a in ("--set", o)]
