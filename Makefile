@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # download a multi-GB CUDA build. Elsewhere, set TORCH_SPEC to what suits your machine.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test lint typecheck pytest clean
+.PHONY: setup demo test test-fast lint typecheck pytest clean
 
 $(BIN)/metasched: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ pytest: setup
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# The same checks without the tests marked slow (learning curves, kill and signal tests,
+# memory over many iterations): for a quick loop while editing; CI runs `make test`.
+test-fast: lint typecheck
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .mypy_cache .ruff_cache .pytest_cache

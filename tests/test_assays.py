@@ -189,6 +189,7 @@ def test_fsmol_bad_files_are_one_line_errors(tmp_path: Path) -> None:
         load_fsmol(tmp_path / "nowhere", FingerprintSpec())
 
 
+@pytest.mark.slow
 def test_embedded_moleculeace() -> None:
     splits = load_moleculeace(FingerprintSpec())
     pools = [splits[s] for s in ("train", "val", "test")]

@@ -94,6 +94,7 @@ def test_resnet12_meta_gradient_matches_finite_differences() -> None:
     assert exact == pytest.approx(numeric, rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["anil", "maml"])
 def test_resnet12_learns_glyphs(tmp_path, glyphs, algorithm: str) -> None:
     """A narrow ResNet-12 meta-trained for 30 updates: its training query accuracy rises well

@@ -201,6 +201,7 @@ def test_ats_ablations_ignore_what_they_drop() -> None:
         assert not torch.allclose(network(moved, 0.3), reference)
 
 
+@pytest.mark.slow
 def test_bass_learns_which_contexts_pay_and_trains_on_them(monkeypatch) -> None:
     """Rewards depend on the sign of a context's first pooled coordinate; after some feedback
     the exploitation network prefers those contexts and BASS's top-k picks them."""

@@ -137,6 +137,7 @@ def test_compare_refuses_a_method_twice_and_an_out_of_other_files(tmp_path, caps
     assert (notes / "results.md").read_text() == "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_the_nproc_launcher_ends_its_ranks_with_a_resumable_checkpoint(tmp_path, glyphs, how):
     """``--nproc 2`` under SIGTERM, Ctrl-C (SIGINT to the launcher) or ``kill -9``: within

@@ -40,6 +40,7 @@ def _records(run_dir: Path) -> list[dict]:
     return [without_wall_clock(r) for r in read_metrics(run_dir / "metrics.jsonl")]
 
 
+@pytest.mark.slow
 def test_kills_at_random_iterations_and_mid_write_resume_to_identical_records(tmp_path) -> None:
     """SIGKILL at a random iteration and half-way through a checkpoint write, then --resume:
     every record and the final model equal an uninterrupted run's (experiments/kill_test.py,
@@ -278,6 +279,7 @@ def _peak_rss_mib(run_dir: Path, iterations: int, leak: bool = False) -> float:
     return measured["peak_kib"] / 1024
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_memory_stays_flat_over_many_iterations(tmp_path) -> None:
     """Six times the iterations cost (almost) no more peak memory: nothing is kept per
@@ -313,6 +315,7 @@ def _refuse(constant: str) -> None:
     raise AssertionError(f"{constant} is not JSON")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_a_stopped_comparison_says_so_in_one_line_and_rerunning_continues_it(tmp_path, how) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM to the

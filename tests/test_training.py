@@ -153,6 +153,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(
         assert a["scheduler"]["selections"] == 18 and a["scheduler"]["rewards_seen"] == 24
 
 
+@pytest.mark.slow
 def test_ats_learns_to_down_weight_noisy_tasks(tmp_path, glyphs) -> None:
     """From a briefly pre-trained model, the scheduler's warm-up alone (θ0 fixed) teaches it
     to give noisy candidates (random support labels) less probability than clean ones. This
