@@ -5,6 +5,10 @@ the fair pairing; the interval is Student's t over the assays both methods have 
 
     python experiments/benchmark_pairs.py docs/figures/assay-benchmark/benchmark.csv \
         --method gp-adaptive-k64 --against gp,ridge-k64,anil-k16
+
+Given several files (benchmarks of the same assays and draws, e.g. one run evaluated with
+other settings), the methods of every file after the first are named METHOD@STEM, e.g.
+gp-adaptive-k64@eval10 for eval10.csv.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ from metasched.intervals import t_interval
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("benchmark_csv", type=Path)
+    parser.add_argument("benchmark_csv", type=Path, nargs="+")
     parser.add_argument("--method", required=True)
     parser.add_argument("--against", required=True, help="comma-separated methods")
     parser.add_argument("--metric", default="oos_r2")
     args = parser.parse_args()
     values: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
-    with args.benchmark_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            values[(row["method"], int(row["size"]))][row["assay"]] = float(row[args.metric])
+    for index, path in enumerate(args.benchmark_csv):
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                name = row["method"] if index == 0 else f"{row['method']}@{path.stem}"
+                values[(name, int(row["size"]))][row["assay"]] = float(row[args.metric])
     sizes = sorted({size for _, size in values})
     print(f"| {args.method} against | K | assays | mean difference in {args.metric} (95% CI) |"
           " assays ahead |")  # fmt: skip
