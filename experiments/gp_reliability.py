@@ -21,27 +21,19 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from metasched.benchmark import MIN_QUERY, SEED, benchmark_draws
-from metasched.config import config_from_dict
+from metasched.benchmark import MIN_QUERY, SEED, benchmark_draws, trained_learner
 from metasched.data.registry import load_dataset
 from metasched.domains import domain_of
 from metasched.files import save_figure
 from metasched.learners.gp import TanimotoGP
 from metasched.tasks.assay_sampler import AssaySampler
-from metasched.training.checkpoint import load_checkpoint, load_model_weights
-from metasched.training.components import build_learner
 
 LEVELS = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.7, 0.8, 0.9, 0.95, 0.99])
 
 
 def predictor(run: Path, overrides: list[str]):
     """The run's learner (best checkpoint) as episode -> (mean, variance), and its config."""
-    path = run / "best.pt"
-    payload = load_checkpoint(path)
-    config = config_from_dict(payload["config"], overrides)
-    model = domain_of(config).model(config)
-    learner = build_learner(config, model, torch.device("cpu"))
-    load_model_weights(model, payload["model"], path)
+    learner, config = trained_learner(run, overrides)
     params = learner.parameters()
     return (lambda episode: learner.predict(params, episode)), config
 

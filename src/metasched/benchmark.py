@@ -42,6 +42,7 @@ from metasched.domains.base import PerTaskBaseline
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import t_interval
+from metasched.learners import MetaLearner
 from metasched.tasks.assay_sampler import AssaySampler
 from metasched.tasks.episode import Episode
 
@@ -88,19 +89,24 @@ class Method:
     evaluate: Callable[[Episode], dict[str, float]]
 
 
-def run_method(run: Path, overrides: list[str]) -> tuple[Method, Config]:
-    """A trained run's learner with its best-on-validation weights (``best.pt``, else
-    ``last.pt``)."""
+def trained_learner(run: Path, overrides: list[str]) -> tuple[MetaLearner, Config]:
+    """A trained run's learner on the CPU with its best-on-validation weights (``best.pt``,
+    else ``last.pt``), and its config with ``overrides``."""
     from metasched.training.checkpoint import load_checkpoint, load_model_weights
     from metasched.training.components import build_learner
 
     path = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
     payload = load_checkpoint(path)
     config = config_from_dict(payload["config"], overrides)
-    domain = domain_of(config)
-    model = domain.model(config)
+    model = domain_of(config).model(config)
     learner = build_learner(config, model, torch.device("cpu"))
     load_model_weights(model, payload["model"], path)
+    return learner, config
+
+
+def run_method(run: Path, overrides: list[str]) -> tuple[Method, Config]:
+    """A trained run's learner (:func:`trained_learner`) as a benchmark method."""
+    learner, config = trained_learner(run, overrides)
     params = learner.parameters()
 
     def evaluate(episode: Episode) -> dict[str, float]:
