@@ -626,6 +626,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _speaks():
             print("metasched: aborted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # a rank of several: leave the group first
+            from metasched.training.ranks import leave_process_group
+
+            leave_process_group()
     return 0
 
 

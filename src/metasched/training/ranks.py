@@ -238,6 +238,14 @@ def current_ranks() -> Ranks:
     return ProcessGroup() if dist.is_available() and dist.is_initialized() else OneProcess()
 
 
+def leave_process_group() -> None:
+    """Tears down this process's group, if it joined one. Left to the interpreter's exit, a
+    gloo group can abort the process ("terminate called without an active exception") after
+    the run ended well, printing a second line under the run's last one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def join_process_group(device: str) -> Ranks:
     """Joins the group that ``torchrun`` (or ``metasched train --nproc``) started this process
     in, from its environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL when training
