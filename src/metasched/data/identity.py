@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -47,15 +48,10 @@ def data_identity(spec: DataSpec) -> DataIdentity | None:
 def fingerprint(path: Path) -> str:
     """A short hash of a file's size and first :data:`HASHED_BYTES` bytes, or of a folder's
     relative file names and sizes (sorted, up to :data:`LISTED_ENTRIES`)."""
-    digest = hashlib.sha256()
     if path.is_file():
-        digest.update(str(path.stat().st_size).encode())
-        with open(path, "rb") as handle:
-            remaining = HASHED_BYTES
-            while remaining > 0 and (block := handle.read(min(remaining, 1 << 20))):
-                digest.update(block)
-                remaining -= len(block)
-        return digest.hexdigest()[:16]
+        info = path.stat()
+        return _file_fingerprint(str(path), info.st_size, info.st_mtime_ns)
+    digest = hashlib.sha256()
     entries: list[str] = []
     for folder, dirs, files in os.walk(path):  # links are not followed: no cycles
         dirs.sort()
@@ -71,4 +67,17 @@ def fingerprint(path: Path) -> str:
         if len(entries) >= LISTED_ENTRIES:
             break
     digest.update("\n".join(entries).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    """The hash of one file, read once per process for each size and modification time (a
+    resume checks and then records it; compare checks every run of a study)."""
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        remaining = HASHED_BYTES
+        while remaining > 0 and (block := handle.read(min(remaining, 1 << 20))):
+            digest.update(block)
+            remaining -= len(block)
     return digest.hexdigest()[:16]
