@@ -39,11 +39,12 @@ def _is_image(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def scan_directory(root: Path) -> tuple[ClassFiles, Reader]:
+def scan_directory(root: Path, files: Iterable[Path] | None = None) -> tuple[ClassFiles, Reader]:
     """Finds every directory under ``root`` that holds image files (named by full path, so
-    that an error names the file); linked folders are followed (:func:`walk_files`)."""
+    that an error names the file) among ``files`` (default: :func:`walk_files`, which follows
+    linked folders)."""
     classes: ClassFiles = defaultdict(list)
-    for path in walk_files(root):
+    for path in walk_files(root) if files is None else files:
         if _is_image(path.name):
             classes[path.parent.relative_to(root).as_posix()].append(str(path))
     return dict(classes), _read_file
@@ -214,10 +215,10 @@ def split_classes(keys: list[str]) -> dict[str, list[str]]:
     }
 
 
-def _fingerprint(root: Path, *settings: object) -> str:
+def _fingerprint(root: Path, files: list[Path], *settings: object) -> str:
     """A short hash of the files' names, sizes and times, and the loading settings."""
     digest = hashlib.sha256(repr(settings).encode())
-    for path in walk_files(root):
+    for path in files:
         if path.is_file():
             stat = path.stat()
             digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
@@ -234,10 +235,11 @@ def load_image_folder(
             f"data directory {str(root)!r} does not exist; set data.root to a folder laid out"
             " as <root>/<class>/<image files>"
         )
-    path = cache_dir() / f"folder-{_fingerprint(root.resolve(), image_size, channels, invert)}"
+    files = list(walk_files(root))  # one walk serves the cache key and the scan
+    path = cache_dir() / f"folder-{_fingerprint(root, files, image_size, channels, invert)}"
     if is_prepared(path):
         return load_splits(path)
-    classes, reader = scan_directory(root)
+    classes, reader = scan_directory(root, files)
     if len(classes) < 3:
         raise MetaschedError(
             f"found {len(classes)} class folders with images under {str(root)!r}; lay it out"
