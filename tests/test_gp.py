@@ -82,6 +82,41 @@ def test_the_posterior_and_marginal_likelihood_match_the_textbook() -> None:
     assert float(nll[0]) == pytest.approx(expected_nll, rel=1e-9)
 
 
+def test_a_sum_of_kernel_parts_matches_the_textbook() -> None:
+    """Tanimoto on the raw bits, RBF and linear on the features, each with its own scale:
+    the posterior against an explicit inverse of the summed Gram matrix."""
+    raw_train, raw_test = _bits(10, 30, 3), _bits(4, 30, 4)
+    generator = torch.Generator().manual_seed(6)
+    features = torch.randn(14, 6, generator=generator, dtype=torch.float64)
+    targets = torch.randn(10, generator=generator, dtype=torch.float64)
+    noise, length, scales = 0.4, 1.3, (0.7, 1.2, 0.9)
+    hyper = torch.tensor([[np.log(noise), np.log(length), *np.log(scales)]], dtype=torch.float64)
+    train = Rows(raw_train[None], features[None, :10])
+    test = Rows(raw_test[None], features[None, 10:])
+    mean, variance = posterior(("fingerprints", "rbf", "linear"), hyper, train, targets[None], test)
+
+    def gram(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        raw, f = np.concatenate([raw_train, raw_test]).astype(float), features.numpy()
+        out = np.zeros((len(i), len(j)))
+        for a, p in enumerate(i):
+            for b, q in enumerate(j):
+                shared = np.minimum(raw[p], raw[q]).sum()
+                tanimoto = shared / (raw[p].sum() + raw[q].sum() - shared)
+                distance = np.sum((f[p] - f[q]) ** 2) / (length**2 * f.shape[1])
+                linear = f[p] @ f[q] / f.shape[1]
+                out[a, b] = (scales[0] ** 2 * tanimoto + scales[1] ** 2 * np.exp(-distance / 2)
+                             + scales[2] ** 2 * linear)  # fmt: skip
+        return out
+
+    seen, new = np.arange(10), np.arange(10, 14)
+    inverse = np.linalg.inv(gram(seen, seen) + (noise**2 + 1e-6) * np.eye(10))
+    cross = gram(seen, new)
+    expected_mean = cross.T @ inverse @ targets.numpy()
+    expected_variance = np.diag(gram(new, new)) - np.einsum("ij,ik,kj->j", cross, inverse, cross)
+    np.testing.assert_allclose(mean[0].numpy(), expected_mean, rtol=1e-9)
+    np.testing.assert_allclose(variance[0].numpy(), expected_variance + noise**2, rtol=1e-9)
+
+
 def _learner(kernel: str, steps: int) -> DeepKernelGP:
     torch.manual_seed(0)
     model = FingerprintMLP(40, 1, hidden=8).double()
@@ -100,7 +135,9 @@ def _episodes(count: int) -> list[Episode]:
     return episodes
 
 
-@pytest.mark.parametrize(("kernel", "steps"), [("fingerprints+rbf", 0), ("rbf", 2)])
+@pytest.mark.parametrize(
+    ("kernel", "steps"), [("fingerprints+rbf", 0), ("rbf", 2), ("fingerprints+rbf+linear", 3)]
+)
 def test_the_meta_gradient_matches_finite_differences(kernel: str, steps: int) -> None:
     """Deep kernel transfer (no inner steps) and adaptive hyperparameter fitting (two steps,
     differentiated through): the meta-gradient along a random direction of the first layer and
