@@ -1,0 +1,57 @@
+"""Every scheduler's cost per meta-update, in uniform-sampling iterations, measured in one process.
+
+The same measurement ``metasched compare --budget`` makes before an equal-compute study
+(``metasched.training.cost.calibrate``: bursts of the method's iterations interleaved with
+bursts of uniform sampling on the same data and model, the median ratio of their times per
+iteration), for every method of the equal-compute study on a preset, from its warm start.
+Prints a markdown table with the CPU's name; run it with nothing else on the machine.
+
+    python benchmarks/scheduler_costs.py --config glyphs-noisy \\
+        --set train.init_from=experiments/warm-starts/glyphs-pretrain-1shot.pt
+    python benchmarks/scheduler_costs.py --config fsmol-gp --methods greedy,agreement,ats \\
+        --set data.root=../shared/data/fsmol/fsmol_train_valid.csv.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from metasched.compare.methods import method_overrides
+from metasched.config import load_config
+from metasched.cpu import cpu_name
+from metasched.training.cost import calibrate
+
+METHODS = "oracle,greedy,greedy-p4,agreement,ats,ats-lite,buffer-p3,amortised"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="preset or YAML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--methods", default=METHODS, help="comma-separated compare methods")
+    parser.add_argument("--rounds", type=int, default=8, help="timed bursts per method")
+    parser.add_argument("--iterations", type=int, default=20, help="iterations per burst")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base = load_config(args.config, args.set)
+    uniform = load_config(args.config, [*args.set, *method_overrides("uniform", base)])
+    methods = {
+        m: load_config(args.config, [*args.set, *method_overrides(m, base)])
+        for m in args.methods.split(",")
+    }
+    costs = calibrate(methods, uniform, args.iterations, args.rounds, say=lambda _: None)
+    print(
+        f"{args.config}, {cpu_name()}, {args.threads} thread(s), {args.rounds} bursts of"
+        f" {args.iterations} iterations"
+    )
+    print("\n| method | per meta-update | per warm-up iteration (count) |\n|---|---|---|")
+    for name, cost in costs.items():
+        warmup = f"{cost.warmup:.2f} ({cost.warmup_iterations})" if cost.warmup_iterations else "–"
+        print(f"| {name} | {cost.step:.2f} | {warmup} |")
+
+
+if __name__ == "__main__":
+    main()
