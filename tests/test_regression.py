@@ -48,6 +48,7 @@ def overrides(path: Path, **extra: object) -> list[str]:
         "task.assays.min_query": 4,
         "task.assays.query_cap": 10,
         "task.reward_split": "val",
+        "learner.algorithm": "ridge",  # a point predictor; the preset's GP: tests/test_gp.py
         "learner.inner_lr": 0.1,
         "train.iterations": 60,
         "train.meta_batch_size": 4,
@@ -114,7 +115,7 @@ def test_regression_run_learns_and_speaks_regression(trained: tuple[Path, Path, 
 
 
 def test_anil_learns_the_assays_too(tmp_path: Path) -> None:
-    """ANIL's SGD head (drug-demo uses the ridge head) meta-trains on the same assays."""
+    """ANIL's SGD head (these tests' runs use the ridge head) meta-trains on the same assays."""
     path = learnable_csv(tmp_path)
     sets = overrides(path, **{"learner.algorithm": "anil", "train.iterations": 40})
     config = load_config("drug-demo", sets)

@@ -35,6 +35,8 @@ ASSAY_SETTINGS = {
     "task.assays.query_cap": 8,
     "task.assays.min_query": 8,
     "scheduler.ats.lookahead_lr": 0.01,
+    "learner.inner_lr": 0.01,  # the goldens' values, whatever drug-demo's learner is
+    "learner.kernel": "rbf",
 }
 
 
