@@ -15,11 +15,12 @@ Prints a markdown table with the CPU's name; run it with nothing else on the mac
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
-from metasched.compare.methods import method_overrides
-from metasched.config import load_config
+from metasched.compare import uniform_reference
+from metasched.compare.methods import build_jobs
 from metasched.cpu import cpu_name
 from metasched.training.cost import calibrate
 
@@ -36,12 +37,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = load_config(args.config, args.set)
-    uniform = load_config(args.config, [*args.set, *method_overrides("uniform", base)])
-    methods = {
-        m: load_config(args.config, [*args.set, *method_overrides(m, base)])
-        for m in args.methods.split(",")
-    }
+    # the configs compare --budget calibrates: its jobs (first seed) and its uniform reference
+    jobs = build_jobs(args.config, args.methods.split(","), [0], Path("unused"), args.set)
+    methods = {job.method: job.config for job in jobs}
+    uniform = uniform_reference(args.config, args.set, 0)
     costs = calibrate(methods, uniform, args.iterations, args.rounds, say=lambda _: None)
     print(
         f"{args.config}, {cpu_name()}, {args.threads} thread(s), {args.rounds} bursts of"
