@@ -12,7 +12,7 @@ set -euo pipefail
 WARM="--set train.init_from=experiments/warm-starts/glyphs-pretrain-1shot.pt"
 COMMON="--budget 1x,3x,10x,30x --workers ${WORKERS:-1} --set train.val_every=100 --set train.checkpoint_every=100"
 BASE=uniform,uniform+cosine,oracle,greedy,agreement,ats,ats-lite
-CHEAP=greedy-p4,buffer-p3,amortised
+CHEAP=greedy-p4,buffer-p3,amortised,gated-p4
 for SEEDS in 1 3; do
   # 1. Per-episode noise: 60% of training tasks with redrawn support labels (the main table).
   metasched compare --config glyphs-noisy $WARM $COMMON --seeds $SEEDS \

@@ -20,7 +20,11 @@ from metasched.schedulers import (
     BufferScheduler,
     Candidates,
     Feedback,
+    GatedOptions,
+    GatedScheduler,
+    Measure,
 )
+from metasched.schedulers.gated import noisy_share
 from metasched.stats import PoolStats
 from metasched.tasks import Episode
 from metasched.training.gradients import CandidateGradients, ChosenOutcome
@@ -214,3 +218,90 @@ def test_buffer_replays_a_passed_over_candidate_whose_stale_loss_beats_the_fresh
     )  # fmt: skip
     selection = scheduler.choose(old, 2, np.random.default_rng(0), services=None)
     assert not selection.replay  # kept at iteration 1, too old at 4 (max_age 3)
+
+
+class _Draws:
+    """A task source of numbered episodes; the test decides each one's loss by its number."""
+
+    def __init__(self) -> None:
+        self.drawn = 0
+
+    def sample(self, rng: np.random.Generator) -> Episode:
+        self.drawn += 1
+        return _episode((self.drawn,))
+
+
+def _gated_iteration(scheduler, tasks, loss_of, rng):
+    """One iteration as the loop runs it: the pool, what is measured, the choice."""
+    episodes = scheduler.candidates(tasks, 5, 2, rng)
+    stats = None
+    if scheduler.measures & Measure.LOSSES:
+        losses = torch.tensor([loss_of(e.source[0]) for e in episodes], dtype=torch.float64)
+        stats = PoolStats(losses)
+    selection = scheduler.choose(Candidates(len(episodes), stats=stats, episodes=episodes), 2,
+                                 rng, services=None)  # fmt: skip
+    return episodes, stats, selection
+
+
+def test_noisy_share_counts_the_upper_cluster_only_when_it_stands_apart() -> None:
+    rng = np.random.default_rng(0)
+    two = np.concatenate([rng.normal(0.3, 0.05, 16), rng.normal(2.0, 0.05, 24)])
+    assert noisy_share(rng.permutation(two), separation=3.5) == pytest.approx(0.6)
+    one = rng.normal(1.0, 0.3, 40)  # one cluster: the best split's gap is small for its spread
+    assert noisy_share(one, separation=3.5) == 0.0
+    skewed = rng.lognormal(0.0, 1.0, 40)  # one long tail: a small upper share, if any
+    assert noisy_share(skewed, separation=3.5) < 0.3
+    assert noisy_share(np.array([0.3, np.nan, 2.0, 2.1, 0.31]), separation=3.5) == 0.5
+
+
+def test_gated_selects_while_most_candidates_are_noisy_and_samples_uniformly_once_they_are_not() -> (
+    None
+):
+    """Threshold at P = 5, B = 2, candidate cost 0.5: c = 1.75, 1 - 1/c = 0.43. For 30
+    iterations 3 of every 5 candidates (those numbered 0, 1, 2 mod 5) lose 2.0 and the others
+    0.3: the gate stays on and trains on the low-loss ones. Then every candidate loses about
+    1.0: once the noisy pools make up too little of the window the gate turns off, measuring
+    one pool in ``check_every`` and otherwise drawing B candidates and training on them."""
+    scheduler = GatedScheduler(GatedOptions(candidate_cost=0.5, window=8, check_every=5))
+    assert scheduler.threshold(5, 2) == pytest.approx(1 - 1 / 1.75)
+    tasks, rng = _Draws(), np.random.default_rng(0)
+    noise = np.random.default_rng(1)
+
+    def noisy(number: int) -> float:
+        return (2.0 if number % 5 in (0, 1, 2) else 0.3) + noise.normal(0, 0.02)
+
+    for _ in range(30):
+        episodes, stats, selection = _gated_iteration(scheduler, tasks, noisy, rng)
+        assert stats is not None and len(episodes) == 5
+        assert all(episodes[i].source[0] % 5 in (3, 4) for i in selection.indices)
+    assert selection.diagnostics["noisy_share"] == pytest.approx(0.6)
+
+    measured = []
+    for _ in range(40):
+        episodes, stats, selection = _gated_iteration(
+            scheduler, tasks, lambda n: 1.0 + noise.normal(0, 0.2), rng
+        )
+        measured.append(stats is not None)
+        assert selection.diagnostics["measured"] == int(stats is not None)
+        if stats is None:
+            assert len(episodes) == 2 and list(selection.indices) == [0, 1]
+    # on while the window's noisy share is 24/40, 21/40, 18/40 (> 0.43), off at 15/40; then
+    # one pool in five
+    assert [i for i, m in enumerate(measured) if m] == [0, 1, 2, *range(7, 40, 5)]
+
+
+def test_gated_resumes_with_the_decisions_it_would_have_made() -> None:
+    loss = lambda n: 2.0 if n % 2 else 0.3  # noqa: E731
+    first = GatedScheduler(GatedOptions(candidate_cost=0.5, window=3, check_every=4))
+    tasks, rng = _Draws(), np.random.default_rng(0)
+    for _ in range(7):
+        _gated_iteration(first, tasks, lambda n: 1.0, rng)
+    again = GatedScheduler(GatedOptions(candidate_cost=0.5, window=3, check_every=4))
+    again.load_state_dict(first.state_dict())
+    twin_tasks, twin_rng = _Draws(), np.random.default_rng(5)
+    tasks, rng = _Draws(), np.random.default_rng(5)
+    for _ in range(12):
+        a = _gated_iteration(first, tasks, loss, rng)
+        b = _gated_iteration(again, twin_tasks, loss, twin_rng)
+        assert [e.source for e in a[0]] == [e.source for e in b[0]]
+        assert list(a[2].indices) == list(b[2].indices)

@@ -98,6 +98,8 @@ def test_predict_on_image_folders_equals_the_learner(tmp_path, glyphs, capsys) -
 SCHEDULER_EXTRAS = {
     "ats": {"scheduler.ats.warmup": 6},
     "bass": {"scheduler.bass.train_every": 3, "scheduler.bass.max_updates": 20},
+    # selection never pays at this cost: off, measuring one pool in three (both modes)
+    "gated": {"scheduler.gated.candidate_cost": 10, "scheduler.gated.check_every": 3},
 }
 
 

@@ -21,6 +21,7 @@ from metasched.schedulers.bass import BASSOptions, BASSScheduler
 from metasched.schedulers.buffer import BufferOptions, BufferScheduler
 from metasched.schedulers.daml import DAMLOptions, DAMLScheduler
 from metasched.schedulers.focal import FocalOptions, FocalScheduler
+from metasched.schedulers.gated import GatedOptions, GatedScheduler
 from metasched.schedulers.gcp import GCPOptions, GCPScheduler
 from metasched.schedulers.greedy import GreedyScheduler
 from metasched.schedulers.oracle import OracleScheduler
@@ -50,6 +51,7 @@ SCHEDULERS: dict[str, type[TaskScheduler]] = {
         AgreementScheduler,
         AmortisedScheduler,
         BufferScheduler,
+        GatedScheduler,
     )
 }
 
@@ -75,6 +77,8 @@ __all__ = [
     "FocalScheduler",
     "GCPOptions",
     "GCPScheduler",
+    "GatedOptions",
+    "GatedScheduler",
     "GreedyScheduler",
     "Measure",
     "NoOptions",

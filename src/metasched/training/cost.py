@@ -37,11 +37,15 @@ class IterationCost:
         step: per iteration that updates the meta-model.
         warmup: per scheduler warm-up iteration (0 for a method without one).
         warmup_iterations: how many warm-up iterations the method runs first.
+        light: per meta-update iteration in which the scheduler measured nothing (its record
+            says ``measured: 0``; a scheduler that measures only some iterations, e.g.
+            ``gated``): B uniform draws trained on, uniform sampling's computation.
     """
 
     step: float
     warmup: float = 0.0
     warmup_iterations: int = 0
+    light: float = 1.0
 
     def of(self, warmup: int, steps: int) -> float:
         """The cost of ``warmup`` warm-up and ``steps`` meta-update iterations."""
@@ -57,9 +61,15 @@ class IterationCost:
 
 
 def run_cost(records: list[dict[str, Any]], cost: IterationCost) -> np.ndarray:
-    """The cumulative cost after each training record (``phase`` warmup or train)."""
-    per = [cost.warmup if r.get("phase") == "warmup" else cost.step for r in records]
-    return np.cumsum(np.array(per, dtype=float))
+    """The cumulative cost after each training record (``phase`` warmup or train, and
+    ``measured`` 0 for a light iteration)."""
+    per = {"warmup": cost.warmup, "train": cost.step, "light": cost.light}
+    return np.cumsum(np.array([per.get(_phase(r), cost.step) for r in records], dtype=float))
+
+
+def _phase(record: dict[str, Any]) -> str:
+    """Which of :class:`IterationCost`'s phases a training record's iteration was."""
+    return "light" if record.get("measured") == 0 else str(record.get("phase", "train"))
 
 
 def calibrate(
@@ -78,8 +88,12 @@ def calibrate(
     first two iterations of each trainer are left out (allocator and cache warm-up). A method
     with a scheduler warm-up runs through it, timing its warm-up iterations as it goes, until
     it has ``rounds`` bursts of meta-update iterations too (a warm-up shorter than half a burst
-    is counted at the meta-update's cost, an upper bound). A method whose configuration is
-    uniform sampling's but for the learning-rate schedule costs exactly one.
+    is counted at the meta-update's cost, an upper bound). The iterations of a scheduler that
+    measures only some of them are timed apart: those that measured nothing (``light``) and
+    those that did (``step``); a phase never filling half a burst is timed iteration by
+    iteration, and light iterations never seen count as one (uniform sampling's computation).
+    A method whose configuration is uniform sampling's but for the learning-rate schedule
+    costs exactly one.
 
     Args:
         methods: each method's config, as its runs will use it.
@@ -102,25 +116,37 @@ def calibrate(
             method = Trainer.create(_endless(config), Path(work) / name)
             reference = Trainer.create(_endless(uniform), Path(work) / f"{name}-uniform")
             _burst(method, 2), _burst(reference, 2)
-            ratios: dict[str, list[float]] = {"warmup": [], "train": []}
-            while len(ratios["train"]) < rounds:
+            ratios: dict[str, list[float]] = {"warmup": [], "train": [], "light": []}
+            # iterations of a phase too few in their burst to time it: each one's own ratio
+            single: dict[str, list[float]] = {"train": [], "light": []}
+            untimed = 0  # bursts split so that no phase fills half of one: bounded
+            while len(ratios["train"]) + len(ratios["light"]) < rounds and untimed < rounds:
                 timed = _burst(method, iterations)
                 base = float(np.mean([seconds for _, seconds in _burst(reference, iterations)]))
-                for phase in ("warmup", "train"):
+                counted = False
+                for phase in ratios:
                     mine = [seconds for p, seconds in timed if p == phase]
-                    if len(mine) >= iterations // 2:  # a burst split by the warm-up's end: skip
+                    if len(mine) >= iterations // 2:  # a burst split by a change of phase: skip
                         ratios[phase].append(float(np.mean(mine)) / base)
-            step = float(np.median(ratios["train"]))
+                        counted = True
+                    elif phase in single:
+                        single[phase] += [seconds / base for seconds in mine]
+                untimed += not counted
+            light = _median(ratios["light"] or single["light"], 1.0)
+            step = _median(ratios["train"] or single["train"], light)
             costs[name] = IterationCost(
                 step=step,
                 # a warm-up shorter than half a burst is not timed: count it at the step's cost
-                warmup=float(np.median(ratios["warmup"]))
-                if ratios["warmup"]
-                else step * bool(method.warmup),
+                warmup=_median(ratios["warmup"], step * bool(method.warmup)),
                 warmup_iterations=method.warmup,
+                light=light,
             )
             say(f"cost of {name}: {costs[name].step:.2f} uniform iterations per meta-update")
     return costs
+
+
+def _median(values: list[float], otherwise: float) -> float:
+    return float(np.median(values)) if values else otherwise
 
 
 def _same_computation(config: Config, uniform: Config) -> bool:
@@ -147,6 +173,6 @@ def _burst(trainer: Any, iterations: int) -> list[tuple[str, float]]:
     for _ in range(iterations):
         start = time.perf_counter()
         record = trainer.train_step()
-        timed.append((record["phase"], time.perf_counter() - start))
+        timed.append((_phase(record), time.perf_counter() - start))
         trainer.state.iteration += 1
     return timed

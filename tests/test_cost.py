@@ -1,0 +1,55 @@
+"""Cost accounting of equal-compute runs: each iteration is counted at its phase's cost, and
+calibration times each phase apart, from bursts or, where a phase is scattered, iteration by
+iteration. Timings here are synthetic: the arithmetic is what is tested."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from metasched.config import load_config
+from metasched.training import cost
+from metasched.training.cost import IterationCost, calibrate, run_cost
+
+
+def test_a_run_is_charged_each_iteration_at_its_phases_cost() -> None:
+    records = [
+        {"phase": "warmup"},
+        {"phase": "train", "measured": 1},
+        {"phase": "train", "measured": 0},
+        {"phase": "train"},
+    ]
+    charged = run_cost(records, IterationCost(step=3.0, warmup=2.0, warmup_iterations=1, light=1.1))
+    assert charged == pytest.approx(np.cumsum([2.0, 3.0, 1.1, 3.0]))
+
+
+def test_calibration_times_measured_and_light_iterations_apart(monkeypatch) -> None:
+    """The method measures one iteration in four (3 s, 'train') and otherwise draws uniformly
+    (1.1 s, light); uniform sampling takes 1 s. Light iterations fill most of every burst and
+    are timed by bursts; the measured ones never fill half a burst and are timed one by
+    one."""
+    phases = {"method": lambda i: ("train", 3.0) if i % 4 == 0 else ("light", 1.1),
+              "uniform": lambda i: ("train", 1.0)}  # fmt: skip
+    made: list[str] = []
+
+    def create(config, run_dir):
+        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
+        made.append(role)
+        return SimpleNamespace(role=role, done=0, warmup=0)
+
+    def burst(trainer, iterations):
+        timed = [phases[trainer.role](trainer.done + i) for i in range(iterations)]
+        trainer.done += iterations
+        return timed
+
+    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
+    monkeypatch.setattr(cost, "_burst", burst)
+    uniform = load_config("glyphs-5w1s")
+    gated = load_config("glyphs-5w1s", ["scheduler.name=gated", "scheduler.pool_size=8"])
+    costs = calibrate({"gated": gated, "uniform+cosine": uniform}, uniform, say=lambda _: None)
+    assert costs["gated"].light == pytest.approx(1.1)
+    assert costs["gated"].step == pytest.approx(3.0)
+    assert costs["uniform+cosine"] == IterationCost(step=1.0)  # same computation: not timed
+    assert made == ["method", "uniform"]
