@@ -170,3 +170,37 @@ def _running(pid: int) -> bool:
             return handle.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, glyphs) -> None:
+    """Budgets 1x and 2x of the 6-update uniform run, costs given (no timing): uniform runs once
+    to 12 updates and is tested at 6 too; its cosine twin once per budget, decayed to it;
+    gated (2 uniform iterations per measured update) to 3 and 6 updates, and the budget
+    table charges its light iterations at their own cost."""
+    import json
+
+    costs = {
+        "uniform": {"step": 1.0},
+        "uniform+cosine": {"step": 1.0},
+        "gated": {"step": 2.0, "light": 1.0},
+    }
+    (tmp_path / "costs.json").write_text(json.dumps({"methods": costs}))
+    extra = ["scheduler.pool_size=4", "scheduler.gated.candidate_cost=10"]  # off: mostly light
+    table, _ = run_comparison(
+        "glyphs-noisy", list(costs), [0], tmp_path, [*TINY, *extra], budgets=[1.0, 2.0],
+        say=lambda _: None,
+    )  # fmt: skip
+    assert "| uniform+cosine |" in table and "| gated |" in table
+    stored = {d.name: load_config(d / "config.yaml") for d in tmp_path.iterdir() if d.is_dir()}
+    assert stored["uniform-seed0"].train.iterations == 12
+    assert stored["uniform-seed0"].train.test_at == [6]
+    assert stored["uniform+cosine-1x-seed0"].train.iterations == 6
+    assert stored["uniform+cosine-2x-seed0"].train.iterations == 12
+    assert stored["gated-seed0"].train.iterations == 6
+    assert stored["gated-seed0"].train.test_at == [3]
+    with open(tmp_path / "budgets.csv") as handle:
+        rows = {(r["method"], float(r["budget"])): r for r in csv.DictReader(handle)}
+    assert float(rows[("uniform", 2.0)]["cost"]) == 12.0
+    assert float(rows[("uniform+cosine", 1.0)]["cost"]) == 6.0
+    spent = float(rows[("gated", 2.0)]["cost"])
+    assert 6.0 < spent < 12.0  # its first iteration measured (2), its light ones cost 1 each
