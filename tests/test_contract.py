@@ -254,9 +254,7 @@ def test_noisy_share_counts_the_upper_cluster_only_when_it_stands_apart() -> Non
     assert noisy_share(np.array([0.3, np.nan, 2.0, 2.1, 0.31]), separation=3.5) == 0.5
 
 
-def test_gated_selects_while_most_candidates_are_noisy_and_samples_uniformly_once_they_are_not() -> (
-    None
-):
+def test_gated_selects_while_noisy_candidates_abound_and_draws_uniformly_once_not() -> None:
     """Threshold at P = 5, B = 2, candidate cost 0.5: c = 1.75, 1 - 1/c = 0.43. For 30
     iterations 3 of every 5 candidates (those numbered 0, 1, 2 mod 5) lose 2.0 and the others
     0.3: the gate stays on and trains on the low-loss ones. Then every candidate loses about
