@@ -20,4 +20,16 @@ for SEEDS in 1 3; do
   # 2. Noise with a source: a quarter of the training classes mislabelled as a partner class.
   metasched compare --config glyphs-sourced $WARM $COMMON --seeds $SEEDS \
       --schedulers $BASE,$CHEAP --out experiments/runs/budget-sourced-0.25
+  # 3. Real handwriting: the Omniglot background subsets (175 training characters), 60%
+  #    redrawn supports, from a clean Omniglot warm start (glyphs-pretrain's schedule).
+  metasched compare --config glyphs-noisy --set data.name=omniglot \
+      --set data.root=../shared/data/omniglot --pretrain glyphs-pretrain $COMMON --seeds $SEEDS \
+      --schedulers $BASE,$CHEAP --out experiments/runs/budget-omniglot-redraw-0.6
+  # 4. Assays: the best learner (fsmol-gp) with half of the training tasks' support targets
+  #    noised (fsmol-noisy; 8 tasks a meta-batch, so the cheap pools hold 12), to 10x (its
+  #    2,000-update uniform run takes about 10 minutes).
+  metasched compare --config fsmol-noisy --set data.root=../shared/data/fsmol/fsmol_train_valid.csv.gz \
+      --budget 1x,3x,10x --workers ${WORKERS:-1} --seeds $SEEDS \
+      --schedulers uniform,uniform+cosine,oracle,greedy,ats,greedy-p12,amortised,gated-p12 \
+      --out experiments/runs/budget-assays-noisy
 done
