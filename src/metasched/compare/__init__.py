@@ -79,7 +79,8 @@ def run_comparison(
         first = {j.method: j.config for j in jobs if not j.baseline and j.seed == seeds[0]}
         uniform = uniform_reference(preset, overrides, seeds[0])
         costs = method_costs(first, uniform, out, say)
-        planned = budget_jobs(jobs, budgets, load_config(preset, overrides).train.iterations, costs)
+        units = load_config(preset, overrides).train.iterations
+        planned = budget_jobs(jobs, budgets, units, costs)
         jobs = [p.job for p in planned]
     todo = prepare(jobs, out, say)
     # seed by seed, so that every method's first seed is done early; long runs first in each
@@ -98,7 +99,7 @@ def run_comparison(
     if budgets:
         percent = domain_of(jobs[0].config).objective.percent
         files = write_budget_outputs(
-            planned, costs, budgets, out, percent, reference_method(methods), command
+            planned, costs, budgets, out, percent, reference_method(methods), command, units
         )
         return files[0].read_text(), files
     table = summarise(jobs, out / "pretrain" if pretrain else None)

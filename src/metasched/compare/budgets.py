@@ -201,6 +201,44 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
     return values
 
 
+def convergence_table(
+    planned: list[BudgetJob], costs: dict[str, IterationCost], units: int
+) -> str:
+    """Markdown: where each method's longest runs (its largest budget) found their best
+    validation checkpoint, as multiples of the uniform run's cost ``units``, mean over seeds;
+    a run whose best lies in the last tenth of its cost was still improving when it stopped."""
+    found: dict[str, list[tuple[float, float]]] = {}
+    largest: dict[str, float] = {}
+    for item in planned:
+        if not item.job.baseline:
+            method = item.job.method
+            largest[method] = max(largest.get(method, 0.0), max(item.steps))
+    for item in planned:
+        job = item.job
+        if job.baseline or max(item.steps) != largest[job.method]:
+            continue
+        if not (job.run_dir / "summary.json").is_file():
+            continue
+        run = load_run(job.run_dir, records_required=False)
+        best = (run.summary or {}).get("best", {}).get("iteration")
+        if not run.train or not best:
+            continue
+        cumulative = run_cost(run.train, costs[job.method])
+        found.setdefault(job.method, []).append(
+            (float(cumulative[best - 1]) / units, float(cumulative[-1]) / units)
+        )
+    lines = [
+        "| method | best checkpoint at | run's end | still improving at the end (seeds) |",
+        "|---|---|---|---|",
+    ]
+    for method, runs in found.items():
+        at = np.mean([b for b, _ in runs])
+        end = np.mean([e for _, e in runs])
+        rising = sum(b > 0.9 * e for b, e in runs)
+        lines.append(f"| {method} | {at:.1f}x | {end:.1f}x | {rising}/{len(runs)} |")
+    return "\n".join(lines)
+
+
 def budget_table(
     values: list[BudgetValue], budgets: list[float], percent: bool, reference: str | None
 ) -> str:
@@ -265,11 +303,14 @@ def write_budget_outputs(
     percent: bool,
     reference: str | None,
     command: str,
+    units: int,
 ) -> list[Path]:
-    """``budgets.md`` (with the command), ``budgets.csv`` (one line per run and budget) and
-    ``cost.png``; returns their paths."""
+    """``budgets.md`` (with the command, the table at each budget, and where each method
+    peaked: ``units`` is the uniform run's cost), ``budgets.csv`` (one line per run and
+    budget) and ``cost.png``; returns their paths."""
     values = budget_values(planned, costs)
     table = budget_table(values, budgets, percent, reference)
+    converged = convergence_table(planned, costs, units)
     cost_lines = [
         f"- {name}: {c.step:.2f} per meta-update"
         + (
@@ -285,7 +326,8 @@ def write_budget_outputs(
         markdown,
         f"```bash\n{command}\n```\n\nTest score at each budget (multiples of the uniform run's"
         " cost; best-on-validation checkpoint within the budget; mean ± 95% interval over seeds,"
-        f" seeds in brackets):\n\n{table}\n\nCost per iteration in uniform iterations"
+        f" seeds in brackets):\n\n{table}\n\nWhere each method's longest runs peaked on"
+        f" validation:\n\n{converged}\n\nCost per iteration in uniform iterations"
         f" ({COSTS}):\n\n" + "\n".join(cost_lines) + "\n",
     )
     path = out / "budgets.csv"
