@@ -201,9 +201,7 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
     return values
 
 
-def convergence_table(
-    planned: list[BudgetJob], costs: dict[str, IterationCost], units: int
-) -> str:
+def convergence_table(planned: list[BudgetJob], costs: dict[str, IterationCost], units: int) -> str:
     """Markdown: where each method's longest runs (its largest budget) found their best
     validation checkpoint, as multiples of the uniform run's cost ``units``, mean over seeds;
     a run whose best lies in the last tenth of its cost was still improving when it stopped."""
