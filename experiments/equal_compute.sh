@@ -32,4 +32,11 @@ for SEEDS in 1 3; do
       --budget 1x,3x,10x --workers ${WORKERS:-1} --seeds $SEEDS \
       --schedulers uniform,uniform+cosine,oracle,greedy,ats,greedy-p12,amortised,gated-p12 \
       --out experiments/runs/budget-assays-noisy
+  # 5. Clean tasks, where selection can only cost (a gated scheduler should stay off), and
+  #    80% redrawn supports, where it has the most to gain.
+  metasched compare --config glyphs-noisy --set task.noise_ratio=0 $WARM $COMMON --seeds $SEEDS \
+      --schedulers uniform,uniform+cosine,greedy,agreement,ats,$CHEAP \
+      --out experiments/runs/budget-clean
+  metasched compare --config glyphs-noisy --set task.noise_ratio=0.8 $WARM $COMMON --seeds $SEEDS \
+      --schedulers $BASE,$CHEAP --out experiments/runs/budget-redraw-0.8
 done
