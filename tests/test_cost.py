@@ -53,3 +53,13 @@ def test_calibration_times_measured_and_light_iterations_apart(monkeypatch) -> N
     assert costs["gated"].step == pytest.approx(3.0)
     assert costs["uniform+cosine"] == IterationCost(step=1.0)  # same computation: not timed
     assert made == ["method", "uniform"]
+
+
+def test_compare_warns_before_measuring_costs_on_a_busy_machine(monkeypatch) -> None:
+    from metasched.compare import budgets
+
+    monkeypatch.setattr(budgets.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(budgets.os, "getloadavg", lambda: (2.9, 2.0, 1.0))
+    assert budgets.busy_machine() == "the load average is 2.9 on 2 cores"
+    monkeypatch.setattr(budgets.os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert budgets.busy_machine() is None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,6 +88,12 @@ def method_costs(
     missing = {name: c for name, c in configs.items() if name not in costs}
     if missing:
         say(f"measuring the cost of {', '.join(missing)} against uniform sampling")
+        busy = busy_machine()
+        if busy:
+            say(
+                f"warning: {busy}; cost ratios measured with more processes than cores can be"
+                f" far off: measure on a quiet machine, or keep a {COSTS} measured on one"
+            )
         costs.update(calibrate(missing, uniform, say=say))
         atomic_write(
             out / COSTS,
@@ -100,6 +107,16 @@ def method_costs(
             ),
         )
     return costs
+
+
+def busy_machine() -> str | None:
+    """What keeps the machine busy, when other work occupies every core, else None."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return None
+    return f"the load average is {load:.1f} on {cores} cores" if load >= cores - 0.5 else None
 
 
 def budget_jobs(
