@@ -1,9 +1,9 @@
 """Every scheduler's cost per meta-update, in uniform-sampling iterations, measured in one process.
 
 The same measurement ``metasched compare --budget`` makes before an equal-compute study
-(``metasched.training.cost.calibrate``: bursts of the method's iterations interleaved with
-bursts of uniform sampling on the same data and model, the median ratio of their times per
-iteration), for every method of the equal-compute study on a preset, from its warm start.
+(``metasched.training.cost.calibrate``: the method's iterations alternating with uniform
+sampling's on the same data and model, the median over blocks of their ratio of times), for
+every method of the equal-compute study on a preset, from its warm start.
 Prints a markdown table with the CPU's name; run it with nothing else on the machine.
 
     python benchmarks/scheduler_costs.py --config glyphs-noisy \\
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="preset or YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--methods", default=METHODS, help="comma-separated compare methods")
-    parser.add_argument("--rounds", type=int, default=8, help="timed bursts per method")
-    parser.add_argument("--iterations", type=int, default=20, help="iterations per burst")
+    parser.add_argument("--rounds", type=int, default=8, help="timed blocks per method")
+    parser.add_argument("--iterations", type=int, default=20, help="iteration pairs per block")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -43,8 +43,8 @@ def main() -> None:
     uniform = uniform_reference(args.config, args.set, 0)
     costs = calibrate(methods, uniform, args.iterations, args.rounds, say=lambda _: None)
     print(
-        f"{args.config}, {cpu_name()}, {args.threads} thread(s), {args.rounds} bursts of"
-        f" {args.iterations} iterations"
+        f"{args.config}, {cpu_name()}, {args.threads} thread(s), {args.rounds} blocks of"
+        f" {args.iterations} iteration pairs"
     )
     print("\n| method | per meta-update | per warm-up iteration (count) |\n|---|---|---|")
     for name, cost in costs.items():

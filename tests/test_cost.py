@@ -27,25 +27,28 @@ def test_a_run_is_charged_each_iteration_at_its_phases_cost() -> None:
 
 def test_calibration_times_measured_and_light_iterations_apart(monkeypatch) -> None:
     """The method measures one iteration in four (3 s, 'train') and otherwise draws uniformly
-    (1.1 s, light); uniform sampling takes 1 s. Light iterations fill most of every burst and
-    are timed by bursts; the measured ones never fill half a burst and are timed one by
-    one."""
-    phases = {"method": lambda i: ("train", 3.0) if i % 4 == 0 else ("light", 1.1),
-              "uniform": lambda i: ("train", 1.0)}  # fmt: skip
+    (1.1 s, light); uniform sampling takes 1 s, except while another process slows everything
+    down by half for a stretch. Light iterations fill most of every block and are timed by
+    blocks; the measured ones never fill half a block and are timed all together. The slow
+    stretch slows both sides of each pair alike, so it changes nothing."""
     made: list[str] = []
+    clock = {"calls": 0}
 
     def create(config, run_dir):
         role = "uniform" if run_dir.name.endswith("-uniform") else "method"
         made.append(role)
         return SimpleNamespace(role=role, done=0, warmup=0)
 
-    def burst(trainer, iterations):
-        timed = [phases[trainer.role](trainer.done + i) for i in range(iterations)]
-        trainer.done += iterations
-        return timed
+    def timed(trainer):
+        clock["calls"] += 1
+        load = 1.5 if 100 <= clock["calls"] < 180 else 1.0
+        i, trainer.done = trainer.done, trainer.done + 1
+        if trainer.role == "uniform":
+            return "train", 1.0 * load
+        return ("train", 3.0 * load) if i % 4 == 0 else ("light", 1.1 * load)
 
     monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
-    monkeypatch.setattr(cost, "_burst", burst)
+    monkeypatch.setattr(cost, "_timed", timed)
     uniform = load_config("glyphs-5w1s")
     gated = load_config("glyphs-5w1s", ["scheduler.name=gated", "scheduler.pool_size=8"])
     costs = calibrate({"gated": gated, "uniform+cosine": uniform}, uniform, say=lambda _: None)

@@ -1,11 +1,13 @@
 """What an iteration of a training method costs, in uniform-iteration equivalents.
 
 A method's wall time per iteration depends on the machine and on whatever else runs on it; its
-ratio to a uniform-sampling iteration measured in the same process, the two interleaved in
-short bursts, does much less: load from other processes slows both alike, and the ratio is a
-property of the computations (how many tasks are adapted, differentiated and evaluated). So
-the cost of training is counted in uniform iterations: a run's cost after ``w`` scheduler
-warm-up iterations and ``s`` meta-update iterations is ``w * warmup + s * step``.
+ratio to a uniform-sampling iteration measured in the same process, the two alternating
+iteration by iteration, does much less: load from other processes slows both alike, and the
+ratio is a property of the computations (how many tasks are adapted, differentiated and
+evaluated). So the cost of training is counted in uniform iterations: a run's cost after
+``w`` scheduler warm-up iterations and ``s`` meta-update iterations is
+``w * warmup + s * step`` (and ``light`` for each meta-update iteration that measured
+nothing).
 
 Example:
     >>> cost = IterationCost(warmup=4.9, step=6.2)
@@ -81,25 +83,24 @@ def calibrate(
 ) -> dict[str, IterationCost]:
     """Measures each method's cost per iteration against ``uniform`` in this process.
 
-    Each method trains from its config (its warm start included) in bursts of ``iterations``
-    iterations, each burst followed by a burst of uniform sampling; each burst's time per
-    iteration, divided by the uniform burst's beside it, is one ratio, and the cost is the
-    median ratio (a load spike from another process spoils one burst, not the estimate). The
-    first two iterations of each trainer are left out (allocator and cache warm-up). A method
-    with a scheduler warm-up runs through it, timing its warm-up iterations as it goes, until
-    it has ``rounds`` bursts of meta-update iterations too (a warm-up shorter than half a burst
-    is counted at the meta-update's cost, an upper bound). The iterations of a scheduler that
-    measures only some of them are timed apart: those that measured nothing (``light``) and
-    those that did (``step``); a phase never filling half a burst is timed iteration by
-    iteration, and light iterations never seen count as one (uniform sampling's computation).
-    A method whose configuration is uniform sampling's but for the learning-rate schedule
-    costs exactly one.
+    Each method trains from its config (its warm start included) alternating iteration by
+    iteration with uniform sampling, so that load from other processes, which changes over
+    seconds, slows both alike. The iterations come in blocks of ``iterations`` pairs; a
+    block's ratio is the method's time over uniform sampling's in it, and the cost is the
+    median over ``rounds`` blocks (a load spike spoils one block, not the estimate). The first
+    two iterations of each trainer are left out (allocator and cache warm-up). Phases are timed
+    apart: a scheduler's warm-up iterations, its meta-update iterations (``step``), and the
+    meta-update iterations in which a scheduler that measures only some of them measured
+    nothing (``light``). A phase that never fills half a block is timed over all its
+    iterations together; light iterations never seen count as one (uniform sampling's
+    computation). A method whose configuration is uniform sampling's but for the learning-rate
+    schedule costs exactly one.
 
     Args:
         methods: each method's config, as its runs will use it.
         uniform: the reference: uniform sampling on the same data and model.
-        iterations: iterations per burst.
-        rounds: timed bursts per phase.
+        iterations: iteration pairs per block.
+        rounds: timed blocks of meta-update iterations.
         say: where progress lines go.
 
     Returns:
@@ -115,31 +116,28 @@ def calibrate(
                 continue
             method = Trainer.create(_endless(config), Path(work) / name)
             reference = Trainer.create(_endless(uniform), Path(work) / f"{name}-uniform")
-            _burst(method, 2), _burst(reference, 2)
-            ratios: dict[str, list[float]] = {"warmup": [], "train": [], "light": []}
-            # iterations of a phase too few in their burst to time it: each one's own ratio
-            single: dict[str, list[float]] = {"train": [], "light": []}
-            untimed = 0  # bursts split so that no phase fills half of one: bounded
-            while len(ratios["train"]) + len(ratios["light"]) < rounds and untimed < rounds:
-                timed = _burst(method, iterations)
-                base = float(np.mean([seconds for _, seconds in _burst(reference, iterations)]))
+            for _ in range(2):
+                _timed(method), _timed(reference)
+            blocks: dict[str, list[float]] = {"warmup": [], "train": [], "light": []}
+            # (method, reference) seconds of a phase too few in its block to time it there
+            scattered: dict[str, list[tuple[float, float]]] = {phase: [] for phase in blocks}
+            untimed = 0  # blocks split so that no phase fills half of one: bounded
+            while len(blocks["train"]) + len(blocks["light"]) < rounds and untimed < rounds:
+                block = [(*_timed(method), _timed(reference)[1]) for _ in range(iterations)]
                 counted = False
-                for phase in ratios:
-                    mine = [seconds for p, seconds in timed if p == phase]
-                    if len(mine) >= iterations // 2:  # a burst split by a change of phase: skip
-                        ratios[phase].append(float(np.mean(mine)) / base)
+                for phase in blocks:
+                    mine = [(seconds, base) for p, seconds, base in block if p == phase]
+                    if len(mine) >= iterations // 2:
+                        blocks[phase].append(_ratio(mine))
                         counted = True
-                    elif phase in single:
-                        single[phase] += [seconds / base for seconds in mine]
+                    else:
+                        scattered[phase] += mine
                 untimed += not counted
-            light = _median(ratios["light"] or single["light"], 1.0)
-            step = _median(ratios["train"] or single["train"], light)
+            light = _median(blocks["light"], _ratio(scattered["light"]) or 1.0)
+            step = _median(blocks["train"], _ratio(scattered["train"]) or light)
+            warmup = _median(blocks["warmup"], _ratio(scattered["warmup"]))
             costs[name] = IterationCost(
-                step=step,
-                # a warm-up shorter than half a burst is not timed: count it at the step's cost
-                warmup=_median(ratios["warmup"], step * bool(method.warmup)),
-                warmup_iterations=method.warmup,
-                light=light,
+                step=step, warmup=warmup, warmup_iterations=method.warmup, light=light
             )
             say(f"cost of {name}: {costs[name].step:.2f} uniform iterations per meta-update")
     return costs
@@ -147,6 +145,11 @@ def calibrate(
 
 def _median(values: list[float], otherwise: float) -> float:
     return float(np.median(values)) if values else otherwise
+
+
+def _ratio(pairs: list[tuple[float, float]]) -> float:
+    """Σ method seconds / Σ reference seconds of (method, reference) pairs; 0 for none."""
+    return sum(s for s, _ in pairs) / sum(b for _, b in pairs) if pairs else 0.0
 
 
 def _same_computation(config: Config, uniform: Config) -> bool:
@@ -166,13 +169,11 @@ def _endless(config: Config) -> Config:
     return config_from_dict(config.to_dict(), ["train.iterations=1000000", "train.test_at=[]"])
 
 
-def _burst(trainer: Any, iterations: int) -> list[tuple[str, float]]:
-    """Runs ``iterations`` training iterations (no validation or checkpoints); returns each
-    one's phase and wall time."""
-    timed = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        record = trainer.train_step()
-        timed.append((_phase(record), time.perf_counter() - start))
-        trainer.state.iteration += 1
-    return timed
+def _timed(trainer: Any) -> tuple[str, float]:
+    """Runs one training iteration (no validation or checkpoint); returns its phase and wall
+    time."""
+    start = time.perf_counter()
+    record = trainer.train_step()
+    seconds = time.perf_counter() - start
+    trainer.state.iteration += 1
+    return _phase(record), seconds
