@@ -204,6 +204,11 @@ def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, gly
     assert float(rows[("uniform+cosine", 1.0)]["cost"]) == 6.0
     spent = float(rows[("gated", 2.0)]["cost"])
     assert 6.0 < spent < 12.0  # its first iteration measured (2), its light ones cost 1 each
+    gated_cell = next(line for line in table.splitlines() if line.startswith("| gated |"))
+    assert f"(1) spent {spent / 6:.2g}x" in gated_cell.split("|")[3]  # the 2x column
+    assert "spent" not in next(
+        line for line in table.splitlines() if line.startswith("| uniform |")
+    )
     peaks = (tmp_path / "budgets.md").read_text().split("peaked on validation:")[1]
     uniform_row = next(line for line in peaks.splitlines() if line.startswith("| uniform |"))
     assert "| 2.0x |" in uniform_row  # its run ends at 12 of 6 uniform iterations

@@ -1,9 +1,11 @@
 """Cost accounting of equal-compute runs: each iteration is counted at its phase's cost, and
-calibration times each phase apart, from bursts or, where a phase is scattered, iteration by
-iteration. Timings here are synthetic: the arithmetic is what is tested."""
+calibration times each phase apart, by blocks of alternating iterations or, where a phase is
+scattered, over all its iterations. Timings here are synthetic: the arithmetic is what is
+tested."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -58,11 +60,47 @@ def test_calibration_times_measured_and_light_iterations_apart(monkeypatch) -> N
     assert made == ["method", "uniform"]
 
 
-def test_compare_warns_before_measuring_costs_on_a_busy_machine(monkeypatch) -> None:
+def test_compare_warns_before_measuring_costs_on_a_busy_machine(tmp_path, monkeypatch) -> None:
+    """Within half a core of the core count the machine is busy, and compare says so before
+    it measures; below that it is quiet."""
+    from metasched import cpu
     from metasched.compare import budgets
 
-    monkeypatch.setattr(budgets.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(budgets.os, "getloadavg", lambda: (2.9, 2.0, 1.0))
-    assert budgets.busy_machine() == "the load average is 2.9 on 2 cores"
-    monkeypatch.setattr(budgets.os, "getloadavg", lambda: (0.3, 0.2, 0.1))
-    assert budgets.busy_machine() is None
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpu.os, "getloadavg", lambda: (1.5, 2.0, 1.0))
+    assert cpu.busy_machine() == "the load average is 1.5 on 2 cores"
+    monkeypatch.setattr(cpu.os, "getloadavg", lambda: (1.4, 0.2, 0.1))
+    assert cpu.busy_machine() is None
+
+    monkeypatch.setattr(cpu.os, "getloadavg", lambda: (2.9, 2.0, 1.0))
+    monkeypatch.setattr(
+        budgets, "calibrate", lambda missing, *a, **k: {n: IterationCost(2.0) for n in missing}
+    )
+    said: list[str] = []
+    uniform = load_config("glyphs-5w1s")
+    budgets.method_costs({"greedy": uniform}, uniform, tmp_path, said.append)
+    assert said[1].startswith("warning: the load average is 2.9 on 2 cores;")
+    stored = json.loads((tmp_path / "costs.json").read_text())
+    assert stored["measured_on"]["greedy"].endswith("(the load average is 2.9 on 2 cores)")
+
+
+def test_a_warm_up_too_short_to_time_is_charged_at_the_steps_cost(monkeypatch) -> None:
+    """The first two iterations of each trainer are left out of the timing: a warm-up of two
+    iterations is never timed, and is charged at the meta-update's cost, not at nothing."""
+
+    def create(config, run_dir):
+        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
+        return SimpleNamespace(role=role, done=0, warmup=2)
+
+    def timed(trainer):
+        i, trainer.done = trainer.done, trainer.done + 1
+        if trainer.role == "uniform":
+            return "train", 1.0
+        return ("warmup", 2.0) if i < 2 else ("train", 3.0)
+
+    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
+    monkeypatch.setattr(cost, "_timed", timed)
+    uniform = load_config("glyphs-5w1s")
+    ats = load_config("glyphs-5w1s", ["scheduler.name=ats", "scheduler.pool_size=8"])
+    measured = calibrate({"ats": ats}, uniform, say=lambda _: None)["ats"]
+    assert measured == IterationCost(step=3.0, warmup=3.0, warmup_iterations=2, light=1.0)

@@ -8,6 +8,7 @@ against fp32's 7.14 at 84x84; on an Intel Xeon without them, 11.06 against 7.05
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
 from pathlib import Path
@@ -56,3 +57,14 @@ def bf16_advice(device_type: str, pool_precision: str) -> str | None:
         f"scheduler.pool_precision=bf16 on a CPU without bfloat16 instructions ({cpu_name()}):"
         " measured 1.6x slower than fp32 on such a CPU; set scheduler.pool_precision=fp32"
     )
+
+
+def busy_machine() -> str | None:
+    """What keeps the machine busy when other work occupies about every core (a load average
+    within half a core of the core count), else None."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        return None
+    return f"the load average is {load:.1f} on {cores} cores" if load >= cores - 0.5 else None

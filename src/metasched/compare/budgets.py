@@ -8,7 +8,9 @@ file to measure again). A method with a constant learning rate runs once, to the
 budget, and is tested at each smaller one (``train.test_at``: its best checkpoint so far); a
 method whose learning rate decays (``<method>+cosine``) runs once per budget, decayed to it,
 as a careful user with that budget would run it. Every method validates at the same cost
-intervals (the preset's ``val_every`` uniform iterations).
+intervals (the preset's ``val_every`` uniform iterations). A method whose scheduler measures
+only some iterations (``gated``) is planned at the cost of an iteration that measures, so it
+may stop below a budget: the table says what such a run spent.
 
 Outputs: ``OUT/budgets.md`` and ``budgets.csv`` (each method's test score at each budget, mean
 and 95% interval over seeds, and paired with the reference method seed by seed) and
@@ -20,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from metasched.compare.methods import Job
 from metasched.config import Config, config_from_dict
-from metasched.cpu import cpu_name
+from metasched.cpu import busy_machine, cpu_name
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import format_score, t_interval
@@ -95,12 +96,14 @@ def method_costs(
                 f" far off: measure on a quiet machine, or keep a {COSTS} measured on one"
             )
         costs.update(calibrate(missing, uniform, say=say))
+        where = _measured_on(out)
+        where.update({name: f"{cpu_name()}{f' ({busy})' if busy else ''}" for name in missing})
         atomic_write(
             out / COSTS,
             json.dumps(
                 {
                     "reference": "uniform sampling, measured in the same process",
-                    "cpu": cpu_name(),
+                    "measured_on": dict(sorted(where.items())),
                     "methods": {name: cost.to_dict() for name, cost in sorted(costs.items())},
                 },
                 indent=1,
@@ -109,14 +112,16 @@ def method_costs(
     return costs
 
 
-def busy_machine() -> str | None:
-    """What keeps the machine busy, when other work occupies every core, else None."""
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average on this platform
-        return None
-    return f"the load average is {load:.1f} on {cores} cores" if load >= cores - 0.5 else None
+def _measured_on(out: Path) -> dict[str, str]:
+    """Where each method in ``OUT/costs.json`` was measured (a file written before this was
+    recorded per method names one machine for all)."""
+    path = out / COSTS
+    if not path.is_file():
+        return {}
+    values = json.loads(path.read_text())
+    if "measured_on" in values:
+        return dict(values["measured_on"])
+    return {name: str(values.get("cpu", "unknown")) for name in values.get("methods", {})}
 
 
 def budget_jobs(
@@ -255,11 +260,16 @@ def convergence_table(planned: list[BudgetJob], costs: dict[str, IterationCost],
 
 
 def budget_table(
-    values: list[BudgetValue], budgets: list[float], percent: bool, reference: str | None
+    values: list[BudgetValue],
+    budgets: list[float],
+    percent: bool,
+    reference: str | None,
+    units: int,
 ) -> str:
     """Markdown: each method's mean ± 95% interval over seeds at each budget (the best per
-    budget in bold; "–" where its warm-up alone exceeds the budget), then each method minus
-    ``reference`` paired by seed."""
+    budget in bold; "–" where its warm-up alone exceeds the budget; "spent" with the cost
+    where the runs used less than 95% of the budget, ``units`` being the uniform run's cost),
+    then each method minus ``reference`` paired by seed."""
     methods = list(dict.fromkeys(v.method for v in values))
     cell: dict[tuple[str, float], list[BudgetValue]] = {}
     for v in values:
@@ -281,6 +291,9 @@ def budget_table(
             best = max(m for (name, b), m in means.items() if b == budget)
             cells.append(f"**{text}**" if means[(method, budget)] == best else text)
             cells[-1] += f" ({len(runs)})"
+            spent = float(np.mean([v.cost for v in runs])) / units
+            if spent < 0.95 * budget:
+                cells[-1] += f" spent {spent:.2g}x"
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if reference and reference in methods:
         lines += [
@@ -324,7 +337,7 @@ def write_budget_outputs(
     peaked: ``units`` is the uniform run's cost), ``budgets.csv`` (one line per run and
     budget) and ``cost.png``; returns their paths."""
     values = budget_values(planned, costs)
-    table = budget_table(values, budgets, percent, reference)
+    table = budget_table(values, budgets, percent, reference, units)
     converged = convergence_table(planned, costs, units)
     cost_lines = [
         f"- {name}: {c.step:.2f} per meta-update"

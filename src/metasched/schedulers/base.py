@@ -206,7 +206,11 @@ class TaskScheduler(ABC):
     """Chooses ``batch_size`` of the pool's candidates each iteration.
 
     Subclasses set ``name`` (the registry key), ``measures`` (what the loop must measure of
-    the candidates; an instance may set its own in ``__init__``) and ``Options`` (a frozen
+    the candidates; an instance may set its own in ``__init__``, or change it in
+    :meth:`candidates`, which the loop calls before it reads ``measures`` each iteration: a
+    scheduler that does so says in its selection's diagnostics whether it measured,
+    ``measured`` 0 or 1, so that equal-compute runs charge each iteration at its phase's
+    cost, :mod:`metasched.training.cost`) and ``Options`` (a frozen
     dataclass of settings: the config's ``scheduler.<name>`` section), build themselves with
     ``cls(options, setup)`` (raising :class:`metasched.errors.MetaschedError` for a setup
     they cannot serve) and may draw their own candidates (:meth:`candidates`).

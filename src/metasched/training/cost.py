@@ -135,7 +135,9 @@ def calibrate(
                 untimed += not counted
             light = _median(blocks["light"], _ratio(scattered["light"]) or 1.0)
             step = _median(blocks["train"], _ratio(scattered["train"]) or light)
-            warmup = _median(blocks["warmup"], _ratio(scattered["warmup"]))
+            # a warm-up of only the untimed first iterations: count it at the step's cost
+            untimed_warmup = step * bool(method.warmup)
+            warmup = _median(blocks["warmup"], _ratio(scattered["warmup"]) or untimed_warmup)
             costs[name] = IterationCost(
                 step=step, warmup=warmup, warmup_iterations=method.warmup, light=light
             )
