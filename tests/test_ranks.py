@@ -117,7 +117,7 @@ def _tensors(state: object) -> list[torch.Tensor]:
     return []
 
 
-@pytest.mark.parametrize("scheduler", ["ats", "uniform"])
+@pytest.mark.parametrize("scheduler", ["ats", "uniform", "gated"])
 def test_two_gloo_ranks_train_as_one_process(tmp_path, glyphs, scheduler: str) -> None:
     """A few iterations on 2 gloo processes, each measuring and adapting half of the pool and
     of the chosen, validation and test tasks: the same chosen tasks, and the meta-parameters
@@ -127,6 +127,8 @@ def test_two_gloo_ranks_train_as_one_process(tmp_path, glyphs, scheduler: str) -
             "scheduler.name": scheduler,
             "scheduler.pool_size": 5,  # odd: the ranks' shares differ in size
             "scheduler.ats.warmup": 2,
+            "scheduler.gated.candidate_cost": 10,  # off but for one measured pool in two
+            "scheduler.gated.check_every": 2,
             "learner.inner_steps": 2,
             "learner.eval_inner_steps": 2,
             "task.noise_ratio": 0.5,
