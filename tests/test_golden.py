@@ -4,13 +4,28 @@ ranks replay to the last bit, unless the results version of the part that change
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from tests.golden.cases import CASES
-from tests.golden.replay import first_difference, replay, stored, stored_platform, verdict
+from tests.golden.replay import (
+    cpu_vendor,
+    first_difference,
+    recorded_elsewhere,
+    replay,
+    stored,
+    stored_platform,
+    verdict,
+)
 
 
 def _replayed(names: list[str], mutate: bool = False) -> dict:
+    if stored_platform() is None:
+        pytest.skip(
+            f"no goldens are recorded for {cpu_vendor()} CPUs (portable arithmetic differs"
+            " between vendors): record them with python -m tests.golden.replay --update"
+        )
     result = replay(names, mutate)
     if result["platform"] != stored_platform():
         pytest.skip(
@@ -21,9 +36,20 @@ def _replayed(names: list[str], mutate: bool = False) -> dict:
 
 
 def test_golden_runs_replay_identically_under_their_results_versions(glyphs) -> None:
-    result = _replayed(list(CASES))
-    problems = [verdict(name, result["cases"][name])[0] for name in CASES]
+    """Every case recorded for this CPU vendor replays to the last bit; a case recorded for
+    another vendor only is named and left unchecked; a case recorded nowhere fails."""
+    elsewhere = [name for name in CASES if stored(name) is None and recorded_elsewhere(name)]
+    checked = [name for name in CASES if name not in elsewhere]
+    result = _replayed(checked)
+    problems = [verdict(name, result["cases"][name])[0] for name in checked]
     assert not [p for p in problems if p], "\n".join(p for p in problems if p)
+    if elsewhere:
+        warnings.warn(
+            f"golden cases recorded for other CPU vendors only, not checked on {cpu_vendor()}:"
+            f" {', '.join(elsewhere)} (record them here with python -m tests.golden.replay"
+            " --update)",
+            stacklevel=1,
+        )
 
 
 def test_a_one_ulp_change_to_the_inner_loop_changes_every_golden_outcome(glyphs) -> None:
