@@ -174,15 +174,17 @@ def _running(pid: int) -> bool:
 
 def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, glyphs) -> None:
     """Budgets 1x and 2x of the 6-update uniform run, costs given (no timing): uniform runs once
-    to 12 updates and is tested at 6 too; its cosine twin once per budget, decayed to it;
-    gated (2 uniform iterations per measured update) to 3 and 6 updates, and the budget
-    table charges its light iterations at their own cost."""
+    to 12 updates and is tested at 6 too; its cosine twin once per budget, decayed to it.
+    Gated (2 uniform iterations per measured update, 1 per light one), with costs measured as
+    fixed, is planned at 3 and 6 updates and falls short of its budgets (the table says what it
+    spent); with costs measured as varying (gated-p5) it runs until it has spent each budget."""
     import json
 
     costs = {
         "uniform": {"step": 1.0},
         "uniform+cosine": {"step": 1.0},
         "gated": {"step": 2.0, "light": 1.0},
+        "gated-p5": {"step": 2.0, "light": 1.0, "varies": True},
     }
     (tmp_path / "costs.json").write_text(json.dumps({"methods": costs}))
     extra = ["scheduler.pool_size=4", "scheduler.gated.candidate_cost=10"]  # off: mostly light
@@ -209,6 +211,11 @@ def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, gly
     assert "spent" not in next(
         line for line in table.splitlines() if line.startswith("| uniform |")
     )
+    assert stored["gated-p5-seed0"].train.budget.total == 12.0
+    assert stored["gated-p5-seed0"].train.budget.test_at == [6.0]
+    by_compute = [float(rows[("gated-p5", b)]["cost"]) for b in (1.0, 2.0)]
+    assert 6.0 <= by_compute[0] < 8.0 and 12.0 <= by_compute[1] < 14.0  # within one iteration
+    assert int(rows[("gated-p5", 2.0)]["meta_updates"]) > 6  # its light iterations bought more
     peaks = (tmp_path / "budgets.md").read_text().split("peaked on validation:")[1]
     uniform_row = next(line for line in peaks.splitlines() if line.startswith("| uniform |"))
     assert "| 2.0x |" in uniform_row  # its run ends at 12 of 6 uniform iterations

@@ -104,3 +104,52 @@ def test_a_warm_up_too_short_to_time_is_charged_at_the_steps_cost(monkeypatch) -
     ats = load_config("glyphs-5w1s", ["scheduler.name=ats", "scheduler.pool_size=8"])
     measured = calibrate({"ats": ats}, uniform, say=lambda _: None)["ats"]
     assert measured == IterationCost(step=3.0, warmup=3.0, warmup_iterations=2, light=1.0)
+
+
+def test_a_run_with_a_compute_budget_stops_when_spent_and_resumes_exactly(tmp_path, glyphs):
+    """Gated, off but for one measured pool in three (2 uniform iterations each, light ones
+    1): the run stops at the first iteration that brings its spending to 20, well before its
+    cap of 40 meta-updates, is tested where it crosses 8, decays its rate over the budget, and
+    a crash after a checkpoint resumes to the same records."""
+    from metasched.training.metrics import read_metrics
+    from metasched.training.step import learning_rate
+    from metasched.training.trainer import Trainer
+
+    from .conftest import crash_at, tiny_overrides
+    from .test_training import _records
+
+    overrides = tiny_overrides(
+        **{
+            "scheduler.name": "gated",
+            "scheduler.pool_size": 4,
+            "scheduler.gated.candidate_cost": 10,
+            "scheduler.gated.check_every": 3,
+            "learner.inner_steps": 1,
+            "learner.eval_inner_steps": 1,
+            "train.iterations": 40,
+            "train.val_every": 5,
+            "train.checkpoint_every": 5,
+            "train.lr_schedule": "cosine",
+            "train.budget": "{total: 20, step: 2, light: 1, test_at: [8]}",
+        }
+    )
+    config = load_config("glyphs-5w1s", overrides)
+    full = Trainer.create(config, tmp_path / "full")
+    full.fit(progress=False)
+    train = [r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if r["kind"] == "train"]
+    spent = run_cost(train, config.train.budget)
+    assert spent[-2] < 20 <= spent[-1] and len(train) < 40
+    assert {r["measured"] for r in train} == {0, 1}
+    milestone = [
+        r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if r["kind"] == "milestone"
+    ]
+    assert len(milestone) == 1 and milestone[0]["spent"] >= 8 > milestone[0]["spent"] - 2
+    half = type(full.state)(updates=0, spent=10.0)
+    assert learning_rate(config, half) == pytest.approx(config.train.meta_lr / 2)
+
+    crashing = Trainer.create(config, tmp_path / "split")
+    crash_at(crashing, 7)
+    with pytest.raises(RuntimeError, match="power cut"):
+        crashing.fit(progress=False)
+    Trainer.resume(tmp_path / "split").fit(progress=False)
+    assert _records(tmp_path / "split") == _records(tmp_path / "full")

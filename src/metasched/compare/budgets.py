@@ -8,9 +8,11 @@ file to measure again). A method with a constant learning rate runs once, to the
 budget, and is tested at each smaller one (``train.test_at``: its best checkpoint so far); a
 method whose learning rate decays (``<method>+cosine``) runs once per budget, decayed to it,
 as a careful user with that budget would run it. Every method validates at the same cost
-intervals (the preset's ``val_every`` uniform iterations). A method whose scheduler measures
-only some iterations (``gated``) is planned at the cost of an iteration that measures, so it
-may stop below a budget: the table says what such a run spent.
+intervals (the preset's ``val_every`` uniform iterations). A method whose iterations differ in
+cost (a scheduler that measures only some of them, ``gated``: measured as ``varies``) stops at
+the compute itself (``train.budget``: each iteration charged by its phase); the table marks a
+run that spent under 95% of a budget (e.g. one planned from a ``costs.json`` measured before
+costs could vary).
 
 Outputs: ``OUT/budgets.md`` and ``budgets.csv`` (each method's test score at each budget, mean
 and 95% interval over seeds, and paired with the reference method seed by seed) and
@@ -154,6 +156,9 @@ def budget_jobs(
             f"train.val_every={every}",
             f"train.checkpoint_every={max(1, round(train.checkpoint_every / cost.step))}",
         ]
+        if cost.varies:  # stop at the compute itself: its meta-updates' cost is not known
+            planned += _by_compute(job, cost, steps, units, common)
+            continue
         if train.lr_schedule == "constant":
             largest = max(steps.values())
             test_at = sorted({s for s in steps.values() if s < largest})
@@ -171,6 +176,38 @@ def budget_jobs(
             planned.append(
                 BudgetJob(replace(job, config=config, run_dir=run_dir), {budget: steps[budget]})
             )
+    return planned
+
+
+def _by_compute(
+    job: Job, cost: IterationCost, steps: dict[float, int], units: int, common: list[str]
+) -> list[BudgetJob]:
+    """The runs of a method whose iterations differ in cost: each stops at its compute budget
+    (``train.budget``: one run to the largest, tested at the smaller ones, or one run per budget
+    when its learning rate decays over it), capped at the meta-updates its cheapest iterations
+    would allow."""
+    decays = job.config.train.lr_schedule != "constant"
+    groups = [[b] for b in steps] if decays else [list(steps)]
+    planned = []
+    for group in groups:
+        total = max(group) * units
+        values = config_from_dict(job.config.to_dict(), common).to_dict()
+        values["train"]["budget"] = {
+            "total": total,
+            "step": cost.step,
+            "light": cost.light,
+            "warmup": cost.warmup,
+            "test_at": [b * units for b in sorted(group) if b * units < total],
+        }
+        values["train"]["iterations"] = math.floor(total / min(cost.step, cost.light)) + 1
+        values["train"]["test_at"] = []
+        run_dir = job.run_dir
+        if decays:
+            run_dir = run_dir.with_name(f"{job.method}-{group[0]:g}x-seed{job.seed}")
+        config = config_from_dict(values)
+        planned.append(
+            BudgetJob(replace(job, config=config, run_dir=run_dir), {b: steps[b] for b in group})
+        )
     return planned
 
 
@@ -205,15 +242,27 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
         milestones = {r["updates"]: r for r in run.milestones}
         walls = {r["iteration"]: r.get("wall_seconds") for r in run.val}
         end = max(item.steps.values())
+        by_compute = job.config.train.budget
         for budget, steps in item.steps.items():
-            if job.baseline or steps == end:
+            reached = None  # the milestone record at this budget
+            if by_compute is not None:  # its milestones are where it crossed a budget's cost
+                final = budget == max(item.steps)
+                at = by_compute.total * budget / max(item.steps) - 1e-6
+                crossed = [r for r in run.milestones if r.get("spent", -1.0) >= at]
+                reached = crossed[0] if crossed and not final else None
+            else:
+                final = bool(job.baseline) or steps == end
+                reached = milestones.get(steps)
+            if final:
                 score = summary["best"]["score"]
                 iteration = len(train)
                 seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
-            elif steps in milestones:
-                score = milestones[steps]["score_best"]
-                iteration = milestones[steps]["iteration"]
+                steps = sum(r.get("phase") == "train" for r in train) if by_compute else steps
+            elif reached is not None:
+                score = reached["score_best"]
+                iteration = reached["iteration"]
                 seconds = walls.get(iteration) or math.nan
+                steps = reached["updates"]
             else:
                 continue
             cost = float(cumulative[iteration - 1]) if iteration else 0.0

@@ -132,6 +132,17 @@ def check_config(config: Config) -> None:
         f"={train.iterations}",
     )
     _require(train.reward_tasks_per_update >= 0, "train.reward_tasks_per_update must be >= 0")
+    budget = train.budget
+    if budget is not None:
+        _require(
+            budget.total > 0 and budget.step > 0 and budget.light > 0 and budget.warmup >= 0,
+            "train.budget needs a positive total and per-iteration costs (warmup may be 0)",
+        )
+        _require(
+            all(0 < b < budget.total for b in budget.test_at),
+            f"train.budget.test_at={budget.test_at} must list costs between 0 and"
+            f" train.budget.total={budget.total:g}",
+        )
     _require(
         train.clip_grad_norm is None or train.clip_grad_norm > 0,
         f"train.clip_grad_norm must be positive or null, got {train.clip_grad_norm}; try 10",

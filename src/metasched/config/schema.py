@@ -163,6 +163,27 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class ComputeBudget:
+    """A stop at a compute budget instead of a meta-update count (``train.budget``).
+
+    The run ends once it has spent ``total`` uniform-sampling iterations of compute (or at
+    ``train.iterations`` meta-updates, if that comes first), each iteration charged by its
+    phase: ``step`` for a meta-update iteration that measured its candidates, ``light`` for
+    one that measured nothing (its record says ``measured: 0``), ``warmup`` for a scheduler
+    warm-up iteration (:mod:`metasched.training.cost`). A decaying learning rate decays over
+    the budget. ``test_at``: costs at which the current and best-so-far models are also
+    tested. ``metasched compare --budget`` writes this for a scheduler whose iterations differ
+    in cost.
+    """
+
+    total: float
+    step: float = 1.0
+    light: float = 1.0
+    warmup: float = 0.0
+    test_at: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The outer loop, validation, checkpoints and the final test.
 
@@ -178,7 +199,8 @@ class TrainConfig:
     over the ``iterations`` meta-updates (a baseline tuned as a careful user would: a decayed
     rate is what a fixed compute budget calls for). ``test_at``: meta-update counts at which the
     current and the best-so-far meta-models are also tested (on the final test's tasks): the
-    value of one run at several budgets.
+    value of one run at several budgets. ``budget``: stop at a compute budget
+    (:class:`ComputeBudget`) rather than at ``iterations``.
     """
 
     iterations: int = 1000
@@ -197,6 +219,7 @@ class TrainConfig:
     on_nonfinite: str = "stop"
     lr_schedule: str = "constant"
     test_at: list[int] = field(default_factory=list)
+    budget: ComputeBudget | None = None
 
 
 @dataclass(frozen=True)

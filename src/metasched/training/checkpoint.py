@@ -145,6 +145,7 @@ FIELDS: dict[str, Any] = {
     "best_iteration": _count,
     "updates": _count,
     "seconds": lambda v: _number(v) and v >= 0,
+    "spent": lambda v: _number(v) and v >= 0,
     "inputs": lambda v: isinstance(v, dict),
 }
 

@@ -42,12 +42,16 @@ class IterationCost:
         light: per meta-update iteration in which the scheduler measured nothing (its record
             says ``measured: 0``; a scheduler that measures only some iterations, e.g.
             ``gated``): B uniform draws trained on, uniform sampling's computation.
+        varies: whether the method's meta-update iterations came in both kinds (``step`` and
+            ``light``) when it was measured: its runs then stop at their compute budget
+            (``train.budget``) rather than at a number of meta-updates.
     """
 
     step: float
     warmup: float = 0.0
     warmup_iterations: int = 0
     light: float = 1.0
+    varies: bool = False
 
     def of(self, warmup: int, steps: int) -> float:
         """The cost of ``warmup`` warm-up and ``steps`` meta-update iterations."""
@@ -65,8 +69,15 @@ class IterationCost:
 def run_cost(records: list[dict[str, Any]], cost: IterationCost) -> np.ndarray:
     """The cumulative cost after each training record (``phase`` warmup or train, and
     ``measured`` 0 for a light iteration)."""
+    return np.cumsum(np.array([charge(r, cost) for r in records], dtype=float))
+
+
+def charge(record: dict[str, Any], cost: Any) -> float:
+    """What a training record's iteration cost: ``cost``'s ``step``, ``light`` or ``warmup``
+    (an :class:`IterationCost`, or a run's :class:`metasched.config.schema.ComputeBudget`),
+    by the iteration's phase."""
     per = {"warmup": cost.warmup, "train": cost.step, "light": cost.light}
-    return np.cumsum(np.array([per.get(_phase(r), cost.step) for r in records], dtype=float))
+    return float(per.get(_phase(record), cost.step))
 
 
 def _phase(record: dict[str, Any]) -> str:
@@ -138,9 +149,8 @@ def calibrate(
             # a warm-up of only the untimed first iterations: count it at the step's cost
             untimed_warmup = step * bool(method.warmup)
             warmup = _median(blocks["warmup"], _ratio(scattered["warmup"]) or untimed_warmup)
-            costs[name] = IterationCost(
-                step=step, warmup=warmup, warmup_iterations=method.warmup, light=light
-            )
+            varies = bool(blocks["light"] or scattered["light"])
+            costs[name] = IterationCost(step, warmup, method.warmup, light, varies)
             say(f"cost of {name}: {costs[name].step:.2f} uniform iterations per meta-update")
     return costs
 

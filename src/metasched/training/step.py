@@ -36,12 +36,20 @@ class TrainState:
     best_iteration: int = 0
     updates: int = 0
     seconds: float = 0.0  # wall time of training and validation, across resumes
+    spent: float = 0.0  # compute, in uniform iterations, when the run has a train.budget
 
 
-def learning_rate(config: Config, updates: int) -> float:
-    """The meta-learning rate after ``updates`` meta-updates (``train.lr_schedule``)."""
+def fraction_done(config: Config, state: TrainState) -> float:
+    """The fraction of training done: of ``train.iterations`` meta-updates, or of the compute
+    budget when the run has one (``train.budget``)."""
+    budget = config.train.budget
+    return state.spent / budget.total if budget else state.updates / config.train.iterations
+
+
+def learning_rate(config: Config, state: TrainState) -> float:
+    """The meta-learning rate at ``state`` (``train.lr_schedule``)."""
     train = config.train
-    done = updates / train.iterations
+    done = fraction_done(config, state)
     if train.lr_schedule == "cosine":
         return train.meta_lr * 0.5 * (1 + math.cos(math.pi * done))
     if train.lr_schedule == "linear":
@@ -106,7 +114,7 @@ class MetaStep:
         measured, graphs, kept = self._measure(candidates, params)
         pool = Candidates(  # the schedulers' networks are tiny: they live on the CPU
             size=len(candidates),
-            progress=state.updates / self.config.train.iterations,
+            progress=fraction_done(self.config, state),
             stats=measured.stats.to("cpu") if measured and measured.stats else None,
             iteration=state.iteration,
             total_iterations=total_iterations,
@@ -163,12 +171,12 @@ class MetaStep:
             )
         if selection.update == "step":
             if outcome is not None:
-                self._adam_step(params, outcome.gradient, state.updates)
+                self._adam_step(params, outcome.gradient, state)
                 state.updates += 1
             feedback = _feedback(selection, own, remaining, outcome, state, self.config)
             record.update(self.scheduler.observe(feedback))
         elif selection.update == "step_and_restore" and outcome is not None:
-            self._restored_step(params, outcome.gradient, state.updates)
+            self._restored_step(params, outcome.gradient, state)
         if services.reward_tasks_drawn:
             record["reward_tasks"] = services.reward_tasks_drawn
         if self.config.task.skew_fraction > 0:
@@ -257,20 +265,20 @@ class MetaStep:
         sampler = self.parts.samplers["reward"]
         return [sampler.sample(self.rng).to(self.parts.device) for _ in range(count)]
 
-    def _adam_step(self, params: Params, gradient: Gradient, updates: int) -> None:
+    def _adam_step(self, params: Params, gradient: Gradient, state: TrainState) -> None:
         """One Adam step on θ0 along ``gradient`` (parameters without one are left alone), at
         the scheduled learning rate."""
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, updates)
+            group["lr"] = learning_rate(self.config, state)
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(params.values(), clipped(gradient, self.config.train.clip_grad_norm)):
             p.grad = g
         self.optimizer.step()
 
-    def _restored_step(self, params: Params, gradient: Gradient, updates: int) -> None:
+    def _restored_step(self, params: Params, gradient: Gradient, state: TrainState) -> None:
         """The reference's warm-up: an Adam step on θ0, then θ0 restored (the moments stay)."""
         saved = {name: p.detach().clone() for name, p in params.items()}
-        self._adam_step(params, gradient, updates)
+        self._adam_step(params, gradient, state)
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
@@ -294,7 +302,7 @@ def _feedback(
         trained = remaining[own]
         losses[trained] = outcome.losses[row[own][trained]]
         scores[trained] = outcome.scores[row[own][trained]]
-    return Feedback(selection, trained, losses, scores, state.updates / config.train.iterations)
+    return Feedback(selection, trained, losses, scores, fraction_done(config, state))
 
 
 def _finite(outcome: ChosenOutcome) -> bool:

@@ -29,13 +29,14 @@ from metasched.training.checkpoint import (
     save_checkpoint,
 )
 from metasched.training.components import STREAMS, Components, build_components
+from metasched.training.cost import charge
 from metasched.training.evaluation import EvalResult, evaluate, write_test_results
 from metasched.training.metrics import MetricsLog
 from metasched.training.provenance import data_mismatch, record_start
 from metasched.training.ranks import Ranks, current_ranks
 from metasched.training.run_dir import claim_existing, claim_new
 from metasched.training.signals import first_signal_stops
-from metasched.training.step import MetaStep, TrainState
+from metasched.training.step import MetaStep, TrainState, fraction_done
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -177,6 +178,7 @@ class Trainer:
             "best_iteration": self.state.best_iteration,
             "updates": self.state.updates,
             "seconds": self.state.seconds + time.perf_counter() - self._clock,
+            "spent": self.state.spent,
             "model": self.parts.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -213,6 +215,7 @@ class Trainer:
             payload["best_iteration"],
             payload.get("updates", max(0, iteration - self.warmup)),
             payload.get("seconds", 0.0),
+            payload.get("spent", 0.0),
         )
         self._clock = time.perf_counter()
 
@@ -221,8 +224,15 @@ class Trainer:
 
     @property
     def progress(self) -> float:
-        """The fraction of meta-updates done (0 throughout a scheduler's warm-up)."""
-        return self.state.updates / self.config.train.iterations
+        """The fraction of training done: of the meta-updates (0 throughout a scheduler's
+        warm-up), or of the compute budget when the run has one."""
+        return fraction_done(self.config, self.state)
+
+    def _finished(self) -> bool:
+        """Whether the run has made its meta-updates or spent its compute budget."""
+        budget = self.config.train.budget
+        spent = budget is not None and self.state.spent >= budget.total - 1e-9
+        return spent or self.state.updates >= self.config.train.iterations
 
     def train_step(self) -> dict[str, Any]:
         """One iteration: the scheduler's candidates and choice, and the meta-update."""
@@ -285,10 +295,12 @@ class Trainer:
             disable=not progress or not self.ranks.is_main,
             dynamic_ncols=True,
         ) as bar:
-            while self.state.updates < train.iterations:
-                before = self.state.updates
+            while not self._finished():
+                before, spent_before = self.state.updates, self.state.spent
                 self._iteration_done = False
                 record = self.train_step()
+                if train.budget is not None:
+                    self.state.spent += charge(record, train.budget)
                 self.state.iteration += 1
                 self._iteration_done = True
                 it = self.state.iteration
@@ -297,8 +309,13 @@ class Trainer:
                 if record["loss"] is not None:
                     recent.append((record["loss"], record["score"]))
                 updates = self.state.updates
-                done = updates == train.iterations
-                milestone = updates > before and updates in train.test_at and not done
+                done = self._finished()
+                crossed = train.budget is not None and any(
+                    spent_before < b <= self.state.spent for b in train.budget.test_at
+                )
+                milestone = not done and (
+                    crossed or (updates > before and updates in train.test_at)
+                )
                 if updates > before and (updates % train.val_every == 0 or done or milestone):
                     self._validate()
                 if milestone:
@@ -364,6 +381,7 @@ class Trainer:
                 "milestone",
                 self.state.iteration,
                 updates=self.state.updates,
+                **({"spent": self.state.spent} if self.config.train.budget else {}),
                 best_iteration=self.state.best_iteration or self.state.iteration,
                 **{f"{k}_final": v for k, v in _scored(current).items()},
                 **{f"{k}_best": v for k, v in _scored(best).items()},
