@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 
+from metasched.cpu import cpu_vendor
 from tests.golden.cases import CASES
 from tests.golden.replay import (
-    cpu_vendor,
     first_difference,
     recorded_elsewhere,
     replay,

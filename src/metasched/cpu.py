@@ -16,29 +16,35 @@ from pathlib import Path
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in Linux's ``/proc/cpuinfo`` (None where it cannot be
+    read)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(field):
+            return line.partition(":")[2].strip()
+    return None
+
+
 @cache
 def cpu_flags() -> frozenset[str]:
     """The instruction-set flags Linux reports (empty where it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
+    return frozenset((_cpuinfo("flags") or "").split())
 
 
 @cache
 def cpu_name() -> str:
     """The CPU's model name, for benchmark tables."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+@cache
+def cpu_vendor() -> str:
+    """The CPU's vendor (GenuineIntel, AuthenticAMD, ...), else the machine's architecture."""
+    return _cpuinfo("vendor_id") or platform.machine() or "unknown"
 
 
 def native_bf16() -> bool | None:

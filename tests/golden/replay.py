@@ -25,32 +25,21 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from metasched.cpu import cpu_vendor
 from tests.golden.cases import CASES
 
 HERE = Path(__file__).resolve().parent
 
 
-def cpu_vendor() -> str:
-    """The CPU's vendor as Linux reports it (GenuineIntel, AuthenticAMD), else the machine's
-    architecture: the goldens are kept per vendor, because the portable settings do not give
-    every vendor's CPUs the same arithmetic (the goldens recorded on an Intel Xeon differ on an
-    AMD EPYC from the second iteration, by about 1e-7, under the same platform probe)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.machine() or "unknown"
-
-
+# The goldens are kept per CPU vendor: the portable settings do not give every vendor's CPUs
+# the same arithmetic (those recorded on an Intel Xeon differ on an AMD EPYC from the second
+# iteration, by about 1e-7, under the same platform probe).
 ALL_RECORDS = HERE / "records"
 RECORDS = ALL_RECORDS / cpu_vendor()
 PLATFORM = RECORDS / "platform.json"

@@ -272,20 +272,27 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
     return values
 
 
+def longest_runs(planned: list[BudgetJob]) -> list[BudgetJob]:
+    """The runs that answer for their method's largest budget (baselines left out): the whole
+    of a constant-rate method's runs, the largest-budget runs of one decayed per budget."""
+    largest: dict[str, float] = {}
+    for item in planned:
+        if not item.job.baseline:
+            largest[item.job.method] = max(largest.get(item.job.method, 0.0), max(item.steps))
+    return [
+        item
+        for item in planned
+        if not item.job.baseline and max(item.steps) == largest[item.job.method]
+    ]
+
+
 def convergence_table(planned: list[BudgetJob], costs: dict[str, IterationCost], units: int) -> str:
     """Markdown: where each method's longest runs (its largest budget) found their best
     validation checkpoint, as multiples of the uniform run's cost ``units``, mean over seeds;
     a run whose best lies in the last tenth of its cost was still improving when it stopped."""
     found: dict[str, list[tuple[float, float]]] = {}
-    largest: dict[str, float] = {}
-    for item in planned:
-        if not item.job.baseline:
-            method = item.job.method
-            largest[method] = max(largest.get(method, 0.0), max(item.steps))
-    for item in planned:
+    for item in longest_runs(planned):
         job = item.job
-        if job.baseline or max(item.steps) != largest[job.method]:
-            continue
         if not (job.run_dir / "summary.json").is_file():
             continue
         run = load_run(job.run_dir, records_required=False)
@@ -430,14 +437,9 @@ def plot_cost(
     import matplotlib.pyplot as plt
 
     curves: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    largest: dict[str, float] = {}  # each method's largest budget
-    for item in planned:
-        if not item.job.baseline:
-            method = item.job.method
-            largest[method] = max(largest.get(method, 0.0), max(item.steps))
-    for item in planned:
+    for item in longest_runs(planned):
         job = item.job
-        if job.baseline or not job.run_dir.is_dir() or max(item.steps) != largest[job.method]:
+        if not job.run_dir.is_dir():
             continue
         run = load_run(job.run_dir, records_required=False)
         cumulative = run_cost(run.train, costs[job.method])
