@@ -153,3 +153,8 @@ def test_a_run_with_a_compute_budget_stops_when_spent_and_resumes_exactly(tmp_pa
         crashing.fit(progress=False)
     Trainer.resume(tmp_path / "split").fit(progress=False)
     assert _records(tmp_path / "split") == _records(tmp_path / "full")
+    from metasched.errors import MetaschedError
+
+    for changed in ("train.budget={total: 30, step: 3, light: 1}", "train.budget=null"):
+        with pytest.raises(MetaschedError, match=r"per-iteration costs of its train\.budget"):
+            Trainer.resume(tmp_path / "split", [changed])

@@ -250,6 +250,10 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
                 at = by_compute.total * budget / max(item.steps) - 1e-6
                 crossed = [r for r in run.milestones if r.get("spent", -1.0) >= at]
                 reached = crossed[0] if crossed and not final else None
+                # crossed on the last iteration, where the run tests instead of a milestone
+                final = final or (
+                    reached is None and bool(len(cumulative)) and cumulative[-1] >= at
+                )
             else:
                 final = bool(job.baseline) or steps == end
                 reached = milestones.get(steps)

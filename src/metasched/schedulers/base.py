@@ -63,7 +63,8 @@ class Candidates:
 
     Attributes:
         size: the number of candidates P.
-        progress: the fraction of meta-updates done, in [0, 1].
+        progress: the fraction of meta-updates done, in [0, 1] (of the compute budget, in a
+            run with ``train.budget``).
         stats: what was measured (``measures``): losses, and gradient statistics.
         iteration: iterations done so far, warm-up included.
         total_iterations: warm-up plus meta-updates.
@@ -136,7 +137,8 @@ class Feedback:
         losses: (B,) each choice's adapted query loss at the θ0 before the update (NaN where
             not trained).
         scores: (B,) the same for the objective's score (accuracy, or pearson R²).
-        progress: the fraction of meta-updates done after this one.
+        progress: the fraction of meta-updates done after this one (of the compute budget
+            spent before it, in a run with ``train.budget``).
     """
 
     selection: Selection

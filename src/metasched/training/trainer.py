@@ -154,6 +154,12 @@ class Trainer:
                 "train.init_from sets the starting weights of a new run; a resumed run"
                 " continues from its own checkpoint (start a new run to change it)"
             )
+        if _charged_differently(before.train.budget, config.train.budget):
+            raise MetaschedError(
+                "a resumed run keeps the per-iteration costs of its train.budget, or its lack of"
+                " one (the compute it has spent was counted with them); its total and test_at"
+                " may change: start a new run to add, drop or re-cost a budget"
+            )
         moved = data_mismatch(run_dir, config)
         if moved:
             raise MetaschedError(
@@ -438,3 +444,11 @@ def _say_saving(name: str) -> None:
 
 def _scored(result: EvalResult) -> dict[str, float]:
     return {"score": result.mean, "ci95": result.ci95, "loss": result.loss}
+
+
+def _charged_differently(before: Any, now: Any) -> bool:
+    """Whether two ``train.budget`` settings count compute differently (one is missing, or
+    their per-iteration costs differ)."""
+    if before is None or now is None:
+        return before is not now
+    return (before.step, before.light, before.warmup) != (now.step, now.light, now.warmup)
