@@ -191,7 +191,7 @@ def _by_compute(
     planned = []
     for group in groups:
         total = max(group) * units
-        values = config_from_dict(job.config.to_dict(), common).to_dict()
+        values = job.config.to_dict()
         values["train"]["budget"] = {
             "total": total,
             "step": cost.step,
@@ -204,7 +204,7 @@ def _by_compute(
         run_dir = job.run_dir
         if decays:
             run_dir = run_dir.with_name(f"{job.method}-{group[0]:g}x-seed{job.seed}")
-        config = config_from_dict(values)
+        config = config_from_dict(values, common)
         planned.append(
             BudgetJob(replace(job, config=config, run_dir=run_dir), {b: steps[b] for b in group})
         )

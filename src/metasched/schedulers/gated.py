@@ -109,6 +109,7 @@ class GatedScheduler(TaskScheduler):
     def __init__(self, options: GatedOptions | None = None, setup: Any = None) -> None:
         super().__init__(options, setup)
         self.recent: deque[np.ndarray] = deque(maxlen=self.options.window)
+        self.share: float | None = None  # noisy_share of ``recent``, kept as it changes
         self.since_measured = 0
         self.measures = Measure.LOSSES
 
@@ -117,13 +118,14 @@ class GatedScheduler(TaskScheduler):
         cost = 1 + (pool_size - batch_size) / batch_size * self.options.candidate_cost
         return 1 - 1 / cost
 
-    def estimate(self) -> float:
-        """The noisy share of the recent measured pools' candidates."""
-        return noisy_share(np.concatenate(self.recent), self.options.separation)
+    def _remember(self, losses: np.ndarray) -> None:
+        """Adds a measured pool's losses to the window and estimates its noisy share anew."""
+        self.recent.append(losses)
+        self.share = noisy_share(np.concatenate(self.recent), self.options.separation)
 
     def on(self, pool_size: int, batch_size: int) -> bool:
         """Whether selection pays by the current estimate (True before any pool's measured)."""
-        return not self.recent or self.estimate() > self.threshold(pool_size, batch_size)
+        return self.share is None or self.share > self.threshold(pool_size, batch_size)
 
     def candidates(
         self, tasks: TaskSource, size: int, batch_size: int, rng: np.random.Generator
@@ -140,10 +142,10 @@ class GatedScheduler(TaskScheduler):
             self.since_measured += 1
             return Selection(np.arange(batch_size), diagnostics={"measured": 0})
         losses = pool.stats.query_loss
-        self.recent.append(losses.double().numpy().copy())
+        self._remember(losses.double().numpy().copy())
         self.since_measured = 0
         return Selection(
-            top_k(-losses, batch_size), diagnostics={"measured": 1, "noisy_share": self.estimate()}
+            top_k(-losses, batch_size), diagnostics={"measured": 1, "noisy_share": self.share}
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -153,6 +155,8 @@ class GatedScheduler(TaskScheduler):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        recent = (losses.double().numpy().copy() for losses in state["recent"])
-        self.recent = deque(recent, maxlen=self.options.window)
+        self.recent = deque(maxlen=self.options.window)
+        self.share = None
+        for losses in state["recent"]:
+            self._remember(losses.double().numpy().copy())
         self.since_measured = int(state["since_measured"])

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -72,9 +72,20 @@ def run_cost(records: list[dict[str, Any]], cost: IterationCost) -> np.ndarray:
     return np.cumsum(np.array([charge(r, cost) for r in records], dtype=float))
 
 
-def charge(record: dict[str, Any], cost: Any) -> float:
-    """What a training record's iteration cost: ``cost``'s ``step``, ``light`` or ``warmup``
-    (an :class:`IterationCost`, or a run's :class:`metasched.config.schema.ComputeBudget`),
+class PhaseCosts(Protocol):
+    """Per-iteration costs by phase: an :class:`IterationCost`, or a run's
+    :class:`metasched.config.schema.ComputeBudget`."""
+
+    @property
+    def step(self) -> float: ...
+    @property
+    def light(self) -> float: ...
+    @property
+    def warmup(self) -> float: ...
+
+
+def charge(record: dict[str, Any], cost: PhaseCosts) -> float:
+    """What a training record's iteration cost: ``cost``'s ``step``, ``light`` or ``warmup``,
     by the iteration's phase."""
     per = {"warmup": cost.warmup, "train": cost.step, "light": cost.light}
     return float(per.get(_phase(record), cost.step))
