@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -89,6 +90,8 @@ def test_a_run_without_results_versions_is_not_reused(tmp_path, glyphs) -> None:
     Trainer.create(config, tmp_path / "run").fit(progress=False)
     assert stored_state(tmp_path / "run", config) == ("done", "")
     provenance = tmp_path / "run" / "provenance.json"
+    start = json.loads(provenance.read_text())["starts"][0]  # names what its wall time ran on
+    assert start["machine"]["cores"] == os.cpu_count() and start["machine"]["cpu"]
     provenance.write_text('{"starts": [{"code_version": "31b9709a428c"}]}')  # an older run
     assert stored_state(tmp_path / "run", config) == (
         "stale",

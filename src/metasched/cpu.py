@@ -65,6 +65,16 @@ def bf16_advice(device_type: str, pool_precision: str) -> str | None:
     )
 
 
+def machine() -> dict[str, object]:
+    """The CPU, its core count and the 1-minute load average (None where the platform has
+    none): what a wall time was measured on, for a run's provenance."""
+    try:
+        load: float | None = round(os.getloadavg()[0], 1)
+    except OSError:
+        load = None
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "load": load}
+
+
 def busy_machine() -> str | None:
     """What keeps the machine busy when other work occupies about every core (a load average
     within half a core of the core count), else None."""

@@ -28,6 +28,7 @@ import torch
 import metasched
 from metasched import data, learners, models, schedulers, tasks, training
 from metasched.config import Config
+from metasched.cpu import machine
 from metasched.data.identity import DataIdentity, data_identity
 from metasched.files import atomic_write
 from metasched.schedulers import SCHEDULERS
@@ -55,7 +56,8 @@ def results_version(config: Config) -> Versions:
 
 
 def record_start(run_dir: Path, config: Config) -> None:
-    """Appends this start (creation or resume) of a run and the versions it runs."""
+    """Appends this start (creation or resume) of a run: the versions it runs, its data, and
+    the machine (CPU, cores, load average) its wall time is measured on."""
     path = run_dir / PROVENANCE
     history: dict[str, Any] = {"starts": []}
     if path.is_file():
@@ -70,6 +72,7 @@ def record_start(run_dir: Path, config: Config) -> None:
             "metasched": metasched.__version__,
             "torch": torch.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": machine(),  # what the run's wall time was measured on
         }
     )
     atomic_write(path, json.dumps(history, indent=1))
