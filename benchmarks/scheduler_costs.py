@@ -24,7 +24,7 @@ from metasched.compare.methods import build_jobs
 from metasched.cpu import cpu_name
 from metasched.training.cost import calibrate
 
-METHODS = "oracle,greedy,greedy-p4,agreement,ats,ats-lite,buffer-p3,amortised"
+METHODS = "oracle,greedy,greedy-p4,agreement,ats,ats-lite,buffer-p3,amortised,gated-p4,proxy-p6"
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ is told exactly which of its choices were trained; the cheap schedulers do what 
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import textwrap
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from metasched.config import load_config
+from metasched.learners.results import TaskResults
 from metasched.schedulers import (
     SCHEDULERS,
     AmortisedOptions,
@@ -23,6 +25,8 @@ from metasched.schedulers import (
     GatedOptions,
     GatedScheduler,
     Measure,
+    ProxyOptions,
+    ProxyScheduler,
 )
 from metasched.schedulers.gated import noisy_share
 from metasched.stats import PoolStats
@@ -303,3 +307,70 @@ def test_gated_resumes_with_the_decisions_it_would_have_made() -> None:
         b = _gated_iteration(again, twin_tasks, loss, twin_rng)
         assert [e.source for e in a[0]] == [e.source for e in b[0]]
         assert list(a[2].indices) == list(b[2].indices)
+
+
+class _MeanTarget:
+    """Services whose evaluation gives each task the mean of its query targets as its loss,
+    and keeps what it was asked to evaluate."""
+
+    def __init__(self) -> None:
+        self.asked: list[Episode] = []
+
+    def evaluate(self, episodes):
+        self.asked = list(episodes)
+        losses = torch.stack([e.query_y.mean() for e in episodes])
+        return TaskResults(losses, -losses)
+
+
+def test_proxy_scores_each_candidate_on_a_few_of_its_query_examples() -> None:
+    """Candidate i's query targets are its level plus 0..19 (its rows, numbered by x), levels
+    50 apart; candidate 0's level is NaN. The proxy asks for 5 of each candidate's query
+    rows, distinct and its own, and trains on the two lowest levels that are finite."""
+    levels = [float("nan"), 400.0, 100.0, 300.0, 50.0, 200.0]
+    episodes = [
+        Episode(torch.zeros(1, 1), torch.zeros(1), torch.arange(20.0).view(20, 1),
+                level + torch.arange(20.0))
+        for level in levels
+    ]  # fmt: skip
+    services = _MeanTarget()
+    pool = Candidates(len(episodes), episodes=episodes)
+    selection = ProxyScheduler(ProxyOptions(queries=5)).choose(
+        pool, 2, np.random.default_rng(0), services
+    )
+    assert sorted(selection.indices.tolist()) == [2, 4]
+    assert len(services.asked) == len(episodes)
+    for level, glance in zip(levels, services.asked):
+        rows = glance.query_x.view(-1).long()
+        assert len(rows) == 5 and len(set(rows.tolist())) == 5
+        assert torch.equal(glance.query_y, level + rows.float()) or math.isnan(level)
+    firsts = {tuple(g.query_x.view(-1).tolist()) for g in services.asked}
+    assert len(firsts) > 1  # each candidate gets its own draw of rows
+
+
+def test_proxy_with_every_query_example_chooses_what_greedy_would(tmp_path, glyphs) -> None:
+    """Scored on all of its query examples, a candidate's proxy is its adapted query loss: in
+    a real run, every choice is the B lowest of the losses the loop's measuring path gives."""
+    config = load_config(
+        "glyphs-5w1s",
+        tiny_overrides(**{
+            "scheduler.name": "proxy", "scheduler.proxy.queries": 1000,
+            "scheduler.pool_size": 5, "task.noise_ratio": 0.5, "train.iterations": 6,
+        }),
+    )  # fmt: skip
+    trainer = Trainer.create(config, tmp_path / "run")
+    choose = trainer.scheduler.choose
+    checked = []
+
+    def choose_and_check(pool, batch_size, rng, services):
+        selection = choose(pool, batch_size, rng, services)
+        full = services.learner.measure_pool(
+            services.params, list(pool.episodes), keep_graph=False, gradients=False
+        ).stats.query_loss
+        lowest = np.argsort(full.numpy(), kind="stable")[:batch_size]
+        assert sorted(selection.indices.tolist()) == sorted(lowest.tolist())
+        checked.append(selection.diagnostics["proxy_loss"])
+        return selection
+
+    trainer.scheduler.choose = choose_and_check
+    trainer.fit(progress=False)
+    assert len(checked) == 6

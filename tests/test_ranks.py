@@ -117,7 +117,7 @@ def _tensors(state: object) -> list[torch.Tensor]:
     return []
 
 
-@pytest.mark.parametrize("scheduler", ["ats", "uniform", "gated"])
+@pytest.mark.parametrize("scheduler", ["ats", "uniform", "gated", "proxy"])
 def test_two_gloo_ranks_train_as_one_process(tmp_path, glyphs, scheduler: str) -> None:
     """A few iterations on 2 gloo processes, each measuring and adapting half of the pool and
     of the chosen, validation and test tasks: the same chosen tasks, and the meta-parameters

@@ -178,6 +178,7 @@ class MetaLearner(ABC):
         metrics: bool = False,
         separate_graphs: bool = False,
         graph_budget: int | None = None,
+        batching: str | None = None,
     ) -> TaskResults:
         """The computation on ``episodes``, one task at a time or grouped (``batching``).
 
@@ -194,11 +195,12 @@ class MetaLearner(ABC):
                 task's graph decides: if P graphs its size would exceed the budget, it is
                 dropped and none is kept (the chosen tasks are then recomputed, the same
                 results up to float round-off).
+            batching: ``loop`` or ``grouped`` for this call (the learner's own unless given).
         """
         adaptation = adaptation or self.train_adaptation
         if not episodes:  # a rank's empty share
             return self._no_tasks(keep_graph, gradients, metrics)
-        together = self._grouped(episodes) and not (keep_graph and separate_graphs)
+        together = self._grouped(episodes, batching) and not (keep_graph and separate_graphs)
         chunks = [episodes] if together else [[e] for e in episodes]
         parts: list[TaskResults] = []
         keep = keep_graph
@@ -270,8 +272,9 @@ class MetaLearner(ABC):
         mask = live.to(rows[0].device, rows[0].dtype)
         return rows[0] * mask, rows[1] * mask, rows[2] * mask
 
-    def _grouped(self, episodes: list[Episode]) -> bool:
-        return self.batching == "grouped" and len(episodes) > 1 and EpisodeBatch.stackable(episodes)
+    def _grouped(self, episodes: list[Episode], batching: str | None = None) -> bool:
+        grouped = (batching or self.batching) == "grouped"
+        return grouped and len(episodes) > 1 and EpisodeBatch.stackable(episodes)
 
     @classmethod
     def misfit(cls, objective: Objective) -> str:
@@ -329,10 +332,13 @@ class MetaLearner(ABC):
         episodes: list[Episode],
         adaptation: Adaptation | None = None,
         metrics: bool = True,
+        batching: str | None = None,
     ) -> TaskResults:
         """Evaluation: adapt (the eval settings unless given) without a meta-graph, and the
-        loss, score and (if asked) metrics of each task's query predictions."""
-        return self.run(params, episodes, adaptation or self.eval_adaptation, metrics=metrics)
+        loss, score and (if asked) metrics of each task's query predictions (``batching``:
+        as :meth:`run`)."""
+        adaptation = adaptation or self.eval_adaptation
+        return self.run(params, episodes, adaptation, metrics=metrics, batching=batching)
 
     def predict(
         self, params: Params, episode: Episode, adaptation: Adaptation | None = None

@@ -26,6 +26,7 @@ from metasched.schedulers.gcp import GCPOptions, GCPScheduler
 from metasched.schedulers.greedy import GreedyScheduler
 from metasched.schedulers.oracle import OracleScheduler
 from metasched.schedulers.paml import PAMLOptions, PAMLScheduler
+from metasched.schedulers.proxy import ProxyOptions, ProxyScheduler
 from metasched.schedulers.spl import SPLOptions, SPLScheduler
 from metasched.schedulers.uniform import UniformScheduler
 
@@ -52,6 +53,7 @@ SCHEDULERS: dict[str, type[TaskScheduler]] = {
         AmortisedScheduler,
         BufferScheduler,
         GatedScheduler,
+        ProxyScheduler,
     )
 }
 
@@ -85,6 +87,8 @@ __all__ = [
     "OracleScheduler",
     "PAMLOptions",
     "PAMLScheduler",
+    "ProxyOptions",
+    "ProxyScheduler",
     "SPLOptions",
     "SPLScheduler",
     "SchedulerSetup",

@@ -6,13 +6,14 @@ what the scheduler declares it reads (``measures``: the candidates' adapted quer
 their per-layer gradient statistics; the meta-update reuses that work), and lets it choose the
 B candidates the meta-model learns from (:meth:`TaskScheduler.choose`), with a small toolbox at
 hand (:class:`Services`: the learner and θ0, fresh clean reward tasks, a way to compute
-anything per candidate on every process, and the value of a look-ahead model). A scheduler
-that needs something else (task embeddings, look-ahead losses, confusions) computes it
-itself, e.g. with :mod:`metasched.learners.probes`. After the meta-update the loop tells it,
-choice by choice, what was trained and at which loss (:meth:`TaskScheduler.observe`, a
-:class:`Feedback`); tasks the loop added itself are not among them. A scheduler keeps its own
-state for exact resume (:meth:`TaskScheduler.state_dict`) and has typed options (``Options``,
-the ``scheduler.<name>`` section of a config).
+anything per candidate on every process, cheap adapted losses of any tasks, and the value of
+a look-ahead model). A scheduler that needs something else (task embeddings, look-ahead
+losses, confusions) computes it itself, e.g. with :mod:`metasched.learners.probes`. After
+the meta-update the loop tells it, choice by choice, what was trained and at which loss
+(:meth:`TaskScheduler.observe`, a :class:`Feedback`); tasks the loop added itself are not
+among them. A scheduler keeps its own state for exact resume
+(:meth:`TaskScheduler.state_dict`) and has typed options (``Options``, the
+``scheduler.<name>`` section of a config).
 
 A new scheduler is one file with a :class:`TaskScheduler` subclass and an entry in
 :data:`metasched.schedulers.SCHEDULERS`.
@@ -38,6 +39,7 @@ import torch
 
 from metasched.learners.base import MetaLearner
 from metasched.learners.functional import Params
+from metasched.learners.results import TaskResults
 from metasched.stats import PoolStats
 from metasched.tasks.episode import Episode, TaskSource
 
@@ -164,6 +166,11 @@ class Services(Protocol):
     def reward_tasks(self, count: int) -> list[Episode]:
         """``count`` fresh clean tasks of the reward split (``task.reward_split``), on the
         loop's device, drawn from the run's training stream."""
+        ...
+
+    def evaluate(self, episodes: Sequence[Episode]) -> TaskResults:
+        """Each task's query loss and score after the training adaptation from θ0, without a
+        meta-graph (cheap: no candidate's graph is kept); every process gets every row."""
         ...
 
     def map_rows(

@@ -12,6 +12,7 @@ import torch
 from metasched.errors import Diverged
 from metasched.learners.base import MetaLearner
 from metasched.learners.functional import Params
+from metasched.learners.results import TaskResults
 from metasched.tasks.episode import Episode, TaskSource
 from metasched.training.gradients import CandidateGradients, clipped
 
@@ -60,6 +61,22 @@ class LoopServices:
     ) -> torch.Tensor:
         return self.gradients.ranks.map_rows(compute, list(items))
 
+    def evaluate(self, episodes: Sequence[Episode]) -> TaskResults:
+        # grouped: without a meta-graph, same-shaped tasks run fastest in one pass on CPUs too
+        return self._adapted(list(episodes), self.params, batching="grouped")
+
+    def _adapted(
+        self, episodes: list[Episode], weights: Params, batching: str | None = None
+    ) -> TaskResults:
+        """Every task's loss and score after the training adaptation from ``weights``,
+        without a meta-graph; each rank computes its share and every rank gets every row."""
+        ranks = self.gradients.ranks
+        learner = self.learner
+        mine = learner.evaluate(
+            weights, ranks.mine(episodes), learner.train_adaptation, False, batching
+        )
+        return ranks.gather_results(mine, len(episodes))
+
     def lookahead_value(
         self, indices: np.ndarray, step_size: float, metric: str, paired: bool, num_tasks: int
     ) -> float:
@@ -69,14 +86,9 @@ class LoopServices:
             for (name, p), g in zip(self.params.items(), gradient)
         }
         episodes = self.reward_tasks(num_tasks)
-        learner = self.learner
 
         def value(weights: Params) -> float:
-            ranks = self.gradients.ranks  # each rank scores its share of the reward tasks
-            mine = learner.evaluate(
-                weights, ranks.mine(episodes), learner.train_adaptation, metrics=False
-            )
-            results = ranks.gather_results(mine, len(episodes))
+            results = self._adapted(episodes, weights)
             if metric == "loss":
                 return -float(np.mean(results.losses.double().cpu().numpy()))
             return float(np.mean(results.scores.double().cpu().numpy()))
