@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Commits every finished run (a directory with summary.json) under experiments/runs, and the
 # checkpoints of unfinished ones when asked (--unfinished: last.pt, so that a study resumes on
-# another machine), with the comparison tables beside them. Records are committed compressed
+# another machine; only runs whose last.pt is at most UNFINISHED_MAX_MB, default 2: Conv4 and
+# scheduler states, not the 9 MB assay models of a study running beside), with the comparison
+# tables beside them. Records are committed compressed
 # (metrics.jsonl.gz; metasched reads either, and a resumed run restores metrics.jsonl from it);
 # best.pt and older checkpoints stay out. Used while a long study runs, so that a session's end
 # loses only the iterations since the last call. Holds .git/metasched-commit.lock while it
@@ -20,6 +22,10 @@ for run in experiments/runs/*/*/; do
   finished=false
   [ -f "$run/summary.json" ] && finished=true
   $finished || $unfinished || continue
+  if ! $finished; then  # resumable elsewhere only with its checkpoint, and a small one
+    [ -f "$run/last.pt" ] || continue
+    [ "$(stat -c %s "$run/last.pt")" -le $(( ${UNFINISHED_MAX_MB:-2} * 1048576 )) ] || continue
+  fi
   if [ -f "$run/metrics.jsonl" ]; then
     gzip -cn "$run/metrics.jsonl" > "$run/.metrics.jsonl.gz.part" && \
       mv "$run/.metrics.jsonl.gz.part" "$run/metrics.jsonl.gz"
@@ -28,7 +34,7 @@ for run in experiments/runs/*/*/; do
   for f in config.yaml provenance.json summary.json test_tasks.csv metrics.jsonl.gz; do
     [ -f "$run/$f" ] && files+=("$run/$f")
   done
-  if ! $finished && [ -f "$run/last.pt" ]; then files+=("$run/last.pt"); fi
+  $finished || files+=("$run/last.pt")
   if $finished && git ls-files --error-unmatch "$run/last.pt" >/dev/null 2>&1; then
     git rm -q --cached "$run/last.pt"  # committed while unfinished; a finished run needs none
   fi
