@@ -17,7 +17,7 @@ set -euo pipefail
 WARM="--set train.init_from=experiments/warm-starts/glyphs-pretrain-1shot.pt"
 COMMON="--budget 1x,3x,10x,30x --workers ${WORKERS:-1} --set train.val_every=100 --set train.checkpoint_every=100"
 BASE=uniform,uniform+cosine,oracle
-CHEAP=greedy-p4,buffer-p3,amortised,gated-p4
+CHEAP=greedy-p4,buffer-p3,amortised,gated-p4,proxy-p6
 COSTLY=greedy,agreement,ats,ats-lite
 
 # Per-episode noise: 60% of training tasks with redrawn support labels (the main table).
