@@ -31,7 +31,7 @@ import yaml
 from metasched.config import config_from_dict
 from metasched.files import atomic_write
 from metasched.training.baselines import run_baseline
-from metasched.training.metrics import read_metrics, without_wall_clock
+from metasched.training.metrics import metrics_file, read_metrics, without_wall_clock
 from metasched.training.provenance import PROVENANCE, results_version
 from metasched.training.trainer import Trainer
 
@@ -67,7 +67,10 @@ def replay(run: Path, iterations: int, work: Path) -> tuple[bool, str]:
     trainer.train_step = limited  # type: ignore[method-assign]
     with contextlib.suppress(Enough):
         trainer.fit(progress=False)
-    old = records(run / "metrics.jsonl", iterations)
+    stored = metrics_file(run)
+    if stored is None:
+        return False, "it has no metrics.jsonl or metrics.jsonl.gz"
+    old = records(stored, iterations)
     new = records(work / "metrics.jsonl", iterations)
     for number, (a, b) in enumerate(zip(old, new), start=1):
         if a != b:

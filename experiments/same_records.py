@@ -17,12 +17,14 @@ import json
 import sys
 from pathlib import Path
 
-from metasched.training.metrics import without_wall_clock
+from metasched.training.metrics import metrics_file, read_metrics, without_wall_clock
 
 
 def records(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [without_wall_clock(row) for row in rows]
+    source = metrics_file(run)
+    if source is None:
+        raise SystemExit(f"{run}: no metrics.jsonl or metrics.jsonl.gz; is it a run?")
+    return [without_wall_clock(row) for row in read_metrics(source, quiet=True)]
 
 
 def main() -> int:

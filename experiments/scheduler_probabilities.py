@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from metasched.training.metrics import read_metrics
+from metasched.training.metrics import metrics_file, read_metrics
 
 
 def main() -> None:
@@ -32,8 +32,11 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for run_dir in args.run_dirs:
+        source = metrics_file(run_dir)
+        if source is None:
+            raise SystemExit(f"{run_dir}: no metrics.jsonl or metrics.jsonl.gz; is it a run?")
         records = [
-            r for r in read_metrics(run_dir / "metrics.jsonl")
+            r for r in read_metrics(source)
             if r["kind"] == "train" and r.get("phase") == "train"
         ]  # fmt: skip
         records = records[-args.last :] if args.last else records
