@@ -42,7 +42,7 @@ for run in experiments/runs/*/*/; do
   git add -f "${files[@]}"
   added+=("$(basename "$(dirname "$run")")/$(basename "$run")$($finished || echo ' (unfinished)')")
 done
-for table in experiments/runs/*/results.{csv,md,png} experiments/runs/*/costs.json; do
+for table in experiments/runs/*/{results,budgets}.{csv,md} experiments/runs/*/{results.png,cost.png,costs.json}; do
   [ -e "$table" ] && git add "$table"
 done
 git diff --cached --quiet -- experiments/runs || \
