@@ -45,5 +45,12 @@ done
 for table in experiments/runs/*/{results,budgets}.{csv,md} experiments/runs/*/{results.png,cost.png,costs.json}; do
   [ -e "$table" ] && git add "$table"
 done
-git diff --cached --quiet -- experiments/runs || \
-  git commit -qm "Runs: ${added[*]:-tables}" -- experiments/runs
+git diff --cached --quiet -- experiments/runs && exit 0
+# Commit the index as staged: a pathspec (`git commit -- experiments/runs`) would re-add the
+# checkpoints of finished runs removed above, since they stay on disk. Anything else staged
+# would go in with it, so refuse then.
+if ! git diff --cached --quiet -- . ':!experiments/runs'; then
+  echo "commit_finished_runs: files outside experiments/runs are staged; commit them first" >&2
+  exit 1
+fi
+git commit -qm "Runs: ${added[*]:-tables}"
