@@ -10,14 +10,18 @@
 #
 # A 30x run takes 40 to 75 minutes on one core whatever the method (that is the point of equal
 # compute), so the whole study is well over a hundred CPU-hours. The order puts the runs a
-# verdict needs first: every method once on the two glyph noise settings, then the contenders'
-# other two seeds there (the baselines and the schedulers cheap enough to win), then the other
-# settings, and the costly schedulers' (5 to 7 uniform iterations per update) other seeds last.
+# verdict needs first: the proxy against decayed uniform sampling, 3 seeds, on the two glyph
+# noise settings; then every method once there, then the contenders' other two seeds (the
+# baselines and the schedulers cheap enough to win), then the other settings, and the costly
+# schedulers' (3 to 7 uniform iterations per update) other seeds last.
 set -euo pipefail
 WARM="--set train.init_from=experiments/warm-starts/glyphs-pretrain-1shot.pt"
 COMMON="--budget 1x,3x,10x,30x --workers ${WORKERS:-1} --set train.val_every=100 --set train.checkpoint_every=100"
 BASE=uniform,uniform+cosine,oracle
-CHEAP=greedy-p4,buffer-p3,amortised,gated-p4,proxy-p6
+CHEAP=greedy-p4,buffer-p3,amortised,gated-p4,proxy-p6,proxy-p6+cosine
+# The decisive comparison first: the proxy, with a constant and a decayed rate, against
+# uniform sampling with both (and amortised where noise has a source), 3 seeds.
+KEY=uniform,uniform+cosine,proxy-p6,proxy-p6+cosine
 COSTLY=greedy,agreement,ats,ats-lite
 
 # Per-episode noise: 60% of training tasks with redrawn support labels (the main table).
@@ -46,6 +50,10 @@ clean() { metasched compare --config glyphs-noisy --set task.noise_ratio=0 $WARM
 redraw8() { metasched compare --config glyphs-noisy --set task.noise_ratio=0.8 $WARM $COMMON \
     --seeds "$1" --schedulers "$2" --out experiments/runs/budget-redraw-0.8; }
 
+redraw 1 $KEY
+sourced 1 $KEY,amortised
+redraw 3 $KEY
+sourced 3 $KEY,amortised
 redraw 1 $BASE,$CHEAP,$COSTLY
 sourced 1 $BASE,$CHEAP,$COSTLY
 redraw 3 $BASE,$CHEAP
