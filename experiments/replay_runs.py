@@ -31,7 +31,7 @@ import yaml
 from metasched.config import config_from_dict
 from metasched.files import atomic_write
 from metasched.training.baselines import run_baseline
-from metasched.training.metrics import metrics_file, read_metrics, without_wall_clock
+from metasched.training.metrics import run_metrics, without_wall_clock
 from metasched.training.provenance import PROVENANCE, results_version
 from metasched.training.trainer import Trainer
 
@@ -40,10 +40,10 @@ class Enough(Exception):
     """Raised inside the loop once the replay has its iterations."""
 
 
-def records(path: Path, iterations: int) -> list[dict[str, Any]]:
+def records(run: Path, iterations: int) -> list[dict[str, Any]]:
     return [
         without_wall_clock(r)
-        for r in read_metrics(path, quiet=True)
+        for r in run_metrics(run, quiet=True)
         if r["iteration"] <= iterations and r["kind"] != "test"
     ]
 
@@ -67,11 +67,8 @@ def replay(run: Path, iterations: int, work: Path) -> tuple[bool, str]:
     trainer.train_step = limited  # type: ignore[method-assign]
     with contextlib.suppress(Enough):
         trainer.fit(progress=False)
-    stored = metrics_file(run)
-    if stored is None:
-        return False, "it has no metrics.jsonl or metrics.jsonl.gz"
-    old = records(stored, iterations)
-    new = records(work / "metrics.jsonl", iterations)
+    old = records(run, iterations)
+    new = records(work, iterations)
     for number, (a, b) in enumerate(zip(old, new), start=1):
         if a != b:
             return False, f"record {number} differs (iteration {a['iteration']})"

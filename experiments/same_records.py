@@ -17,14 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from metasched.training.metrics import metrics_file, read_metrics, without_wall_clock
+from metasched.training.metrics import run_metrics, without_wall_clock
 
 
 def records(run: Path) -> list[dict]:
-    source = metrics_file(run)
-    if source is None:
-        raise SystemExit(f"{run}: no metrics.jsonl or metrics.jsonl.gz; is it a run?")
-    return [without_wall_clock(row) for row in read_metrics(source, quiet=True)]
+    return [without_wall_clock(row) for row in run_metrics(run, quiet=True)]
 
 
 def main() -> int:

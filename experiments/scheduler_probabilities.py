@@ -16,9 +16,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from metasched.training.metrics import metrics_file, read_metrics
+from metasched.training.metrics import load_run
 
 
 def main() -> None:
@@ -32,13 +31,8 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for run_dir in args.run_dirs:
-        source = metrics_file(run_dir)
-        if source is None:
-            raise SystemExit(f"{run_dir}: no metrics.jsonl or metrics.jsonl.gz; is it a run?")
-        records = [
-            r for r in read_metrics(source)
-            if r["kind"] == "train" and r.get("phase") == "train"
-        ]  # fmt: skip
+        run = load_run(run_dir)
+        records = [r for r in run.train if r.get("phase") == "train"]
         records = records[-args.last :] if args.last else records
         noisy = np.mean([r["p_noisy"] for r in records if r.get("p_noisy") is not None] or [np.nan])
         clean = np.mean([r["p_clean"] for r in records if r.get("p_clean") is not None] or [np.nan])
@@ -46,7 +40,7 @@ def main() -> None:
         pool = np.mean([r["pool_noisy"] for r in records])
         spreads = [r["priority_spread"] for r in records if r.get("priority_spread") is not None]
         spread = f"{np.median(spreads):.2g}" if spreads else ""
-        pool_size = yaml.safe_load((run_dir / "config.yaml").read_text())["scheduler"]["pool_size"]
+        pool_size = run.config["scheduler"]["pool_size"]
         entropies = [r["entropy"] for r in records if r.get("entropy") is not None]
         entropy = f"{np.mean(entropies) / np.log(pool_size):.3f}" if entropies else ""
         print(

@@ -121,14 +121,21 @@ class RunRecords:
     milestones: list[dict[str, Any]] = field(default_factory=list)
 
 
+def run_metrics(run_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
+    """Every record of the run in ``run_dir``, from ``metrics.jsonl`` or its compressed copy;
+    an error if it has neither."""
+    metrics = metrics_file(run_dir)
+    if metrics is None:
+        raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
+    return read_metrics(metrics, quiet)
+
+
 def load_run(run_dir: Path, records_required: bool = True) -> RunRecords:
     """Reads a run directory (the one reader of ``report`` and ``compare``): its config,
     summary (None until it finishes) and records (none for a baseline, which trains nothing,
     unless ``records_required``)."""
-    metrics = metrics_file(run_dir)
-    if metrics is None and records_required:
-        raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
-    records = read_metrics(metrics) if metrics is not None else []
+    has_records = records_required or metrics_file(run_dir) is not None
+    records = run_metrics(run_dir) if has_records else []
     summary_path = run_dir / "summary.json"
     config_path = run_dir / "config.yaml"
     try:
