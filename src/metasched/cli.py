@@ -608,8 +608,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc runs again
     warnings.formatwarning = _one_line_warning
+    finished = False
     try:
         args.handler(args)
+        finished = True
     except MetaschedError as error:
         print(f"metasched: error: {error}", file=sys.stderr)
         return 2
@@ -630,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:  # a rank of several: leave the group first
             from metasched.training.ranks import leave_process_group
 
-            leave_process_group()
+            leave_process_group(finished)
     return 0
 
 

@@ -13,6 +13,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -238,12 +239,27 @@ def current_ranks() -> Ranks:
     return ProcessGroup() if dist.is_available() and dist.is_initialized() else OneProcess()
 
 
-def leave_process_group() -> None:
+def leave_process_group(finished: bool) -> None:
     """Tears down this process's group, if it joined one. Left to the interpreter's exit, a
     gloo group can abort the process ("terminate called without an active exception") after
-    the run ended well, printing a second line under the run's last one."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    the run ended well. A rank that ``finished`` first waits (at most a minute) until every
+    rank has, so that none closes its connections while a peer is still using them; a rank
+    that failed leaves at once (its peers may be gone).
+
+    Example:
+        >>> leave_process_group(finished=True)  # one process: nothing to leave
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished and dist.get_world_size() > 1:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(minutes=1))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer stopped early: it reports its own failure; leave anyway
+    dist.destroy_process_group()
 
 
 def join_process_group(device: str) -> Ranks:
