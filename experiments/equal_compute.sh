@@ -20,7 +20,8 @@ COMMON="--budget 1x,3x,10x,30x --workers ${WORKERS:-1} --set train.val_every=100
 BASE=uniform,uniform+cosine,oracle
 CHEAP=greedy-p4,buffer-p3,amortised,gated-p4,proxy-p6,proxy-p6+cosine
 # The decisive comparison first: the proxy, with a constant and a decayed rate, against
-# uniform sampling with both (and amortised where noise has a source), 3 seeds.
+# uniform sampling with both (and amortised where noise has a source), 3 seeds; after seed 0,
+# the oracle with both rates, which bounds what filtering noise can gain.
 KEY=uniform,uniform+cosine,proxy-p6,proxy-p6+cosine
 COSTLY=greedy,agreement,ats,ats-lite
 
@@ -51,7 +52,10 @@ redraw8() { metasched compare --config glyphs-noisy --set task.noise_ratio=0.8 $
     --seeds "$1" --schedulers "$2" --out experiments/runs/budget-redraw-0.8; }
 
 redraw 1 $KEY
-sourced 1 $KEY,amortised
+# The ceiling of any noise filter: the oracle trains on clean tasks only, at uniform's cost.
+# If it cannot beat decayed uniform sampling at a budget, no scheduler that filters noise can.
+redraw 1 oracle,oracle+cosine
+sourced 1 $KEY,amortised,oracle,oracle+cosine
 redraw 3 $KEY
 sourced 3 $KEY,amortised
 redraw 1 $BASE,$CHEAP,$COSTLY
