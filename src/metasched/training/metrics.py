@@ -121,11 +121,13 @@ class RunRecords:
     milestones: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_metrics(run_dir: Path, quiet: bool = False) -> list[dict[str, Any]]:
+def run_metrics(run_dir: Path, quiet: bool = False, required: bool = True) -> list[dict[str, Any]]:
     """Every record of the run in ``run_dir``, from ``metrics.jsonl`` or its compressed copy;
-    an error if it has neither."""
+    if it has neither, an error (or none, unless ``required``)."""
     metrics = metrics_file(run_dir)
     if metrics is None:
+        if not required:
+            return []
         raise MetaschedError(f"{str(run_dir)!r} holds no metrics.jsonl; pass a run directory")
     return read_metrics(metrics, quiet)
 
@@ -134,8 +136,7 @@ def load_run(run_dir: Path, records_required: bool = True) -> RunRecords:
     """Reads a run directory (the one reader of ``report`` and ``compare``): its config,
     summary (None until it finishes) and records (none for a baseline, which trains nothing,
     unless ``records_required``)."""
-    has_records = records_required or metrics_file(run_dir) is not None
-    records = run_metrics(run_dir) if has_records else []
+    records = run_metrics(run_dir, required=records_required)
     summary_path = run_dir / "summary.json"
     config_path = run_dir / "config.yaml"
     try:
