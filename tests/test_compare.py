@@ -225,3 +225,27 @@ def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, gly
     assert f"| {spent / 6:.1f}x |" in next(
         line for line in peaks.splitlines() if line.startswith("| gated |")
     )
+    # A study made by several comparisons gets one table of them all: --tables-only runs
+    # nothing, reads the finished runs and names the rest.
+    before = {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in stored_dirs(tmp_path)}
+    said: list[str] = []
+    table, _ = run_comparison(
+        "glyphs-noisy", ["uniform", "uniform+cosine", "oracle"], [0, 1], tmp_path,
+        [*TINY, *extra], budgets=[1.0, 2.0], say=said.append, tables_only=True,
+    )  # fmt: skip
+    assert "| gated |" not in table and "| uniform+cosine |" in table
+    assert rows[("uniform", 2.0)]["score"] in (tmp_path / "budgets.csv").read_text()
+    assert "oracle: no measured cost" in " ".join(said)
+    assert "uniform-seed1: not run yet; left out of the tables" in said
+    after = {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in stored_dirs(tmp_path)}
+    assert after == before  # nothing ran, nothing was set aside
+    with pytest.raises(MetaschedError, match="no run of these methods"):
+        run_comparison(
+            "glyphs-noisy", ["uniform"], [0], tmp_path, TINY, budgets=[1.0], say=said.append,
+            tables_only=True,
+        )  # fmt: skip
+
+
+def stored_dirs(out: Path) -> list[Path]:
+    """The run directories of a comparison."""
+    return [d for d in out.iterdir() if (d / "config.yaml").is_file()]

@@ -290,6 +290,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         args.workers,
         args.threads,
         budgets=parse_budgets(args.budget) if args.budget else None,
+        tables_only=args.tables_only,
     )
     print()
     print(table)
@@ -512,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     compare.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    compare.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run nothing: write the tables from the runs that finished (e.g. of a study made"
+        " by several comparisons, or still running)",
+    )
     compare.set_defaults(handler=cmd_compare)
 
     bench = commands.add_parser(

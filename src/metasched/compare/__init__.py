@@ -19,6 +19,7 @@ from pathlib import Path
 from metasched.compare.budgets import (
     BudgetJob,
     budget_jobs,
+    load_costs,
     method_costs,
     reference_method,
     write_budget_outputs,
@@ -32,16 +33,18 @@ from metasched.compare.methods import (
     pretrain_config,
     reward_task_rate,
 )
-from metasched.compare.reuse import prepare, stored_state
+from metasched.compare.reuse import finished, prepare, stored_state
 from metasched.compare.tables import render_markdown, summarise, write_outputs
 from metasched.compare.workers import exit_on_sigterm, run_in_processes, run_job
 from metasched.config import Config, load_config
 from metasched.domains import domain_of
 from metasched.errors import (
     ComparisonInterrupted,
+    MetaschedError,
     TrainingAborted,
     TrainingInterrupted,
 )
+from metasched.training.cost import IterationCost
 
 __doc__ = (__doc__ or "") + "\n".join(
     [f"``{name}``: {text}." for name, (_, _, text) in VARIANTS.items()]
@@ -60,28 +63,48 @@ def run_comparison(
     threads: int = 1,
     say: Callable[[str], None] = print,
     budgets: list[float] | None = None,
+    tables_only: bool = False,
 ) -> tuple[str, list[Path]]:
     """Runs (or reuses) every method for every seed and writes the table; returns the
     Markdown table and the written files. With ``budgets`` (multiples of the uniform run's
-    cost) every method stops at each budget's compute (:mod:`metasched.compare.budgets`)."""
+    cost) every method stops at each budget's compute (:mod:`metasched.compare.budgets`).
+    With ``tables_only`` nothing runs: the tables hold the runs that finished, so that a study
+    made by several comparisons (or still running) gets one table of all its methods."""
     overrides = list(overrides or [])
     command = command_line(preset, methods, seeds, out, overrides, pretrain, budgets)
     out.mkdir(parents=True, exist_ok=True)
     if pretrain:
         main = load_config(preset, overrides)
         warm = Job("pretrain", main.seed, pretrain_config(pretrain, main), out / "pretrain")
-        for job in prepare([warm], out, say):
+        for job in [] if tables_only else prepare([warm], out, say):
             run_job(job.payload(max(threads, workers)))
         overrides.append(f"train.init_from={out / 'pretrain' / 'best.pt'}")
     jobs = build_jobs(preset, methods, seeds, out, overrides)
     planned: list[BudgetJob] = []
+    costs: dict[str, IterationCost] = {}
+    units = 0
     if budgets:
         first = {j.method: j.config for j in jobs if not j.baseline and j.seed == seeds[0]}
-        uniform = uniform_reference(preset, overrides, seeds[0])
-        costs = method_costs(first, uniform, out, say)
+        if tables_only:  # a method's runs are read with the cost they were run with
+            costs = load_costs(out)
+            for name in sorted(first.keys() - costs.keys()):
+                say(f"{name}: no measured cost in {out / 'costs.json'}; left out of the tables")
+            jobs = [j for j in jobs if j.baseline or j.method in costs]
+        else:
+            costs = method_costs(first, uniform_reference(preset, overrides, seeds[0]), out, say)
         units = load_config(preset, overrides).train.iterations
         planned = budget_jobs(jobs, budgets, units, costs)
         jobs = [p.job for p in planned]
+    if tables_only:
+        jobs = finished(jobs, say)
+        if not jobs:
+            raise MetaschedError(
+                f"no run of these methods and seeds has finished in {out}; run the comparison"
+                " without --tables-only"
+            )
+        kept = {j.run_dir for j in jobs}
+        planned = [p for p in planned if p.job.run_dir in kept]
+        return _write_tables(jobs, planned, costs, budgets, out, methods, command, units, pretrain)
     todo = prepare(jobs, out, say)
     # seed by seed, so that every method's first seed is done early; long runs first in each
     todo.sort(key=lambda j: (j.seed, -_expected_cost(j.config)))
@@ -96,6 +119,21 @@ def run_comparison(
     except (TrainingInterrupted, TrainingAborted, KeyboardInterrupt, SystemExit) as stopped:
         # A run's own message names one run; the user reruns the whole comparison.
         raise ComparisonInterrupted(out) from stopped
+    return _write_tables(jobs, planned, costs, budgets, out, methods, command, units, pretrain)
+
+
+def _write_tables(
+    jobs: list[Job],
+    planned: list[BudgetJob],
+    costs: dict[str, IterationCost],
+    budgets: list[float] | None,
+    out: Path,
+    methods: list[str],
+    command: str,
+    units: int,
+    pretrain: str | None,
+) -> tuple[str, list[Path]]:
+    """The comparison's table and files: at each budget, or after the same meta-updates."""
     if budgets:
         percent = domain_of(jobs[0].config).objective.percent
         files = write_budget_outputs(

@@ -83,6 +83,20 @@ def set_aside(run_dir: Path, out: Path) -> Path:
     return target
 
 
+def finished(jobs: list[Job], say: Callable[[str], None]) -> list[Job]:
+    """The jobs whose runs finished with their config and today's results versions; each other
+    one is named and left out (nothing is moved or run)."""
+    done = []
+    for job in jobs:
+        state, why = stored_state(job.run_dir, job.config, job.baseline)
+        if state == "done":
+            done.append(job)
+        else:
+            reason = {"new": "not run yet", "resume": "not finished"}.get(state, why)
+            say(f"{job.run_dir.name}: {reason}; left out of the tables")
+    return done
+
+
 def prepare(jobs: list[Job], out: Path, say: Callable[[str], None]) -> list[Job]:
     """The jobs still to run; stale directories are set aside with a message."""
     todo = []
