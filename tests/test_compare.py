@@ -136,6 +136,10 @@ def test_compare_cli_rejects_an_unknown_method(tmp_path, capsys) -> None:
     args = ["compare", "--config", "glyphs-noisy", "--schedulers", "uniform,nope"]
     assert main([*args, "--out", str(tmp_path)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+    missing = tmp_path / "missing"
+    assert main([*args, "--out", str(missing), "--tables-only"]) == 2
+    assert "is not a directory; --tables-only reads" in capsys.readouterr().err
+    assert not missing.exists()
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])

@@ -279,6 +279,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     methods = [m.strip() for m in args.schedulers.split(",") if m.strip()]
     if args.seeds < 1 or args.workers < 1 or args.threads < 1:
         raise MetaschedError("--seeds, --workers and --threads must be at least 1")
+    if args.tables_only and not Path(args.out).is_dir():
+        raise MetaschedError(
+            f"--out {args.out!r} is not a directory; --tables-only reads the runs of an earlier"
+            " comparison there"
+        )
     claim_directory(Path(args.out), "--out", args.force, ours=holds_runs)
     table, files = run_comparison(
         args.config,

@@ -72,7 +72,8 @@ def run_comparison(
     made by several comparisons (or still running) gets one table of all its methods."""
     overrides = list(overrides or [])
     command = command_line(preset, methods, seeds, out, overrides, pretrain, budgets)
-    out.mkdir(parents=True, exist_ok=True)
+    if not tables_only:
+        out.mkdir(parents=True, exist_ok=True)
     if pretrain:
         main = load_config(preset, overrides)
         warm = Job("pretrain", main.seed, pretrain_config(pretrain, main), out / "pretrain")
