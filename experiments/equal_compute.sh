@@ -33,7 +33,7 @@ ALL=uniform,uniform+cosine,oracle,oracle+cosine,proxy-p6,proxy-p6+cosine,greedy-
 study() { local out=$1 seeds=$2 methods=$3 table=$4; shift 4
   metasched compare "$@" --seeds "$seeds" --schedulers "$methods" --out "$out"
   metasched compare "$@" --seeds 3 --schedulers "$table" --out "$out" --tables-only \
-      || echo "no finished runs in $out yet: no table"; }
+      || echo "no table of $out this time (see the line above)"; }
 
 # Per-episode noise: 60% of training tasks with redrawn support labels (the main table).
 redraw() { study experiments/runs/budget-redraw-0.6 "$1" "$2" "$ALL" --config glyphs-noisy \
