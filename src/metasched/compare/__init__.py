@@ -75,10 +75,11 @@ def run_comparison(
     if not tables_only:
         out.mkdir(parents=True, exist_ok=True)
     if pretrain:
-        main = load_config(preset, overrides)
-        warm = Job("pretrain", main.seed, pretrain_config(pretrain, main), out / "pretrain")
-        for job in [] if tables_only else prepare([warm], out, say):
-            run_job(job.payload(max(threads, workers)))
+        if not tables_only:
+            main = load_config(preset, overrides)
+            warm = Job("pretrain", main.seed, pretrain_config(pretrain, main), out / "pretrain")
+            for job in prepare([warm], out, say):
+                run_job(job.payload(max(threads, workers)))
         overrides.append(f"train.init_from={out / 'pretrain' / 'best.pt'}")
     jobs = build_jobs(preset, methods, seeds, out, overrides)
     planned: list[BudgetJob] = []
