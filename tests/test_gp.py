@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from metasched.benchmark import benchmark_draws, run_benchmark
+from metasched.benchmark import (
+    benchmark_draws,
+    benchmark_episodes,
+    run_benchmark,
+    trained_learner,
+)
 from metasched.cli import main
 from metasched.config import load_config
+from metasched.data.fingerprints import morgan_fingerprints
 from metasched.data.registry import load_dataset
 from metasched.learners import Adaptation, DeepKernelGP, Regression, TanimotoGP
 from metasched.learners.gp import Rows, marginal_nll, posterior
@@ -22,6 +28,7 @@ from metasched.tasks import Episode
 from metasched.training.trainer import Trainer
 
 from .conftest import directional_derivatives
+from .molecules import write_csv
 from .test_regression import learnable_csv, overrides
 
 
@@ -200,43 +207,52 @@ def test_the_deep_kernel_gp_learns(gp_run: tuple[Path, Path]) -> None:
     assert len(val) == 6 and max(val[-3:]) > val[0] + 0.1
 
 
-def test_predict_gives_the_benchmark_paths_means_with_intervals(
-    gp_run: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("standardise", [True, False])
+def test_predict_gives_the_benchmark_paths_means_and_deviations(
+    gp_run: tuple[Path, Path], tmp_path: Path, standardise: bool
 ) -> None:
-    """``metasched predict`` on a held-out assay's support and query writes the means the
-    evaluation path gives on the same episode, and a standard deviation per compound."""
+    """``metasched predict``, given a held-out assay's benchmark support and query as CSV
+    files, writes the means and standard deviations the benchmark's own path (its learner
+    loading and its episodes) gives on the assay's scale, whether or not the run trained on
+    standardised targets."""
     path, run = gp_run
+    if not standardise:  # a short run on raw targets: the paths must agree, not learn
+        settings = overrides(path, **{"learner.algorithm": "gp", "learner.kernel": "rbf",
+                                      "task.assays.standardise": False,
+                                      "train.iterations": 10, "train.val_every": 10})  # fmt: skip
+        run = tmp_path / "raw"
+        Trainer.create(load_config("drug-demo", settings), run).fit(progress=False)
+    learner, config = trained_learner(run, [])
+    assert config.task.assays.standardise is standardise
+    pool = load_dataset(config.data).test
+    draw = benchmark_draws(pool, [6], 1, 4)[0]
+    episode = benchmark_episodes(pool, config).episode(draw.assay, draw.support, draw.query)
+    predicted = learner.predict(learner.parameters(), episode)
+    means = predicted[:, 0] * episode.target_scale + episode.target_shift
+    deviations = predicted[:, 1].sqrt() * episode.target_scale
+
+    # The SMILES of the pool's rows, found by their fingerprints among the assay's rows.
     with open(path) as handle:
-        rows = list(csv.DictReader(handle))
-    assay = [r for r in rows if r["assay"] == rows[0]["assay"]]
-    support = tmp_path / "support.csv"
-    with open(support, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["smiles", "value"])
-        writer.writerows([[r["smiles"], r["value"]] for r in assay[:6]])
-    query = tmp_path / "query.csv"
-    with open(query, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["smiles"])
-        writer.writerows([[r["smiles"]] for r in assay[6:]])
+        assay = [r for r in csv.DictReader(handle) if r["assay"] == pool.assay_ids[draw.assay]]
+    prints = morgan_fingerprints([r["smiles"] for r in assay], config.data.fingerprint)
+    bits = np.unpackbits(prints.packed, axis=1, count=pool.bits)
+    by_print = {b.tobytes(): r["smiles"] for b, r in zip(bits, assay)}
+
+    def smiles(rows: np.ndarray) -> list[str]:
+        return [by_print[x.astype(np.uint8).tobytes()] for x in pool.inputs(rows)]
+
+    support, query = tmp_path / "support.csv", tmp_path / "query.csv"
+    measured = zip(smiles(draw.support), pool.targets[draw.support].tolist())
+    write_csv(support, ["smiles", "value"], [list(row) for row in measured])
+    write_csv(query, ["smiles"], [[name] for name in smiles(draw.query)])
     out = tmp_path / "predictions.csv"
     assert main(["predict", str(run), "--support", str(support), "--query", str(query),
                  "--out", str(out)]) == 0  # fmt: skip
     with open(out) as handle:
         written = list(csv.DictReader(handle))
-    assert [r["smiles"] for r in written] == [r["smiles"] for r in assay[6:]]
-    assert all(float(r["std"]) > 0 for r in written)
-    trainer = Trainer.resume(run)
-    from metasched.training.checkpoint import load_checkpoint
-
-    trainer.parts.model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
-    from metasched.domains import domain_of
-
-    task = domain_of(trainer.config).new_task(trainer.config, support, query)
-    learner = trainer.parts.learner
-    predictions = learner.predict(learner.parameters(), task.episode)
-    means = predictions[:, 0] * task.episode.target_scale + task.episode.target_shift
-    np.testing.assert_allclose([float(r["prediction"]) for r in written], means.numpy(), atol=1e-4)
+    assert len(written) == len(draw.query)
+    np.testing.assert_allclose([float(r["prediction"]) for r in written], means, atol=2e-4)
+    np.testing.assert_allclose([float(r["std"]) for r in written], deviations, atol=2e-4)
 
 
 def test_the_benchmark_draws_are_seeded_by_assay_and_every_method_sees_them(
@@ -258,3 +274,13 @@ def test_the_benchmark_draws_are_seeded_by_assay_and_every_method_sees_them(
     methods = {r["method"] for r in per_assay}
     assert methods == {"run", "forest", "gp"}
     assert all(r["draws"] == "2.0" for r in per_assay)
+
+
+def test_the_prior_variance_stays_on_the_features_device() -> None:
+    """k(x, x) is built where the features live (a CUDA run adds it to them); the "meta"
+    device stands in for a GPU on machines without one."""
+    from metasched.learners.gp import _self_covariance
+
+    rows = Rows(torch.zeros(2, 3, 8, device="meta"), torch.zeros(2, 3, 4, device="meta"))
+    hyper = torch.zeros(2, 5, device="meta")
+    assert _self_covariance(("rbf", "linear", "tanimoto"), hyper, rows).device.type == "meta"

@@ -177,6 +177,9 @@ def test_predict_rejects_unparsable_smiles(
     assert main([*command, "--out", str(out)]) == 2
     assert "line 3: RDKit cannot parse SMILES 'C1CC'" in capsys.readouterr().err
     assert not out.exists()
+    query.write_text("smiles\nCCC\n\nC1CC\n")  # a blank line is skipped, not renumbered
+    assert main([*command, "--out", str(out)]) == 2
+    assert "line 4: RDKit cannot parse SMILES 'C1CC'" in capsys.readouterr().err
 
 
 def test_forest_baseline_runs_on_the_learners_test_tasks(tmp_path: Path) -> None:

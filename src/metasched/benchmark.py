@@ -131,6 +131,27 @@ def baseline_method(name: str, config: Config) -> Method:
     return Method(name, evaluate)
 
 
+def check_protocol(sizes: list[int], draws: int, min_query: int) -> None:
+    """Refuses support sizes, draws or a query floor that cannot make a benchmark."""
+    if not sizes or min(sizes) < 1 or draws < 1:
+        raise MetaschedError("--sizes must list positive support sizes and --draws be >= 1")
+    if min_query < 1:
+        raise MetaschedError(
+            f"--min-query {min_query}: every draw needs a query; give 1 or more (default 16)"
+        )
+
+
+def benchmark_episodes(pool: AssayPool, config: Config) -> AssaySampler:
+    """The episodes of held-out assays as ``config``'s runs were trained on them: targets
+    scaled by its ``task.assays`` settings, no noise."""
+    spec = config.task.assays
+    return AssaySampler(pool, 1, 10**9, 1, standardise=spec.standardise, min_scale=spec.min_scale)
+
+
+def _scaling(config: Config) -> tuple[bool, float]:
+    return config.task.assays.standardise, config.task.assays.min_scale
+
+
 def run_benchmark(
     runs: list[Path],
     baselines: list[str],
@@ -146,8 +167,7 @@ def run_benchmark(
     overrides = list(overrides or [])
     if not runs:
         raise MetaschedError("give at least one trained run directory to benchmark")
-    if not sizes or min(sizes) < 1 or draws < 1:
-        raise MetaschedError("--sizes must list positive support sizes and --draws be >= 1")
+    check_protocol(sizes, draws, min_query)
     methods, configs = [], []
     for run in runs:
         method, config = run_method(run, overrides)
@@ -158,12 +178,16 @@ def run_benchmark(
         raise MetaschedError(
             "the runs were trained on different data settings; benchmark them apart"
         )
+    if any(_scaling(c) != _scaling(config) for c in configs):
+        raise MetaschedError(
+            "the runs scale their targets differently (task.assays.standardise, min_scale);"
+            " benchmark them apart"
+        )
     if domain_of(config).objective.percent:
         raise MetaschedError(f"{runs[0]} is not an assay run; the benchmark is for assay data")
     methods += [baseline_method(name, config) for name in baselines]
     pool = load_dataset(config.data).test
-    spec = config.task.assays
-    episodes = AssaySampler(pool, 1, 10**9, 1, standardise=True, min_scale=spec.min_scale)
+    episodes = benchmark_episodes(pool, config)
     plan = benchmark_draws(pool, sorted(sizes), draws, min_query)
     if not plan:
         raise MetaschedError(

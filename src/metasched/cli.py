@@ -328,14 +328,19 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> None:
-    from metasched.benchmark import run_benchmark
+    from metasched.benchmark import check_protocol, run_benchmark
+    from metasched.files import claim_directory
 
+    sizes = _integers(args.sizes, "--sizes")
+    check_protocol(sizes, args.draws, args.min_query)
+    out = Path(args.out)
+    claim_directory(out, "--out", args.force, ours=lambda p: (p / "benchmark.md").is_file())
     table, files = run_benchmark(
         [Path(r) for r in args.runs],
         [b.strip() for b in args.baselines.split(",") if b.strip()],
-        _integers(args.sizes, "--sizes"),
+        sizes,
         args.draws,
-        Path(args.out),
+        out,
         args.set,
         progress=not args.quiet,
         min_query=args.min_query,
@@ -541,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-query", type=int, default=16, help="compounds an assay must keep for the query"
     )
     bench.add_argument("--out", required=True, help="directory of the table, CSV and plot")
+    bench.add_argument(
+        "--force", action="store_true", help="write into an --out of other files anyway"
+    )
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(handler=cmd_benchmark)

@@ -80,6 +80,11 @@ def check_config(config: Config) -> None:
         f"unknown learner.algorithm={learner.algorithm!r}; use {_either(list(LEARNERS))}"
         " (first order: learner.first_order=true)",
     )
+    _require(
+        not learner.first_order or LEARNERS[learner.algorithm].has_first_order,
+        f"learner.first_order=true: learner.algorithm={learner.algorithm} has no first-order"
+        " mode; set learner.first_order=false",
+    )
     domain_of_data(config.data.name).check(config)
     _require(
         learner.ridge_penalty > 0,

@@ -139,14 +139,17 @@ class AssayRegression(Domain):
         )
         if not len(measured) or not np.isfinite(values).all():
             raise MetaschedError(f"{support}: every support compound needs a measured value")
-        candidates = [r[columns.smiles].strip() for _, r in read_rows(query, (columns.smiles,))]
+        asked = list(read_rows(query, (columns.smiles,)))
+        candidates = [r[columns.smiles].strip() for _, r in asked]
         if not candidates:
             raise MetaschedError(f"{query}: no compounds to predict")
         spec = config.data.fingerprint
         support_x = self._fingerprints(
-            support, [r[columns.smiles].strip() for _, r in measured], spec
+            support, [(n, r[columns.smiles].strip()) for n, r in measured], spec
         )
-        query_x = self._fingerprints(query, candidates, spec)
+        query_x = self._fingerprints(
+            query, [(n, r[columns.smiles].strip()) for n, r in asked], spec
+        )
         shift, scale = 0.0, 1.0
         if config.task.assays.standardise:
             shift, scale = support_scaling(values, config.task.assays.min_scale)
@@ -158,12 +161,16 @@ class AssayRegression(Domain):
         return NewTask(episode, candidates)
 
     @staticmethod
-    def _fingerprints(path: Path, smiles: list[str], spec: FingerprintSpec) -> torch.Tensor:
-        prints = morgan_fingerprints(smiles, spec)
+    def _fingerprints(
+        path: Path, rows: list[tuple[int, str]], spec: FingerprintSpec
+    ) -> torch.Tensor:
+        """Fingerprints of (line number, SMILES) rows; an unparsable one names its line."""
+        prints = morgan_fingerprints([smiles for _, smiles in rows], spec)
         bad = np.flatnonzero(~prints.parsed)
         if len(bad):
+            line, smiles = rows[bad[0]]
             raise MetaschedError(
-                f"{path}, line {bad[0] + 2}: RDKit cannot parse SMILES {smiles[bad[0]]!r}"
+                f"{path}, line {line}: RDKit cannot parse SMILES {smiles!r}"
                 f" ({len(bad)} such rows); fix or remove them"
             )
         bits = prints.packed.shape[1] * 8

@@ -67,6 +67,9 @@ class MetaLearner(ABC):
     #: Constructor arguments of a subclass taken from the config's ``learner`` section, by the
     #: key they are read from (e.g. ``{"penalty": "ridge_penalty"}``).
     settings: ClassVar[dict[str, str]] = {}
+    #: Whether ``first_order=True`` means something for this learner (the config refuses it
+    #: where it does not, rather than train something else than it says).
+    has_first_order: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -97,7 +97,9 @@ def covariance(parts: tuple[str, ...], hyper: torch.Tensor, a: Rows, b: Rows) ->
 
 def _self_covariance(parts: tuple[str, ...], hyper: torch.Tensor, rows: Rows) -> torch.Tensor:
     """(T, M): k(x, x) of each row."""
-    total = torch.zeros(rows.features.shape[:2], dtype=rows.features.dtype)
+    total = torch.zeros(
+        rows.features.shape[:2], dtype=rows.features.dtype, device=rows.features.device
+    )
     for i, part in enumerate(parts):
         scale = hyper[:, 2 + i].exp().pow(2).view(-1, 1)
         if part == "linear":
@@ -177,6 +179,9 @@ class DeepKernelGP(MetaLearner):
     """
 
     settings: ClassVar[dict[str, str]] = {"kind": "kernel"}
+    # Its hyperparameter fit is a few steps on a handful of numbers, cheap to differentiate;
+    # a first-order fit would also stop the starting hyperparameters from being meta-learned.
+    has_first_order: ClassVar[bool] = False
 
     def __init__(
         self,
