@@ -17,7 +17,7 @@ import yaml
 
 from metasched.cli import main
 from metasched.compare import method_overrides, run_comparison
-from metasched.config import load_config
+from metasched.config import Config, load_config
 from metasched.errors import MetaschedError
 from metasched.schedulers import SCHEDULERS
 
@@ -130,6 +130,22 @@ def test_methods_and_controls_are_what_they_say() -> None:
     assert "scheduler.ats.inputs=[loss, progress]" in method_overrides("ats-loss", base)
     with pytest.raises(MetaschedError, match="unknown method 'nope'"):
         method_overrides("nope", base)
+
+
+def test_method_names_compose() -> None:
+    """A pool size and a decayed rate apply to any method, a variant of a scheduler too."""
+    base = load_config("glyphs-noisy")
+
+    def config(method: str) -> Config:
+        return load_config("glyphs-noisy", method_overrides(method, base))
+
+    lite, composed = config("ats-lite"), config("ats-lite-p8+cosine")
+    assert composed.scheduler.name == "ats" and composed.scheduler.pool_size == 8
+    assert composed.train.lr_schedule == "cosine" and base.scheduler.pool_size != 8
+    assert composed.scheduler.gradient_layers == lite.scheduler.gradient_layers == "last"
+    greedy = config("greedy-p4")
+    assert (greedy.scheduler.name, greedy.scheduler.pool_size) == ("greedy", 4)
+    assert greedy.train.lr_schedule == "constant"
 
 
 def test_compare_cli_rejects_an_unknown_method(tmp_path, capsys) -> None:

@@ -97,7 +97,7 @@ def method_overrides(method: str, base: Config) -> list[str]:
         rate = reward_task_rate(base)
         return ["scheduler.name=uniform", f"train.reward_tasks_per_update={rate}"]
     pool = re.fullmatch(r"(.+)-p(\d+)", method)
-    if pool and pool.group(1) not in VARIANTS:
+    if pool:
         return [*method_overrides(pool.group(1), base), f"scheduler.pool_size={pool.group(2)}"]
     match = re.fullmatch(r"uniform-x(\d+)", method)
     if match:
