@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from metasched.config import load_config
+from metasched.config import Config, load_config
 from metasched.training import cost
 from metasched.training.cost import IterationCost, calibrate, run_cost
 
@@ -82,6 +82,42 @@ def test_compare_warns_before_measuring_costs_on_a_busy_machine(tmp_path, monkey
     assert said[1].startswith("warning: the load average is 2.9 on 2 cores;")
     stored = json.loads((tmp_path / "costs.json").read_text())
     assert stored["measured_on"]["greedy"].endswith("(the load average is 2.9 on 2 cores)")
+
+
+def test_a_cost_is_measured_again_when_its_settings_change(tmp_path, monkeypatch) -> None:
+    """costs.json keeps the settings each cost was measured with: a method whose pool size
+    changed is measured again (and says why), one whose learning-rate schedule changed is
+    not, and a cost recorded without its settings (an older file) is kept."""
+    from metasched.compare import budgets
+
+    measured: list[list[str]] = []
+
+    def calibrate(missing, *args, **kwargs):
+        measured.append(sorted(missing))
+        return {name: IterationCost(float(len(measured))) for name in missing}
+
+    monkeypatch.setattr(budgets, "calibrate", calibrate)
+    monkeypatch.setattr(budgets, "busy_machine", lambda: None)
+    uniform = load_config("glyphs-5w1s")
+
+    def greedy(*settings: str) -> dict[str, Config]:
+        return {"greedy": load_config("glyphs-5w1s", ["scheduler.name=greedy", *settings])}
+
+    said: list[str] = []
+    budgets.method_costs(greedy("scheduler.pool_size=6"), uniform, tmp_path, said.append)
+    costs = budgets.method_costs(
+        greedy("scheduler.pool_size=6", "train.lr_schedule=cosine"), uniform, tmp_path, said.append
+    )
+    assert measured == [["greedy"]] and costs["greedy"].step == 1.0
+    costs = budgets.method_costs(greedy("scheduler.pool_size=8"), uniform, tmp_path, said.append)
+    assert measured == [["greedy"], ["greedy"]] and costs["greedy"].step == 2.0
+    assert "scheduler.pool_size: 6 -> 8" in said[-2]
+
+    stored = json.loads((tmp_path / "costs.json").read_text())
+    del stored["computations"]  # a file written before costs kept their settings
+    (tmp_path / "costs.json").write_text(json.dumps(stored))
+    costs = budgets.method_costs(greedy("scheduler.pool_size=12"), uniform, tmp_path, said.append)
+    assert len(measured) == 2 and costs["greedy"].step == 2.0
 
 
 def test_a_warm_up_too_short_to_time_is_charged_at_the_steps_cost(monkeypatch) -> None:

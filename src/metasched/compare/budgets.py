@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,13 @@ from metasched.cpu import busy_machine, cpu_name
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import format_score, t_interval
-from metasched.training.cost import IterationCost, calibrate, run_cost
+from metasched.training.cost import (
+    IterationCost,
+    calibrate,
+    computation,
+    computation_changes,
+    run_cost,
+)
 from metasched.training.metrics import load_run
 
 COSTS = "costs.json"
@@ -86,9 +93,19 @@ def method_costs(
     configs: dict[str, Config], uniform: Config, out: Path, say: Callable[[str], None]
 ) -> dict[str, IterationCost]:
     """Each method's cost per iteration: from ``OUT/costs.json``, measuring (and adding) the
-    methods it lacks."""
+    methods it lacks and those measured with other settings (another pool size, model, ...:
+    :func:`computation_changes`; a cost recorded without its settings is trusted)."""
     costs = load_costs(out)
-    missing = {name: c for name, c in configs.items() if name not in costs}
+    measured = _recorded(out, "computations")
+    current = {name: computation(c) for name, c in configs.items()}
+    changed = []
+    for name in configs.keys() & costs.keys():
+        changes = computation_changes(measured.get(name, {}), current[name])
+        if changes:
+            say(f"the cost of {name} was measured with other settings ({'; '.join(changes)});"
+                " measuring it again")  # fmt: skip
+            changed.append(name)
+    missing = {n: c for n, c in configs.items() if n not in costs or n in changed}
     if missing:
         say(f"measuring the cost of {', '.join(missing)} against uniform sampling")
         busy = busy_machine()
@@ -106,6 +123,7 @@ def method_costs(
                 {
                     "reference": "uniform sampling, measured in the same process",
                     "measured_on": dict(sorted(where.items())),
+                    "computations": dict(sorted({**measured, **current}.items())),
                     "methods": {name: cost.to_dict() for name, cost in sorted(costs.items())},
                 },
                 indent=1,
@@ -124,6 +142,12 @@ def _measured_on(out: Path) -> dict[str, str]:
     if "measured_on" in values:
         return dict(values["measured_on"])
     return {name: str(values.get("cpu", "unknown")) for name in values.get("methods", {})}
+
+
+def _recorded(out: Path, field: str) -> dict[str, Any]:
+    """``field`` of ``OUT/costs.json`` by method (empty if absent)."""
+    path = out / COSTS
+    return dict(json.loads(path.read_text()).get(field, {})) if path.is_file() else {}
 
 
 def budget_jobs(

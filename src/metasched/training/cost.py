@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -176,15 +177,49 @@ def _ratio(pairs: list[tuple[float, float]]) -> float:
 
 
 def _same_computation(config: Config, uniform: Config) -> bool:
-    """Whether ``config`` runs uniform sampling's computation (the schedule of the learning
-    rate, its milestones and the seed aside)."""
+    """Whether ``config`` runs uniform sampling's computation."""
+    return computation(config) == computation(uniform)
+
+
+def computation(config: Config) -> dict[str, Any]:
+    """What an iteration of ``config`` computes, as flat ``section.key`` settings: all but the
+    schedule of the learning rate, the run's length, its milestones and the seed, which leave
+    an iteration's cost alone."""
     ignored = ["train.lr_schedule=constant", "train.test_at=[]", "seed=0"]
-    mine = config_from_dict(config.to_dict(), ignored).to_dict()
-    theirs = config_from_dict(uniform.to_dict(), ignored).to_dict()
-    for values in (mine, theirs):
-        for key in ("iterations", "val_every", "checkpoint_every"):
-            values["train"].pop(key)
-    return bool(mine == theirs)
+    values = config_from_dict(config.to_dict(), ignored).to_dict()
+    for key in ("iterations", "val_every", "checkpoint_every", "budget"):
+        values["train"].pop(key, None)
+    return json.loads(json.dumps(_flat(values)))  # as costs.json gives it back
+
+
+def computation_changes(measured: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The settings of :func:`computation` that differ between a measured cost's config and
+    one about to use it, as ``key: then -> now``; settings one of them lacks (added to or
+    dropped from the config since) are not compared.
+
+    Example:
+        >>> from metasched.config import load_config
+        >>> then = computation(load_config("glyphs-noisy", ["scheduler.pool_size=4"]))
+        >>> computation_changes(then, computation(load_config("glyphs-noisy")))
+        ['scheduler.pool_size: 4 -> 10']
+        >>> computation_changes(then, then | {"model.new_option": 1})
+        []
+    """
+    return [
+        f"{key}: {measured[key]} -> {now[key]}"
+        for key in sorted(measured.keys() & now.keys())
+        if measured[key] != now[key]
+    ]
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _endless(config: Config) -> Config:
