@@ -269,3 +269,34 @@ def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, gly
 def stored_dirs(out: Path) -> list[Path]:
     """The run directories of a comparison."""
     return [d for d in out.iterdir() if (d / "config.yaml").is_file()]
+
+
+def test_a_run_whose_warm_start_changed_is_not_reused(tmp_path, glyphs) -> None:
+    """A warm start rewritten at the same path (a pre-training run again) makes the runs
+    made from it stale; a run that recorded no warm start (made before runs did) is kept."""
+    import shutil
+
+    from metasched.compare import stored_state
+    from metasched.training.trainer import Trainer
+
+    tiny = [*TINY, "scheduler.name=uniform", "train.iterations=2"]
+    for name, seed in (("first", 0), ("second", 1)):
+        config = load_config("glyphs-noisy", [*tiny, f"seed={seed}"])
+        Trainer.create(config, tmp_path / name).fit(progress=False)
+    warm = tmp_path / "warm.pt"
+    shutil.copy(tmp_path / "first" / "last.pt", warm)
+    config = load_config("glyphs-noisy", [*tiny, f"train.init_from={warm}"])
+    Trainer.create(config, tmp_path / "run").fit(progress=False)
+    assert stored_state(tmp_path / "run", config) == ("done", "")
+
+    shutil.copy(tmp_path / "second" / "last.pt", warm)
+    assert stored_state(tmp_path / "run", config) == (
+        "stale",
+        f"its warm start {warm} has changed since it began",
+    )
+    provenance = tmp_path / "run" / "provenance.json"
+    history = json.loads(provenance.read_text())
+    for start in history["starts"]:
+        del start["warm_start"]
+    provenance.write_text(json.dumps(history))
+    assert stored_state(tmp_path / "run", config) == ("done", "")

@@ -15,7 +15,7 @@ from metasched.config import Config, config_from_dict
 from metasched.errors import MetaschedError
 from metasched.schedulers import SCHEDULERS
 from metasched.training.checkpoint import older_copies
-from metasched.training.provenance import data_mismatch, version_mismatch
+from metasched.training.provenance import data_mismatch, version_mismatch, warm_start_mismatch
 from metasched.training.run_dir import holder
 
 
@@ -39,7 +39,11 @@ def stored_state(run_dir: Path, config: Config, baseline: str | None = None) -> 
     if _used_settings(stored) != _used_settings(expected):
         keys = _differing_keys(_used_settings(stored), _used_settings(expected))
         return "stale", f"its config differs in {', '.join(keys[:4])}"
-    why = version_mismatch(run_dir, config) or data_mismatch(run_dir, config)
+    why = (
+        version_mismatch(run_dir, config)
+        or data_mismatch(run_dir, config)
+        or warm_start_mismatch(run_dir, config)
+    )
     if why:
         return "stale", why
     if (run_dir / "summary.json").is_file():

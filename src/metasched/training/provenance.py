@@ -29,7 +29,7 @@ import metasched
 from metasched import data, learners, models, schedulers, tasks, training
 from metasched.config import Config
 from metasched.cpu import machine
-from metasched.data.identity import DataIdentity, data_identity
+from metasched.data.identity import DataIdentity, data_identity, fingerprint
 from metasched.files import atomic_write
 from metasched.schedulers import SCHEDULERS
 
@@ -69,6 +69,7 @@ def record_start(run_dir: Path, config: Config) -> None:
         {
             "results_version": results_version(config),
             "data": data_identity(config.data),
+            "warm_start": warm_start_identity(config),
             "metasched": metasched.__version__,
             "torch": torch.__version__,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -100,6 +101,30 @@ def data_mismatch(run_dir: Path, config: Config) -> str:
         return ""
     found = f"resolves to {current['path']}, which holds other data" if current else "is missing"
     return f"it was trained on {recorded['path']}; from here data.root={config.data.root} {found}"
+
+
+def warm_start_identity(config: Config) -> DataIdentity | None:
+    """The resolved path and fingerprint of the checkpoint ``train.init_from`` names (None
+    without one, or when it does not exist)."""
+    if not config.train.init_from:
+        return None
+    path = Path(config.train.init_from).expanduser().resolve()
+    return {"path": str(path), "fingerprint": fingerprint(path)} if path.is_file() else None
+
+
+def warm_start_mismatch(run_dir: Path, config: Config) -> str:
+    """Why the run in ``run_dir`` did not start from the checkpoint ``train.init_from`` holds
+    now (empty when it did, or when there is nothing to compare: a run that recorded none)."""
+    try:
+        starts = json.loads((run_dir / PROVENANCE).read_text())["starts"]
+        recorded = [s["warm_start"] for s in starts if isinstance(s, dict) and "warm_start" in s]
+        began = recorded[0]["fingerprint"] if recorded and recorded[0] else None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return ""
+    current = warm_start_identity(config)
+    if began is None or current is None or began == current["fingerprint"]:
+        return ""
+    return f"its warm start {config.train.init_from} has changed since it began"
 
 
 def recorded_versions(run_dir: Path) -> list[Versions | None]:
