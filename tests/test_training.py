@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -360,3 +361,35 @@ def test_a_graph_memory_budget_changes_memory_not_results(tmp_path, glyphs, sche
         for key, value in kept.items():
             if isinstance(value, float):
                 assert value == pytest.approx(recomputed[key], rel=1e-5, abs=1e-6), key
+
+
+def test_a_new_best_is_followed_by_a_checkpoint_and_a_mismatched_best_is_refused(
+    tmp_path, glyphs, monkeypatch
+) -> None:
+    """A validation that improves the best saves last.pt at once (a run killed before its
+    next checkpoint then resumes knowing that best.pt); a best.pt from another iteration
+    than the state's best is refused, not tested as the best model."""
+    from metasched.training import trainer as trainer_module
+
+    saved: list[tuple[str, int]] = []
+    save = trainer_module.save_checkpoint
+
+    def recording(path, payload, *args, **kwargs):
+        saved.append((path.name, payload["iteration"]))
+        return save(path, payload, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", recording)
+    extra = {"train.iterations": 12, "train.val_every": 2, "train.checkpoint_every": 100}
+    config = load_config("glyphs-5w1s", tiny_overrides(**extra))
+    trainer = Trainer.create(config, tmp_path / "run")
+    trainer.fit(progress=False)
+    bests = [it for name, it in saved if name == "best.pt"]
+    assert len(bests) >= 2  # the run improved more than once: some saves came between
+    assert all(("last.pt", it) in saved for it in bests)
+
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["iteration"] == bests[-1]
+    assert trainer.state.best_iteration == bests[-1]
+    # The state a kill between best.pt and last.pt would leave: it knows an older best.
+    trainer.state = replace(trainer.state, best_iteration=bests[0])
+    with pytest.raises(MetaschedError, match=f"holds iteration {bests[-1]}, not the run's best"):
+        trainer.test(progress=False)

@@ -322,11 +322,13 @@ class Trainer:
                 milestone = not done and (
                     crossed or (updates > before and updates in train.test_at)
                 )
+                improved = False
                 if updates > before and (updates % train.val_every == 0 or done or milestone):
-                    self._validate()
+                    improved = self._validate()
                 if milestone:
                     self._test_milestone()
-                if it % train.checkpoint_every == 0 or done:
+                # A new best.pt is followed by last.pt at once: a resume then knows it as best
+                if it % train.checkpoint_every == 0 or done or improved:
                     self._save_last()
                 bar.update(1)
                 if recent:
@@ -349,7 +351,9 @@ class Trainer:
             " new run"
         )
 
-    def _validate(self) -> None:
+    def _validate(self) -> bool:
+        """Scores the meta-model on the validation tasks; whether it is the best so far (then
+        saved as ``best.pt``)."""
         result = self.evaluate_split("val", self.config.train.val_tasks)
         it = self.state.iteration
         if not math.isfinite(result.loss):
@@ -366,10 +370,25 @@ class Trainer:
                 updates=self.state.updates,
                 wall_seconds=self.state.seconds + time.perf_counter() - self._clock,
             )
-        if result.mean > self.state.best_score:
-            self.state.best_score, self.state.best_iteration = result.mean, it
-            if self.ranks.is_main:
-                save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())  # one, not rotated
+        if result.mean <= self.state.best_score:
+            return False
+        self.state.best_score, self.state.best_iteration = result.mean, it
+        if self.ranks.is_main:
+            save_checkpoint(self.run_dir / BEST, self.checkpoint_payload())  # one, not rotated
+        return True
+
+    def _best_weights(self) -> dict[str, torch.Tensor]:
+        """The best-on-validation model's weights, from ``best.pt``, which must hold the
+        iteration the run's state calls best."""
+        self.ranks.barrier()  # rank 0 wrote best.pt
+        payload = load_checkpoint(self.run_dir / BEST)
+        if payload["iteration"] != self.state.best_iteration:
+            raise MetaschedError(
+                f"{self.run_dir / BEST} holds iteration {payload['iteration']}, not the run's"
+                f" best, {self.state.best_iteration} (it stopped between saving best.pt and"
+                " last.pt); train the run again"
+            )
+        return payload["model"]
 
     def _test_milestone(self) -> None:
         """Tests the current and the best-so-far meta-models at a ``train.test_at`` count."""
@@ -378,8 +397,7 @@ class Trainer:
         best = current
         if self.state.best_iteration not in (0, self.state.iteration):
             weights = {k: v.clone() for k, v in self.parts.model.state_dict().items()}
-            self.ranks.barrier()  # rank 0 wrote best.pt
-            self.parts.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+            self.parts.model.load_state_dict(self._best_weights())
             best = self.evaluate_split("test", num_tasks)
             self.parts.model.load_state_dict(weights)
         if self.ranks.is_main:
@@ -406,8 +424,7 @@ class Trainer:
         results = {"final": (self.state.iteration, final)}
         if self.state.best_iteration not in (0, self.state.iteration):
             current = {k: v.clone() for k, v in self.parts.model.state_dict().items()}
-            self.ranks.barrier()  # rank 0 wrote best.pt
-            self.parts.model.load_state_dict(load_checkpoint(self.run_dir / BEST)["model"])
+            self.parts.model.load_state_dict(self._best_weights())
             results["best"] = (
                 self.state.best_iteration,
                 self.evaluate_split("test", num_tasks, progress),
