@@ -300,3 +300,22 @@ def test_a_run_whose_warm_start_changed_is_not_reused(tmp_path, glyphs) -> None:
         del start["warm_start"]
     provenance.write_text(json.dumps(history))
     assert stored_state(tmp_path / "run", config) == ("done", "")
+
+
+def test_every_method_under_a_budget_validates_at_the_presets_interval_of_compute(
+    tmp_path,
+) -> None:
+    """uniform-x<k> stretches its own validation interval k times; under --budget it is
+    validated as often as every other method of its cost."""
+    from metasched.compare.budgets import budget_jobs
+    from metasched.compare.methods import build_jobs
+    from metasched.training.cost import IterationCost
+
+    jobs = build_jobs("glyphs-noisy", ["uniform", "uniform-x5", "greedy"], [0], tmp_path, [])
+    costs = {"uniform": IterationCost(1.0), "uniform-x5": IterationCost(1.0),
+             "greedy": IterationCost(2.0)}  # fmt: skip
+    preset = load_config("glyphs-noisy").train
+    planned = {p.job.method: p.job.config.train for p in budget_jobs(jobs, [1, 3], preset, costs)}
+    assert planned["uniform"].val_every == planned["uniform-x5"].val_every == preset.val_every
+    assert planned["greedy"].val_every == preset.val_every // 2
+    assert planned["uniform-x5"].iterations == planned["uniform"].iterations == 3 * preset.iterations

@@ -94,8 +94,9 @@ def run_comparison(
             jobs = [j for j in jobs if j.baseline or j.method in costs]
         else:
             costs = method_costs(first, uniform_reference(preset, overrides, seeds[0]), out, say)
-        units = load_config(preset, overrides).train.iterations
-        planned = budget_jobs(jobs, budgets, units, costs)
+        train = load_config(preset, overrides).train
+        units = train.iterations
+        planned = budget_jobs(jobs, budgets, train, costs)
         jobs = [p.job for p in planned]
     if tables_only:
         jobs = finished(jobs, say)

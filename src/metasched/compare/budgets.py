@@ -33,6 +33,7 @@ import numpy as np
 
 from metasched.compare.methods import Job
 from metasched.config import Config, config_from_dict
+from metasched.config.schema import TrainConfig
 from metasched.cpu import busy_machine, cpu_name
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
@@ -151,16 +152,18 @@ def _recorded(out: Path, field: str) -> dict[str, Any]:
 
 
 def budget_jobs(
-    jobs: list[Job], budgets: list[float], units: int, costs: dict[str, IterationCost]
+    jobs: list[Job], budgets: list[float], preset: TrainConfig, costs: dict[str, IterationCost]
 ) -> list[BudgetJob]:
-    """Turns each method's jobs (one per seed) into runs that stop at the budgets.
+    """Turns each method's jobs (one per seed) into runs that stop at the budgets, each
+    validated and checkpointed at the preset's intervals of compute.
 
     Args:
         jobs: the comparison's jobs, as planned without budgets.
-        budgets: multiples of ``units``.
-        units: the cost of the preset's uniform run (its ``train.iterations``).
+        budgets: multiples of the preset's uniform run's cost (its ``train.iterations``).
+        preset: the preset's ``train`` settings.
         costs: each method's :class:`IterationCost`.
     """
+    units = preset.iterations
     planned = []
     for job in jobs:
         if job.baseline:  # trains nothing: one run answers every budget
@@ -175,10 +178,10 @@ def budget_jobs(
                 f" iterations ({cost.warmup:.2f} uniform iterations each); give larger budgets"
             )
         train = job.config.train
-        every = max(1, round(train.val_every / cost.step))
+        every = max(1, round(preset.val_every / cost.step))
         common = [
             f"train.val_every={every}",
-            f"train.checkpoint_every={max(1, round(train.checkpoint_every / cost.step))}",
+            f"train.checkpoint_every={max(1, round(preset.checkpoint_every / cost.step))}",
         ]
         if cost.varies:  # stop at the compute itself: its meta-updates' cost is not known
             planned += _by_compute(job, cost, steps, units, common)
