@@ -120,6 +120,29 @@ def test_a_cost_is_measured_again_when_its_settings_change(tmp_path, monkeypatch
     assert len(measured) == 2 and costs["greedy"].step == 2.0
 
 
+def test_a_gate_that_stayed_on_while_timed_still_stops_at_its_compute(monkeypatch) -> None:
+    """Gated measured every iteration of its calibration (selection paid throughout); its
+    light iterations are declared, not inferred, so its runs still stop at their compute."""
+
+    def create(config, run_dir):
+        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
+        return SimpleNamespace(role=role, done=0, warmup=0)
+
+    def timed(trainer):
+        return "train", 1.0 if trainer.role == "uniform" else 1.5
+
+    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
+    monkeypatch.setattr(cost, "_timed", timed)
+    uniform = load_config("glyphs-5w1s")
+    methods = {
+        "gated": load_config("glyphs-5w1s", ["scheduler.name=gated", "scheduler.pool_size=8"]),
+        "greedy": load_config("glyphs-5w1s", ["scheduler.name=greedy", "scheduler.pool_size=8"]),
+    }
+    costs = calibrate(methods, uniform, say=lambda _: None)
+    assert costs["gated"].varies and costs["gated"].step == pytest.approx(1.5)
+    assert not costs["greedy"].varies
+
+
 def test_a_warm_up_too_short_to_time_is_charged_at_the_steps_cost(monkeypatch) -> None:
     """The first two iterations of each trainer are left out of the timing: a warm-up of two
     iterations is never timed, and is charged at the meta-update's cost, not at nothing."""

@@ -233,6 +233,9 @@ class TaskScheduler(ABC):
     #: Whether choosing needs a pool larger than the meta-batch (P > B); a scheduler whose
     #: draw is uniform over the pool (or extends it itself) does not.
     needs_larger_pool: ClassVar[bool] = True
+    #: Whether some of its meta-update iterations measure nothing (records ``measured: 0``)
+    #: and so cost less than the others: its runs then stop at a compute budget.
+    has_light_iterations: ClassVar[bool] = False
 
     def __init__(self, options: Any = None, setup: SchedulerSetup | None = None) -> None:
         self.options: Any = options if options is not None else self.Options()

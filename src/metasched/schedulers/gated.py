@@ -105,6 +105,7 @@ class GatedScheduler(TaskScheduler):
 
     name = "gated"
     Options = GatedOptions
+    has_light_iterations = True
 
     def __init__(self, options: GatedOptions | None = None, setup: Any = None) -> None:
         super().__init__(options, setup)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from metasched.config import Config, config_from_dict
+from metasched.schedulers import SCHEDULERS
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ def calibrate(
             # a warm-up of only the untimed first iterations: count it at the step's cost
             untimed_warmup = step * bool(method.warmup)
             warmup = _median(blocks["warmup"], _ratio(scattered["warmup"]) or untimed_warmup)
-            varies = bool(blocks["light"] or scattered["light"])
+            # declared, not only seen: a gate that stayed on while timed still switches off
+            light_seen = bool(blocks["light"] or scattered["light"])
+            varies = light_seen or SCHEDULERS[config.scheduler.name].has_light_iterations
             costs[name] = IterationCost(step, warmup, method.warmup, light, varies)
             say(f"cost of {name}: {costs[name].step:.2f} uniform iterations per meta-update")
     return costs
