@@ -185,6 +185,7 @@ class Trainer:
             "updates": self.state.updates,
             "seconds": self.state.seconds + time.perf_counter() - self._clock,
             "spent": self.state.spent,
+            "skipped_in_a_row": self.step.skipped_in_a_row,  # train.on_nonfinite=skip's count
             "model": self.parts.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -223,6 +224,7 @@ class Trainer:
             payload.get("seconds", 0.0),
             payload.get("spent", 0.0),
         )
+        self.step.skipped_in_a_row = int(payload.get("skipped_in_a_row", 0))
         self._clock = time.perf_counter()
 
     # ------------------------------------------------------------------------------------------
