@@ -379,7 +379,7 @@ def budget_table(
             cells.append(f"**{text}**" if means[(method, budget)] == best else text)
             cells[-1] += f" ({len(runs)})"
             spent = float(np.mean([v.cost for v in runs])) / units
-            if spent < 0.95 * budget:
+            if 0 < spent < 0.95 * budget:  # 0: a per-task baseline, which meta-trains nothing
                 cells[-1] += f" spent {spent:.2g}x"
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if reference and reference in methods:
