@@ -367,9 +367,3 @@ class ATSScheduler(TaskScheduler):
         self.baseline = float(state["baseline"])
         self.rewards_seen = int(state["rewards_seen"])
         self.selections = int(state["selections"])
-
-
-def entropy(probabilities: torch.Tensor) -> float:
-    """Shannon entropy (nats) of a distribution over candidates."""
-    p = probabilities.clamp_min(1e-12)
-    return float(-(p * p.log()).sum())

@@ -17,7 +17,6 @@ from metasched.errors import Diverged
 from metasched.learners.functional import Params
 from metasched.learners.results import TaskResults
 from metasched.schedulers import Candidates, Feedback, Measure, Selection
-from metasched.schedulers.ats import entropy
 from metasched.tasks.episode import Episode
 from metasched.training.components import Components
 from metasched.training.gradients import CandidateGradients, ChosenOutcome, Gradient, clipped
@@ -318,5 +317,11 @@ def _probability_diagnostics(probabilities: torch.Tensor, noisy: np.ndarray) -> 
     return {
         "p_noisy": float(p[noisy].mean()) if noisy.any() else None,
         "p_clean": float(p[~noisy].mean()) if (~noisy).any() else None,
-        "entropy": entropy(probabilities),
+        "entropy": _entropy(probabilities),
     }
+
+
+def _entropy(probabilities: torch.Tensor) -> float:
+    """Shannon entropy (nats) of a distribution over candidates."""
+    p = probabilities.clamp_min(1e-12)
+    return float(-(p * p.log()).sum())
