@@ -21,7 +21,6 @@ from metasched.compare.budgets import (
     budget_jobs,
     load_costs,
     method_costs,
-    reference_method,
     write_budget_outputs,
 )
 from metasched.compare.methods import (
@@ -31,6 +30,7 @@ from metasched.compare.methods import (
     build_jobs,
     method_overrides,
     pretrain_config,
+    reference_method,
     reward_task_rate,
 )
 from metasched.compare.reuse import finished, prepare, stored_state

@@ -199,11 +199,17 @@ def budget_jobs(
             config = config_from_dict(
                 job.config.to_dict(), [*common, f"train.iterations={steps[budget]}"]
             )
-            run_dir = job.run_dir.with_name(f"{job.method}-{budget:g}x-seed{job.seed}")
+            run_dir = _budget_dir(job, budget)
             planned.append(
                 BudgetJob(replace(job, config=config, run_dir=run_dir), {budget: steps[budget]})
             )
     return planned
+
+
+def _budget_dir(job: Job, budget: float) -> Path:
+    """The directory of ``job``'s run decayed over ``budget`` alone, e.g.
+    ``uniform+cosine-3x-seed0``."""
+    return job.run_dir.with_name(f"{job.method}-{budget:g}x-seed{job.seed}")
 
 
 def _by_compute(
@@ -228,9 +234,7 @@ def _by_compute(
         }
         values["train"]["iterations"] = math.floor(total / min(cost.step, cost.light)) + 1
         values["train"]["test_at"] = []
-        run_dir = job.run_dir
-        if decays:
-            run_dir = run_dir.with_name(f"{job.method}-{group[0]:g}x-seed{job.seed}")
+        run_dir = _budget_dir(job, group[0]) if decays else job.run_dir
         config = config_from_dict(values, common)
         planned.append(
             BudgetJob(replace(job, config=config, run_dir=run_dir), {b: steps[b] for b in group})
@@ -287,7 +291,7 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
             if final:
                 score = summary["best"]["score"]
                 iteration = len(train)
-                seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
+                seconds = run.wall_seconds
                 steps = sum(r.get("phase") == "train" for r in train) if by_compute else steps
             elif reached is not None:
                 score = reached["score_best"]
@@ -503,12 +507,3 @@ def plot_cost(
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return save_figure(figure, path)
-
-
-def reference_method(methods: list[str]) -> str | None:
-    """The baseline every method is paired with: decayed uniform sampling if it runs, else
-    uniform sampling."""
-    for name in ("uniform+cosine", "uniform+linear", "uniform"):
-        if name in methods:
-            return name
-    return None

@@ -116,6 +116,19 @@ def method_overrides(method: str, base: Config) -> list[str]:
     raise MetaschedError(f"unknown method {method!r} for compare; use one of {', '.join(known)}")
 
 
+#: The ends of the gap a scheduler's gain is read on: no selection, and perfect selection.
+GAP_ENDS = ("uniform", "oracle")
+
+
+def reference_method(methods: list[str]) -> str | None:
+    """The baseline every method is paired with under a budget: decayed uniform sampling if
+    it runs, else uniform sampling."""
+    for name in ("uniform+cosine", "uniform+linear", "uniform"):
+        if name in methods:
+            return name
+    return None
+
+
 def reward_task_rate(base: Config) -> float:
     """Clean reward tasks ATS draws per meta-update in the base config: R (W + I) / I."""
     ats = base.scheduler.options.get("ats") or SCHEDULERS["ats"].Options()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from metasched.compare.methods import Job
+from metasched.compare.methods import GAP_ENDS, Job
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import t_interval
@@ -68,7 +68,7 @@ class Table:
 
     def gap(self, row: Row) -> float:
         """The fraction of the uniform-to-oracle gap recovered (NaN without both)."""
-        uniform, oracle = self.row("uniform"), self.row("oracle")
+        uniform, oracle = (self.row(name) for name in GAP_ENDS)
         if uniform is None or oracle is None or oracle.mean == uniform.mean:
             return math.nan
         return (row.mean - uniform.mean) / (oracle.mean - uniform.mean)
@@ -107,8 +107,7 @@ def summarise(jobs: list[Job], pretrain_dir: Path | None) -> Table:
             values["noisy_trained"].append(float(np.mean(noisy)) if noisy else math.nan)
             skew = [r["skewed"] for r in train if "skewed" in r]
             values["skewed_trained"].append(float(np.mean(skew)) if skew else math.nan)
-            seconds = summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0)
-            values["minutes"].append(seconds / 60)
+            values["minutes"].append(run.wall_seconds / 60)
             values["reward_tasks"].append(  # clean reward-split tasks seen, scored or trained on
                 sum(r.get("reward_tasks", 0) + r.get("reward_tasks_trained", 0) for r in run.train)
             )

@@ -120,6 +120,12 @@ class RunRecords:
     summary: dict[str, Any] | None
     milestones: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def wall_seconds(self) -> float:
+        """Training and the final test, in seconds of wall time (0 before it finished)."""
+        summary = self.summary or {}
+        return float(summary.get("train_seconds", 0.0) + summary.get("test_seconds", 0.0))
+
 
 def run_metrics(run_dir: Path, quiet: bool = False, required: bool = True) -> list[dict[str, Any]]:
     """Every record of the run in ``run_dir``, from ``metrics.jsonl`` or its compressed copy;
