@@ -26,6 +26,10 @@ for run in experiments/runs/*/*/; do
     [ -f "$run/last.pt" ] || continue
     [ "$(stat -c %s "$run/last.pt")" -le $(( ${UNFINISHED_MAX_MB:-2} * 1048576 )) ] || continue
   fi
+  # A running run's checkpoint is taken before its records: the records then reach at least
+  # the checkpoint's iteration (a resume drops those beyond it), never stop short of it.
+  checkpoint=""
+  $finished || checkpoint=$(git hash-object -w "$run/last.pt")
   if [ -f "$run/metrics.jsonl" ]; then
     gzip -cn "$run/metrics.jsonl" > "$run/.metrics.jsonl.gz.part" && \
       mv "$run/.metrics.jsonl.gz.part" "$run/metrics.jsonl.gz"
@@ -34,12 +38,15 @@ for run in experiments/runs/*/*/; do
   for f in config.yaml provenance.json summary.json test_tasks.csv metrics.jsonl.gz; do
     [ -f "$run/$f" ] && files+=("$run/$f")
   done
-  $finished || files+=("$run/last.pt")
   if $finished && git ls-files --error-unmatch "$run/last.pt" >/dev/null 2>&1; then
     git rm -q --cached "$run/last.pt"  # committed while unfinished; a finished run needs none
   fi
-  [ -n "$(git status --porcelain --ignored -- "${files[@]}")" ] || continue  # committed already
+  if [ -z "$(git status --porcelain --ignored -- "${files[@]}")" ] && \
+     { $finished || [ "$(git rev-parse -q --verify ":$run/last.pt")" = "$checkpoint" ]; }; then
+    continue  # committed already
+  fi
   git add -f "${files[@]}"
+  $finished || git update-index --add --cacheinfo "100644,$checkpoint,$run/last.pt"
   added+=("$(basename "$(dirname "$run")")/$(basename "$run")$($finished || echo ' (unfinished)')")
 done
 for table in experiments/runs/*/{results,budgets}.{csv,md} experiments/runs/*/{results.png,cost.png,costs.json}; do
