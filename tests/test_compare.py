@@ -318,4 +318,49 @@ def test_every_method_under_a_budget_validates_at_the_presets_interval_of_comput
     planned = {p.job.method: p.job.config.train for p in budget_jobs(jobs, [1, 3], preset, costs)}
     assert planned["uniform"].val_every == planned["uniform-x5"].val_every == preset.val_every
     assert planned["greedy"].val_every == preset.val_every // 2
-    assert planned["uniform-x5"].iterations == planned["uniform"].iterations == 3 * preset.iterations
+    assert (
+        planned["uniform-x5"].iterations == planned["uniform"].iterations == 3 * preset.iterations
+    )
+
+
+def test_a_budget_is_scored_by_the_best_checkpoint_within_it(tmp_path) -> None:
+    """A constant-rate run answers for a smaller budget with the test score of its best
+    checkpoint up to that budget (its milestone's ``score_best``), not with its overall best,
+    which it may reach later; its largest budget with the run's own best."""
+    from metasched.compare.budgets import BudgetJob, budget_values
+    from metasched.compare.methods import Job
+    from metasched.training.cost import IterationCost
+
+    run = tmp_path / "uniform-seed0"
+    run.mkdir()
+    records = [{"kind": "train", "iteration": i, "phase": "train"} for i in range(1, 31)]
+    records += [
+        {"kind": "milestone", "iteration": 10, "updates": 10, "score_best": 0.70},
+        {"kind": "milestone", "iteration": 20, "updates": 20, "score_best": 0.75},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"best": {"score": 0.90}, "final": {"score": 0.85}, "train_seconds": 60.0}
+    (run / "summary.json").write_text(json.dumps(summary))
+    job = Job("uniform", 0, load_config("glyphs-noisy"), run)
+    planned = [BudgetJob(job, {1.0: 10, 3.0: 20, 10.0: 30})]
+    values = budget_values(planned, {"uniform": IterationCost(1.0)})
+    assert [(v.budget, v.score, v.steps, v.cost) for v in values] == [
+        (1.0, 0.70, 10, 10.0),
+        (3.0, 0.75, 20, 20.0),
+        (10.0, 0.90, 30, 30.0),
+    ]
+
+
+def test_the_budget_table_pairs_each_method_with_the_reference_by_seed() -> None:
+    """Differences are taken seed by seed: three seeds whose scores differ by +3, +1 and +3
+    points give +2.33 ± 2.87 (t with 2 degrees of freedom: 4.303 x 1.155 / √3), ahead on 3
+    of 3; a seed the reference lacks is left out."""
+    from metasched.compare.budgets import BudgetValue, budget_table
+
+    def value(method: str, seed: int, score: float) -> BudgetValue:
+        return BudgetValue(method, seed, 1.0, score, 500, 500.0, 1.0)
+
+    values = [value("uniform+cosine", s, x) for s, x in enumerate([0.90, 0.91, 0.92])]
+    values += [value("amortised", s, x) for s, x in enumerate([0.93, 0.92, 0.95, 0.99])]
+    table = budget_table(values, [1.0], True, "uniform+cosine", 500)
+    assert "| amortised | +2.33 ± 2.87 (3/3) |" in table
