@@ -150,6 +150,13 @@ def test_oracle_draws_until_it_has_clean_candidates_and_trains_on_them_only() ->
         selection = oracle.choose(pool, 2, rng, services=None)
         assert not any(episodes[i].noisy for i in selection.indices)
         assert len(set(selection.indices)) == 2
+    # Among more clean candidates than it trains on, it picks each alike.
+    mixed = oracle.candidates(Source([False, True, False, False, True, False]), 6, 2, rng)
+    picks = np.zeros(len(mixed), dtype=int)
+    for _ in range(400):
+        np.add.at(picks, oracle.choose(Candidates(6, episodes=mixed), 2, rng, None).indices, 1)
+    assert len(mixed) == 6 and picks[[1, 4]].sum() == 0
+    assert picks.sum() == 800 and all(150 < n < 250 for n in picks[[0, 2, 3, 5]])  # 200 each
     uniform = UniformScheduler()
     assert len(uniform.candidates(Source([True]), 3, 3, rng)) == 3  # the default: P draws
     assert len(set(uniform.choose(Candidates(6), 3, rng, services=None).indices)) == 3
