@@ -7,10 +7,12 @@ import pytest
 import torch
 from sklearn.metrics import mean_squared_error, root_mean_squared_error
 
-from metasched.data.pool import AssayPool
+from metasched.config import load_config
+from metasched.data.pool import AssayPool, DataSplits
+from metasched.domains import AssayRegression
 from metasched.errors import MetaschedError
 from metasched.tasks.assay_sampler import AssaySampler, budget_assays, support_scaling
-from metasched.tasks.noise import TargetNoise
+from metasched.tasks.noise import SourceNoise, TargetNoise
 
 
 def synthetic_pool(sizes: list[int], bits: int = 64, seed: int = 0) -> AssayPool:
@@ -165,3 +167,53 @@ def test_support_zero_takes_every_flagged_training_row() -> None:
     assert len(episode.support_y) == 11 and len(episode.query_y) == 10  # rows 0, 2, ... of 21
     with pytest.raises(MetaschedError, match="support 0 only with source_split=flags"):
         AssaySampler(pool, support=0, query_cap=100)
+
+
+def test_a_corrupted_assay_shows_its_values_under_one_fixed_shuffle() -> None:
+    """A quarter of the training assays show their own values permuted among their compounds,
+    the same way for every sampler and draw, in support and query alike, and only their
+    episodes are flagged noisy."""
+    pool = synthetic_pool([30] * 12)
+    first, second = (AssaySampler(pool, 10, 50, source_noise=SourceNoise(0.25)) for _ in "ab")
+    corrupted = []
+    for assay in range(12):
+        rows = np.random.default_rng(assay).permutation(pool.rows(assay))
+        support, query = np.sort(rows[:10]), np.sort(rows[10:])
+        episode = first.episode(assay, support, query, np.random.default_rng(0))
+        again = second.episode(assay, support, query, np.random.default_rng(1))
+        assert torch.equal(episode.support_y, again.support_y)
+        assert torch.equal(episode.query_y, again.query_y)
+        values = np.concatenate([episode.support_y.numpy(), episode.query_y.numpy()])
+        assert sorted(values) == sorted(pool.targets[rows])  # the assay's own values
+        if episode.noisy:
+            corrupted.append(assay)
+            assert not np.array_equal(episode.support_y.numpy(), pool.targets[support])
+            assert not np.array_equal(episode.query_y.numpy(), pool.targets[query])
+        else:
+            assert np.array_equal(values, pool.targets[np.concatenate([support, query])])
+    assert len(corrupted) == round(0.25 * 12)
+
+
+def _own_values(episode, pool: AssayPool) -> bool:
+    """Whether every compound shown has its own value (a synthetic pool's target is its row)."""
+    pairs = ((episode.support_x, episode.support_y), (episode.query_x, episode.query_y))
+    return all(
+        torch.equal(x, torch.from_numpy(pool.inputs(y.numpy().astype(int)))) for x, y in pairs
+    )
+
+
+def test_source_noise_never_shuffles_held_out_assays() -> None:
+    """With task.noisy_sources=0.25 the domain shuffles training assays only: its validation,
+    reward and test episodes show each compound's own value and are never flagged."""
+    config = load_config("drug-demo", ["task.noisy_sources=0.25", "task.assays.standardise=false"])
+    pools = [synthetic_pool([40] * n, seed=s) for s, n in enumerate((12, 6, 6))]
+    splits = DataSplits(*pools)
+    samplers = AssayRegression().samplers(config, splits)
+    rng = np.random.default_rng(0)
+    train = [samplers["train"].sample(rng, i) for i in range(12)]
+    assert [not _own_values(e, splits.train) for e in train] == [e.noisy for e in train]
+    assert sum(e.noisy for e in train) == 3
+    for split, pool in (("val", splits.val), ("reward", splits.val), ("test", splits.test)):
+        for i in range(6):
+            episode = samplers[split].sample(rng, i)
+            assert _own_values(episode, pool) and not episode.noisy

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from metasched.config import load_config
+from metasched.domains import ImageClassification
 from metasched.errors import MetaschedError
 from metasched.tasks import (
     NOISE_MODES,
@@ -16,7 +18,7 @@ from metasched.tasks import (
     split_reward_classes,
     symmetric_transition_matrix,
 )
-from metasched.tasks.noise import flip_labels
+from metasched.tasks.noise import SourceNoise, flip_labels
 
 
 def test_episode_shapes_and_labels(glyphs) -> None:
@@ -178,3 +180,51 @@ def test_a_skewed_distribution_draws_a_share_of_tasks_from_a_fixed_subset(glyphs
     assert np.array_equal(again.skewed, sampler.skewed)
     with pytest.raises(MetaschedError, match="skew_classes=3"):
         FewShotSampler(glyphs.train, 5, 1, 1, skew=(0.5, 3))
+
+
+def _pixel_owner(pool):
+    """A function from an episode image (floats in [0, 1]) to the pool class it belongs to."""
+    owner = {im.tobytes(): c for c in range(pool.num_classes) for im in pool.class_images(c)}
+    return lambda x: owner[(x * 255).round().to(torch.uint8).numpy().tobytes()]
+
+
+def test_source_noise_shows_a_fixed_partners_images_in_corrupted_supports(glyphs) -> None:
+    """A quarter of the training classes show one fixed partner's images in every support (the
+    same across samplers), keep their own query images, and flag exactly their episodes."""
+    pool = glyphs.train
+    samplers = [FewShotSampler(pool, 5, 2, 3, source_noise=SourceNoise(0.25)) for _ in range(2)]
+    partners = samplers[0].partners
+    assert samplers[1].partners == partners and len(partners) == round(0.25 * pool.num_classes)
+    owner, shown, flagged = _pixel_owner(pool), {}, []
+    for seed, sampler in enumerate(samplers):
+        rng = np.random.default_rng(seed)
+        for _ in range(100):
+            episode = sampler.sample(rng)
+            for label, cls in enumerate(episode.source):
+                assert {owner(x) for x in episode.query_x[episode.query_y == label]} == {cls}
+                support = episode.support_x[episode.support_y == label]
+                shown.setdefault(cls, set()).update(owner(x) for x in support)
+            assert episode.noisy == any(c in partners for c in episode.source)
+            flagged.append(episode.noisy)
+    assert 20 < sum(flagged) < len(flagged) - 20  # both kinds of episode were drawn
+    assert all(sources == {partners.get(cls, cls)} for cls, sources in shown.items())
+    assert sum(cls in partners for cls in shown) > 50 and all(c != p for c, p in partners.items())
+    budget = FewShotSampler(pool, 5, 2, 3, classes=16, source_noise=SourceNoise(0.25)).partners
+    allowed = set(budget_classes(pool.class_names, 16))
+    assert len(budget) == 4 and set(budget) | set(budget.values()) <= allowed
+
+
+def test_source_noise_never_corrupts_validation_or_test_tasks(glyphs) -> None:
+    """With task.noisy_sources=0.25 the domain corrupts training classes only: its validation,
+    reward and test episodes show each class's own support images and are never flagged."""
+    config = load_config("glyphs-5w1s", ["task.noisy_sources=0.25"])
+    samplers = ImageClassification().samplers(config, glyphs)
+    assert len(samplers["train"].partners) == round(0.25 * glyphs.train.num_classes)
+    rng = np.random.default_rng(0)
+    for split, pool in (("val", glyphs.val), ("reward", glyphs.val), ("test", glyphs.test)):
+        owner = _pixel_owner(pool)
+        for _ in range(50):
+            episode = samplers[split].sample(rng)
+            shown = [owner(x) for x in episode.support_x]
+            assert shown == [episode.source[y] for y in episode.support_y.tolist()]
+            assert not episode.noisy
