@@ -5,6 +5,7 @@ intervals in ``metasched predict``, and the benchmark protocol."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -261,8 +262,27 @@ def test_the_benchmark_draws_are_seeded_by_assay_and_every_method_sees_them(
     path, run = gp_run
     config = load_config("drug-demo", overrides(path))
     pool = load_dataset(config.data).test
-    first, again = benchmark_draws(pool, [4, 8], 3, 4), benchmark_draws(pool, [4, 8], 3, 4)
-    assert [d.support.tolist() for d in first] == [d.support.tolist() for d in again]
+    first = benchmark_draws(pool, [4, 8], 3, 4)
+    # An assay in a pool of other assays, in another order, gets the same supports.
+    train = load_dataset(config.data).train
+    order = [*range(train.num_assays - 1, 1, -1), 0]  # assay 1 left out, assay 0 last
+    rows = np.concatenate([train.rows(a) for a in order])
+    other = dataclasses.replace(
+        train,
+        compounds=train.compounds[rows], targets=train.targets[rows], roles=train.roles[rows],
+        starts=np.cumsum([0, *(len(train.rows(a)) for a in order)]),
+        assay_ids=tuple(train.assay_ids[a] for a in order),
+        assay_types=tuple(train.assay_types[a] for a in order),
+    )  # fmt: skip
+    assert other.assay_ids[-1] == train.assay_ids[0] and other.num_assays >= 3
+
+    def supports(draws, of, assay):  # by position within the assay
+        return [
+            (d.size, (d.support - of.starts[assay]).tolist()) for d in draws if d.assay == assay
+        ]
+
+    moved = supports(benchmark_draws(other, [4, 8], 3, 4), other, other.num_assays - 1)
+    assert supports(benchmark_draws(train, [4, 8], 3, 4), train, 0) == moved and len(moved) == 6
     assert all(len(d.support) == d.size and not set(d.support) & set(d.query) for d in first)
     assert len({tuple(d.support) for d in first if d.assay == 0 and d.size == 4}) == 3
     table, files = run_benchmark(
