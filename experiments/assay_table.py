@@ -5,7 +5,9 @@ tasks with R² > 0.3, and the wall time of a run.
     python experiments/assay_table.py experiments/runs/fsmol-16-noisy
 
 Each cell is the mean over seeds of each seed's value (± half the Student-t 95% interval over
-seeds); medians are per run, over its test tasks, then averaged over seeds. Means of R²_os can
+seeds); medians are per run, over its test tasks, then averaged over seeds. A second table
+pairs every method with ``--against`` (uniform) seed by seed: the mean difference in pearson R²
+and in R²_os (± the t interval over the seeds both ran) and the seeds ahead. Means of R²_os can
 be dominated by a few tasks whose query values barely vary (R²_os divides by their spread);
 the medians are not: where one seed's mean is more than 0.5 from another's (a tail, as R²_os is
 at most 1), the cell lists each seed's mean instead.
@@ -34,11 +36,14 @@ def number(value: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--against", default="uniform", help="the method others are paired with")
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {}
+    seeds: dict[str, dict[int, dict]] = {}
     for summary in sorted(args.out.glob("*-seed*/summary.json")):
-        method = summary.parent.name.rsplit("-seed", 1)[0]
+        method, seed = summary.parent.name.rsplit("-seed", 1)
         runs.setdefault(method, []).append(json.loads(summary.read_text()))
+        seeds.setdefault(method, {})[int(seed)] = runs[method][-1]["best"]["metrics"]
     methods = [m for m in ORDER if m in runs] + sorted(set(runs) - set(ORDER))
     print(
         "| method | seeds | pearson R² mean | pearson R² median | R²_os mean | R²_os median"
@@ -66,6 +71,27 @@ def main() -> None:
             f"{statistics.fmean(p['tasks_above_0.3'] for p in pearson):.0f}",
             f"{statistics.fmean(seconds) / 60:.1f} min",
         ]
+        print("| " + " | ".join(cells) + " |")
+    if args.against in seeds:
+        paired(seeds, methods, args.against)
+
+
+def paired(seeds: dict[str, dict[int, dict]], methods: list[str], against: str) -> None:
+    """Each method minus ``against``, seed by seed, in mean pearson R² and mean R²_os."""
+    print(f"\n| minus {against}, paired by seed | seeds | pearson R² | R²_os |")
+    print("|---|---|---|---|")
+    base = seeds[against]
+    for method in methods:
+        common = sorted(seeds[method].keys() & base.keys())
+        if method == against or not common:
+            continue
+        cells = [method, ", ".join(str(s) for s in common)]
+        for metric in ("pearson_r2", "oos_r2"):
+            diff = [seeds[method][s][metric]["mean"] - base[s][metric]["mean"] for s in common]
+            half = t_interval(diff)
+            width = f" ± {half:.3f}" if half == half else ""  # NaN for one seed
+            ahead = sum(d > 0 for d in diff)
+            cells.append(f"{statistics.fmean(diff):+.3f}{width} ({ahead}/{len(diff)} ahead)")
         print("| " + " | ".join(cells) + " |")
 
 
