@@ -247,7 +247,6 @@ def test_skip_drops_the_tasks_that_give_nan_and_trains_on(tmp_path, glyphs, monk
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-
 def test_the_count_of_skipped_iterations_in_a_row_survives_a_resume(tmp_path, glyphs) -> None:
     """A run stops after SKIPS_IN_A_ROW wholly skipped iterations in a row, whether or not
     it was resumed among them: the count is part of the checkpoint."""
@@ -258,6 +257,7 @@ def test_the_count_of_skipped_iterations_in_a_row_survives_a_resume(tmp_path, gl
     trainer.step.skipped_in_a_row = SKIPS_IN_A_ROW - 1
     trainer._save_last()
     assert Trainer.resume(tmp_path / "run").step.skipped_in_a_row == SKIPS_IN_A_ROW - 1
+
 
 _PEAK_RSS_CHILD = """
 import json, sys
