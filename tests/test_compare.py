@@ -254,7 +254,10 @@ def test_compare_at_equal_compute_stops_each_method_at_each_budget(tmp_path, gly
         [*TINY, *extra], budgets=[1.0, 2.0], say=said.append, tables_only=True,
     )  # fmt: skip
     assert "| gated |" not in table and "| uniform+cosine |" in table
-    assert rows[("uniform", 2.0)]["score"] in (tmp_path / "budgets.csv").read_text()
+    with open(tmp_path / "budgets.csv", newline="") as handle:
+        again = {(r["method"], float(r["budget"])): r for r in csv.DictReader(handle)}
+    assert again[("uniform", 2.0)] == rows[("uniform", 2.0)]  # the same run, read again
+    assert ("gated", 2.0) not in again
     assert "oracle: no measured cost" in " ".join(said)
     assert "uniform-seed1: not run yet; left out of the tables" in said
     after = {d.name: (d / "metrics.jsonl").stat().st_mtime_ns for d in stored_dirs(tmp_path)}
