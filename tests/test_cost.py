@@ -64,7 +64,7 @@ def test_compare_warns_before_measuring_costs_on_a_busy_machine(tmp_path, monkey
     """Within half a core of the core count the machine is busy, and compare says so before
     it measures; below that it is quiet."""
     from metasched import cpu
-    from metasched.compare import budgets
+    from metasched.compare import costs as cost_store
 
     monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(cpu.os, "getloadavg", lambda: (1.5, 2.0, 1.0))
@@ -74,11 +74,11 @@ def test_compare_warns_before_measuring_costs_on_a_busy_machine(tmp_path, monkey
 
     monkeypatch.setattr(cpu.os, "getloadavg", lambda: (2.9, 2.0, 1.0))
     monkeypatch.setattr(
-        budgets, "calibrate", lambda missing, *a, **k: {n: IterationCost(2.0) for n in missing}
+        cost_store, "calibrate", lambda missing, *a, **k: {n: IterationCost(2.0) for n in missing}
     )
     said: list[str] = []
     uniform = load_config("glyphs-5w1s")
-    budgets.method_costs({"greedy": uniform}, uniform, tmp_path, said.append)
+    cost_store.method_costs({"greedy": uniform}, uniform, tmp_path, said.append)
     assert said[1].startswith("warning: the load average is 2.9 on 2 cores;")
     stored = json.loads((tmp_path / "costs.json").read_text())
     assert stored["measured_on"]["greedy"].endswith("(the load average is 2.9 on 2 cores)")
@@ -88,7 +88,7 @@ def test_a_cost_is_measured_again_when_its_settings_change(tmp_path, monkeypatch
     """costs.json keeps the settings each cost was measured with: a method whose pool size
     changed is measured again (and says why), one whose learning-rate schedule changed is
     not, and a cost recorded without its settings (an older file) is kept."""
-    from metasched.compare import budgets
+    from metasched.compare import costs as cost_store
 
     measured: list[list[str]] = []
 
@@ -96,27 +96,29 @@ def test_a_cost_is_measured_again_when_its_settings_change(tmp_path, monkeypatch
         measured.append(sorted(missing))
         return {name: IterationCost(float(len(measured))) for name in missing}
 
-    monkeypatch.setattr(budgets, "calibrate", calibrate)
-    monkeypatch.setattr(budgets, "busy_machine", lambda: None)
+    monkeypatch.setattr(cost_store, "calibrate", calibrate)
+    monkeypatch.setattr(cost_store, "busy_machine", lambda: None)
     uniform = load_config("glyphs-5w1s")
 
     def greedy(*settings: str) -> dict[str, Config]:
         return {"greedy": load_config("glyphs-5w1s", ["scheduler.name=greedy", *settings])}
 
     said: list[str] = []
-    budgets.method_costs(greedy("scheduler.pool_size=6"), uniform, tmp_path, said.append)
-    costs = budgets.method_costs(
+    cost_store.method_costs(greedy("scheduler.pool_size=6"), uniform, tmp_path, said.append)
+    costs = cost_store.method_costs(
         greedy("scheduler.pool_size=6", "train.lr_schedule=cosine"), uniform, tmp_path, said.append
     )
     assert measured == [["greedy"]] and costs["greedy"].step == 1.0
-    costs = budgets.method_costs(greedy("scheduler.pool_size=8"), uniform, tmp_path, said.append)
+    costs = cost_store.method_costs(greedy("scheduler.pool_size=8"), uniform, tmp_path, said.append)
     assert measured == [["greedy"], ["greedy"]] and costs["greedy"].step == 2.0
     assert "scheduler.pool_size: 6 -> 8" in said[-2]
 
     stored = json.loads((tmp_path / "costs.json").read_text())
     del stored["computations"]  # a file written before costs kept their settings
     (tmp_path / "costs.json").write_text(json.dumps(stored))
-    costs = budgets.method_costs(greedy("scheduler.pool_size=12"), uniform, tmp_path, said.append)
+    costs = cost_store.method_costs(
+        greedy("scheduler.pool_size=12"), uniform, tmp_path, said.append
+    )
     assert len(measured) == 2 and costs["greedy"].step == 2.0
 
 

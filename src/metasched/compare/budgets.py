@@ -22,32 +22,21 @@ and 95% interval over seeds, and paired with the reference method seed by seed) 
 from __future__ import annotations
 
 import csv
-import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from metasched.compare.costs import COSTS
 from metasched.compare.methods import Job
-from metasched.config import Config, config_from_dict
+from metasched.config import config_from_dict
 from metasched.config.schema import TrainConfig
-from metasched.cpu import busy_machine, cpu_name
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import format_score, t_interval
-from metasched.training.cost import (
-    IterationCost,
-    calibrate,
-    computation,
-    computation_changes,
-    run_cost,
-)
+from metasched.training.cost import IterationCost, run_cost
 from metasched.training.metrics import load_run
-
-COSTS = "costs.json"
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -74,81 +63,6 @@ class BudgetJob:
 
     job: Job
     steps: dict[float, int]
-
-
-def load_costs(out: Path) -> dict[str, IterationCost]:
-    path = out / COSTS
-    if not path.is_file():
-        return {}
-    try:
-        values = json.loads(path.read_text())["methods"]
-        return {name: IterationCost(**v) for name, v in values.items()}
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise MetaschedError(
-            f"{str(path)!r} is damaged ({type(error).__name__}); delete it to measure the costs"
-            " again"
-        ) from error
-
-
-def method_costs(
-    configs: dict[str, Config], uniform: Config, out: Path, say: Callable[[str], None]
-) -> dict[str, IterationCost]:
-    """Each method's cost per iteration: from ``OUT/costs.json``, measuring (and adding) the
-    methods it lacks and those measured with other settings (another pool size, model, ...:
-    :func:`computation_changes`; a cost recorded without its settings is trusted)."""
-    costs = load_costs(out)
-    measured = _recorded(out, "computations")
-    current = {name: computation(c) for name, c in configs.items()}
-    changed = []
-    for name in configs.keys() & costs.keys():
-        changes = computation_changes(measured.get(name, {}), current[name])
-        if changes:
-            say(f"the cost of {name} was measured with other settings ({'; '.join(changes)});"
-                " measuring it again")  # fmt: skip
-            changed.append(name)
-    missing = {n: c for n, c in configs.items() if n not in costs or n in changed}
-    if missing:
-        say(f"measuring the cost of {', '.join(missing)} against uniform sampling")
-        busy = busy_machine()
-        if busy:
-            say(
-                f"warning: {busy}; cost ratios measured with more processes than cores can be"
-                f" far off: measure on a quiet machine, or keep a {COSTS} measured on one"
-            )
-        costs.update(calibrate(missing, uniform, say=say))
-        where = _measured_on(out)
-        where.update({name: f"{cpu_name()}{f' ({busy})' if busy else ''}" for name in missing})
-        atomic_write(
-            out / COSTS,
-            json.dumps(
-                {
-                    "reference": "uniform sampling, measured in the same process",
-                    "measured_on": dict(sorted(where.items())),
-                    "computations": dict(sorted({**measured, **current}.items())),
-                    "methods": {name: cost.to_dict() for name, cost in sorted(costs.items())},
-                },
-                indent=1,
-            ),
-        )
-    return costs
-
-
-def _measured_on(out: Path) -> dict[str, str]:
-    """Where each method in ``OUT/costs.json`` was measured (a file written before this was
-    recorded per method names one machine for all)."""
-    path = out / COSTS
-    if not path.is_file():
-        return {}
-    values = json.loads(path.read_text())
-    if "measured_on" in values:
-        return dict(values["measured_on"])
-    return {name: str(values.get("cpu", "unknown")) for name in values.get("methods", {})}
-
-
-def _recorded(out: Path, field: str) -> dict[str, Any]:
-    """``field`` of ``OUT/costs.json`` by method (empty if absent)."""
-    path = out / COSTS
-    return dict(json.loads(path.read_text()).get(field, {})) if path.is_file() else {}
 
 
 def budget_jobs(
