@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Commits every finished run (a directory with summary.json) under experiments/runs, and the
-# checkpoints of unfinished ones when asked (--unfinished: last.pt, so that a study resumes on
-# another machine; only runs whose last.pt is at most UNFINISHED_MAX_MB, default 2: Conv4 and
-# scheduler states, not the 9 MB assay models of a study running beside), with the comparison
-# tables beside them. Records are committed compressed
+# checkpoints of unfinished ones when asked (--unfinished: last.pt and best.pt, so that a study
+# resumes on another machine; only runs whose last.pt is at most UNFINISHED_MAX_MB, default 2:
+# Conv4 and scheduler states, not the 9 MB assay models of a study running beside), with the
+# comparison tables beside them. Records are committed compressed
 # (metrics.jsonl.gz; metasched reads either, and a resumed run restores metrics.jsonl from it);
-# best.pt and older checkpoints stay out. Used while a long study runs, so that a session's end
+# a finished run's checkpoints stay out. Used while a long study runs, so that a session's end
 # loses only the iterations since the last call. Holds .git/metasched-commit.lock while it
 # stages and commits, so that it never interleaves with another commit made under that lock.
 set -euo pipefail
@@ -28,8 +28,11 @@ for run in experiments/runs/*/*/; do
   fi
   # A running run's checkpoint is taken before its records: the records then reach at least
   # the checkpoint's iteration (a resume drops those beyond it), never stop short of it.
-  checkpoint=""
-  $finished || checkpoint=$(git hash-object -w "$run/last.pt")
+  checkpoint="" best=""
+  if ! $finished; then  # best.pt too: a resume tests the best-so-far model at its milestones
+    checkpoint=$(git hash-object -w "$run/last.pt")
+    [ -f "$run/best.pt" ] && best=$(git hash-object -w "$run/best.pt")
+  fi
   if [ -f "$run/metrics.jsonl" ]; then
     gzip -cn "$run/metrics.jsonl" > "$run/.metrics.jsonl.gz.part" && \
       mv "$run/.metrics.jsonl.gz.part" "$run/metrics.jsonl.gz"
@@ -38,15 +41,19 @@ for run in experiments/runs/*/*/; do
   for f in config.yaml provenance.json summary.json test_tasks.csv metrics.jsonl.gz; do
     [ -f "$run/$f" ] && files+=("$run/$f")
   done
-  if $finished && git ls-files --error-unmatch "$run/last.pt" >/dev/null 2>&1; then
-    git rm -q --cached "$run/last.pt"  # committed while unfinished; a finished run needs none
+  if $finished; then  # committed while unfinished; a finished run needs neither
+    for f in last.pt best.pt; do
+      if git ls-files --error-unmatch "$run/$f" >/dev/null 2>&1; then git rm -q --cached "$run/$f"; fi
+    done
   fi
   if [ -z "$(git status --porcelain --ignored -- "${files[@]}")" ] && \
-     { $finished || [ "$(git rev-parse -q --verify ":$run/last.pt")" = "$checkpoint" ]; }; then
+     { $finished || [ "$(git rev-parse -q --verify ":$run/last.pt")" = "$checkpoint" ]; } && \
+     { [ -z "$best" ] || [ "$(git rev-parse -q --verify ":$run/best.pt")" = "$best" ]; }; then
     continue  # committed already
   fi
   git add -f "${files[@]}"
   $finished || git update-index --add --cacheinfo "100644,$checkpoint,$run/last.pt"
+  [ -z "$best" ] || git update-index --add --cacheinfo "100644,$best,$run/best.pt"
   added+=("$(basename "$(dirname "$run")")/$(basename "$run")$($finished || echo ' (unfinished)')")
 done
 for table in experiments/runs/*/{results,budgets}.{csv,md} experiments/runs/*/{results.png,cost.png,costs.json}; do

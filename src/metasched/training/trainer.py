@@ -372,7 +372,7 @@ class Trainer:
                 updates=self.state.updates,
                 wall_seconds=self.state.seconds + time.perf_counter() - self._clock,
             )
-        if result.mean <= self.state.best_score:
+        if not result.mean > self.state.best_score:  # (a NaN score is never the best)
             return False
         self.state.best_score, self.state.best_iteration = result.mean, it
         if self.ranks.is_main:
