@@ -145,6 +145,37 @@ def test_a_gate_that_stayed_on_while_timed_still_stops_at_its_compute(monkeypatc
     assert not costs["greedy"].varies
 
 
+def test_calibration_times_with_the_runs_threads_and_restores_the_process_setting(
+    monkeypatch,
+) -> None:
+    """Two threads on a 2-core machine whose other core is busy ran a calibration tens of times
+    slower than the runs it planned; it times with the runs' thread count, then puts the
+    process's back."""
+    import torch
+
+    seen: list[int] = []
+
+    def create(config, run_dir):
+        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
+        return SimpleNamespace(role=role, done=0, warmup=0)
+
+    def timed(trainer):
+        seen.append(torch.get_num_threads())
+        return "train", 1.0
+
+    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
+    monkeypatch.setattr(cost, "_timed", timed)
+    uniform = load_config("glyphs-5w1s")
+    greedy = load_config("glyphs-5w1s", ["scheduler.name=greedy", "scheduler.pool_size=8"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calibrate({"greedy": greedy}, uniform, say=lambda _: None, threads=1)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_warm_up_too_short_to_time_is_charged_at_the_steps_cost(monkeypatch) -> None:
     """The first two iterations of each trainer are left out of the timing: a warm-up of two
     iterations is never timed, and is charged at the meta-update's cost, not at nothing."""

@@ -88,7 +88,8 @@ def run_comparison(
                 say(f"{name}: no measured cost in {out / 'costs.json'}; left out of the tables")
             jobs = [j for j in jobs if j.baseline or j.method in costs]
         else:
-            costs = method_costs(first, uniform_reference(preset, overrides, seeds[0]), out, say)
+            reference = uniform_reference(preset, overrides, seeds[0])
+            costs = method_costs(first, reference, out, say, threads)
         train = load_config(preset, overrides).train
         units = train.iterations
         planned = budget_jobs(jobs, budgets, train, costs)

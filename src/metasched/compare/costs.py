@@ -38,11 +38,16 @@ def load_costs(out: Path) -> dict[str, IterationCost]:
 
 
 def method_costs(
-    configs: dict[str, Config], uniform: Config, out: Path, say: Callable[[str], None]
+    configs: dict[str, Config],
+    uniform: Config,
+    out: Path,
+    say: Callable[[str], None],
+    threads: int | None = None,
 ) -> dict[str, IterationCost]:
     """Each method's cost per iteration: from ``OUT/costs.json``, measuring (and adding) the
     methods it lacks and those measured with other settings (another pool size, model, ...:
-    :func:`computation_changes`; a cost recorded without its settings is trusted)."""
+    :func:`computation_changes`; a cost recorded without its settings is trusted); it times
+    them with ``threads`` torch threads, as the runs will run."""
     costs = load_costs(out)
     measured = _recorded(out, "computations")
     current = {name: computation(c) for name, c in configs.items()}
@@ -62,7 +67,7 @@ def method_costs(
                 f"warning: {busy}; cost ratios measured with more processes than cores can be"
                 f" far off: measure on a quiet machine, or keep a {COSTS} measured on one"
             )
-        costs.update(calibrate(missing, uniform, say=say))
+        costs.update(calibrate(missing, uniform, say=say, threads=threads))
         where = _measured_on(out)
         where.update({name: f"{cpu_name()}{f' ({busy})' if busy else ''}" for name in missing})
         atomic_write(

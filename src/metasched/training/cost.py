@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from metasched.config import Config, config_from_dict
 from metasched.schedulers import SCHEDULERS
@@ -104,6 +105,7 @@ def calibrate(
     iterations: int = 20,
     rounds: int = 8,
     say: Any = print,
+    threads: int | None = None,
 ) -> dict[str, IterationCost]:
     """Measures each method's cost per iteration against ``uniform`` in this process.
 
@@ -126,10 +128,24 @@ def calibrate(
         iterations: iteration pairs per block.
         rounds: timed blocks of meta-update iterations.
         say: where progress lines go.
+        threads: torch threads to time with, those the runs will use (this process's setting
+            when None): two threads on a machine whose other core is busy wait on each other
+            and run many times slower.
 
     Returns:
         Each method's :class:`IterationCost`.
     """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return _calibrate(methods, uniform, iterations, rounds, say)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _calibrate(
+    methods: dict[str, Config], uniform: Config, iterations: int, rounds: int, say: Any
+) -> dict[str, IterationCost]:
     from metasched.training.trainer import Trainer
 
     costs = {}
