@@ -113,7 +113,16 @@ def test_a_cost_is_measured_again_when_its_settings_change(tmp_path, monkeypatch
     assert measured == [["greedy"], ["greedy"]] and costs["greedy"].step == 2.0
     assert "scheduler.pool_size: 6 -> 8" in said[-2]
 
+    # The same method with a decayed rate computes the same: it takes the measured cost.
+    decayed = greedy("scheduler.pool_size=8", "train.lr_schedule=cosine")
+    costs = cost_store.method_costs(
+        {"greedy+cosine": decayed["greedy"]}, uniform, tmp_path, said.append
+    )
+    assert len(measured) == 2 and costs["greedy+cosine"] == costs["greedy"]
+    assert said[-1] == "cost of greedy+cosine: greedy's, the same computation"
+
     stored = json.loads((tmp_path / "costs.json").read_text())
+    assert stored["measured_on"]["greedy+cosine"] == "greedy's cost (the same computation)"
     del stored["computations"]  # a file written before costs kept their settings
     (tmp_path / "costs.json").write_text(json.dumps(stored))
     costs = cost_store.method_costs(

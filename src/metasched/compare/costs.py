@@ -47,7 +47,8 @@ def method_costs(
     """Each method's cost per iteration: from ``OUT/costs.json``, measuring (and adding) the
     methods it lacks and those measured with other settings (another pool size, model, ...:
     :func:`computation_changes`; a cost recorded without its settings is trusted); it times
-    them with ``threads`` torch threads, as the runs will run."""
+    them with ``threads`` torch threads, as the runs will run. A method whose computation is a
+    measured one's (the same method with a decayed learning rate) takes that one's cost."""
     costs = load_costs(out)
     measured = _recorded(out, "computations")
     current = {name: computation(c) for name, c in configs.items()}
@@ -59,17 +60,29 @@ def method_costs(
                 " measuring it again")  # fmt: skip
             changed.append(name)
     missing = {n: c for n, c in configs.items() if n not in costs or n in changed}
+    new = bool(missing)
+    where = _measured_on(out)
+    # A method that computes what a measured one does (e.g. amortised+cosine, amortised) costs
+    # the same: one measurement, so that noise does not give the two different budgets.
+    known = {n: c for n, c in {**measured, **current}.items() if n in costs and n not in missing}
+    for name in list(missing):
+        twin = next((n for n, c in known.items() if c == current[name]), None)
+        if twin is not None:
+            costs[name] = costs[twin]
+            where[name] = f"{twin}'s cost (the same computation)"
+            say(f"cost of {name}: {twin}'s, the same computation")
+            del missing[name]
+    busy = busy_machine() if missing else None
     if missing:
         say(f"measuring the cost of {', '.join(missing)} against uniform sampling")
-        busy = busy_machine()
         if busy:
             say(
                 f"warning: {busy}; cost ratios measured with more processes than cores can be"
                 f" far off: measure on a quiet machine, or keep a {COSTS} measured on one"
             )
         costs.update(calibrate(missing, uniform, say=say, threads=threads))
-        where = _measured_on(out)
         where.update({name: f"{cpu_name()}{f' ({busy})' if busy else ''}" for name in missing})
+    if new:
         atomic_write(
             out / COSTS,
             json.dumps(
