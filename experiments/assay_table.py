@@ -20,7 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
-from metasched.intervals import format_score, t_interval
+from metasched.intervals import format_difference, format_score, t_interval
 
 ORDER = ["uniform", "oracle", "greedy", "spl", "focal", "daml", "paml", "bass", "agreement", "ats"]
 
@@ -38,12 +38,11 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--against", default="uniform", help="the method others are paired with")
     args = parser.parse_args()
-    runs: dict[str, list[dict]] = {}
-    seeds: dict[str, dict[int, dict]] = {}
+    seeds: dict[str, dict[int, dict]] = {}  # each method's summary.json by seed
     for summary in sorted(args.out.glob("*-seed*/summary.json")):
         method, seed = summary.parent.name.rsplit("-seed", 1)
-        runs.setdefault(method, []).append(json.loads(summary.read_text()))
-        seeds.setdefault(method, {})[int(seed)] = runs[method][-1]["best"]["metrics"]
+        seeds.setdefault(method, {})[int(seed)] = json.loads(summary.read_text())
+    runs = {method: list(by_seed.values()) for method, by_seed in seeds.items()}
     methods = [m for m in ORDER if m in runs] + sorted(set(runs) - set(ORDER))
     print(
         "| method | seeds | pearson R² mean | pearson R² median | R²_os mean | R²_os median"
@@ -78,7 +77,7 @@ def main() -> None:
 
 def paired(seeds: dict[str, dict[int, dict]], methods: list[str], against: str) -> None:
     """Each method minus ``against``, seed by seed, in mean pearson R² and mean R²_os."""
-    print(f"\n| minus {against}, paired by seed | seeds | pearson R² | R²_os |")
+    print(f"\n| minus {against}, paired by seed (seeds ahead) | seeds | pearson R² | R²_os |")
     print("|---|---|---|---|")
     base = seeds[against]
     for method in methods:
@@ -87,11 +86,12 @@ def paired(seeds: dict[str, dict[int, dict]], methods: list[str], against: str) 
             continue
         cells = [method, ", ".join(str(s) for s in common)]
         for metric in ("pearson_r2", "oos_r2"):
-            diff = [seeds[method][s][metric]["mean"] - base[s][metric]["mean"] for s in common]
-            half = t_interval(diff)
-            width = f" ± {half:.3f}" if half == half else ""  # NaN for one seed
-            ahead = sum(d > 0 for d in diff)
-            cells.append(f"{statistics.fmean(diff):+.3f}{width} ({ahead}/{len(diff)} ahead)")
+            diff = [
+                seeds[method][s]["best"]["metrics"][metric]["mean"]
+                - base[s]["best"]["metrics"][metric]["mean"]
+                for s in common
+            ]
+            cells.append(format_difference(diff, digits=3))
         print("| " + " | ".join(cells) + " |")
 
 

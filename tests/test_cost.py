@@ -16,6 +16,20 @@ from metasched.training import cost
 from metasched.training.cost import IterationCost, calibrate, run_cost
 
 
+def _fake_trainers(monkeypatch, timed, warmup: int = 0, made: list[str] | None = None) -> None:
+    """Calibration without training: each trainer is a stub whose ``role`` is ``method`` or
+    ``uniform`` (the reference), timed by ``timed(trainer) -> (phase, seconds)``."""
+
+    def create(config, run_dir):
+        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
+        if made is not None:
+            made.append(role)
+        return SimpleNamespace(role=role, done=0, warmup=warmup)
+
+    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
+    monkeypatch.setattr(cost, "_timed", timed)
+
+
 def test_a_run_is_charged_each_iteration_at_its_phases_cost() -> None:
     records = [
         {"phase": "warmup"},
@@ -36,11 +50,6 @@ def test_calibration_times_measured_and_light_iterations_apart(monkeypatch) -> N
     made: list[str] = []
     clock = {"calls": 0}
 
-    def create(config, run_dir):
-        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
-        made.append(role)
-        return SimpleNamespace(role=role, done=0, warmup=0)
-
     def timed(trainer):
         clock["calls"] += 1
         load = 1.5 if 100 <= clock["calls"] < 180 else 1.0
@@ -49,8 +58,7 @@ def test_calibration_times_measured_and_light_iterations_apart(monkeypatch) -> N
             return "train", 1.0 * load
         return ("train", 3.0 * load) if i % 4 == 0 else ("light", 1.1 * load)
 
-    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
-    monkeypatch.setattr(cost, "_timed", timed)
+    _fake_trainers(monkeypatch, timed, made=made)
     uniform = load_config("glyphs-5w1s")
     gated = load_config("glyphs-5w1s", ["scheduler.name=gated", "scheduler.pool_size=8"])
     costs = calibrate({"gated": gated, "uniform+cosine": uniform}, uniform, say=lambda _: None)
@@ -135,15 +143,10 @@ def test_a_gate_that_stayed_on_while_timed_still_stops_at_its_compute(monkeypatc
     """Gated measured every iteration of its calibration (selection paid throughout); its
     light iterations are declared, not inferred, so its runs still stop at their compute."""
 
-    def create(config, run_dir):
-        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
-        return SimpleNamespace(role=role, done=0, warmup=0)
-
     def timed(trainer):
         return "train", 1.0 if trainer.role == "uniform" else 1.5
 
-    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
-    monkeypatch.setattr(cost, "_timed", timed)
+    _fake_trainers(monkeypatch, timed)
     uniform = load_config("glyphs-5w1s")
     methods = {
         "gated": load_config("glyphs-5w1s", ["scheduler.name=gated", "scheduler.pool_size=8"]),
@@ -164,16 +167,11 @@ def test_calibration_times_with_the_runs_threads_and_restores_the_process_settin
 
     seen: list[int] = []
 
-    def create(config, run_dir):
-        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
-        return SimpleNamespace(role=role, done=0, warmup=0)
-
     def timed(trainer):
         seen.append(torch.get_num_threads())
         return "train", 1.0
 
-    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
-    monkeypatch.setattr(cost, "_timed", timed)
+    _fake_trainers(monkeypatch, timed)
     uniform = load_config("glyphs-5w1s")
     greedy = load_config("glyphs-5w1s", ["scheduler.name=greedy", "scheduler.pool_size=8"])
     before = torch.get_num_threads()
@@ -189,18 +187,13 @@ def test_a_warm_up_too_short_to_time_is_charged_at_the_steps_cost(monkeypatch) -
     """The first two iterations of each trainer are left out of the timing: a warm-up of two
     iterations is never timed, and is charged at the meta-update's cost, not at nothing."""
 
-    def create(config, run_dir):
-        role = "uniform" if run_dir.name.endswith("-uniform") else "method"
-        return SimpleNamespace(role=role, done=0, warmup=2)
-
     def timed(trainer):
         i, trainer.done = trainer.done, trainer.done + 1
         if trainer.role == "uniform":
             return "train", 1.0
         return ("warmup", 2.0) if i < 2 else ("train", 3.0)
 
-    monkeypatch.setattr("metasched.training.trainer.Trainer.create", create)
-    monkeypatch.setattr(cost, "_timed", timed)
+    _fake_trainers(monkeypatch, timed, warmup=2)
     uniform = load_config("glyphs-5w1s")
     ats = load_config("glyphs-5w1s", ["scheduler.name=ats", "scheduler.pool_size=8"])
     measured = calibrate({"ats": ats}, uniform, say=lambda _: None)["ats"]

@@ -6,6 +6,8 @@ Example:
     0.0248
     >>> format_score(0.9512, 0.0041, percent=True)
     '95.12 ± 0.41%'
+    >>> format_difference([0.03, 0.01, 0.03], digits=3)
+    '+0.023 ± 0.029 (3/3)'
 """
 
 from __future__ import annotations
@@ -43,3 +45,12 @@ def format_score(value: float, interval: float, percent: bool) -> str:
     scale, digits, unit = (100.0, 2, "%") if percent else (1.0, 3, "")
     width = f" ± {scale * interval:.{digits}f}" if math.isfinite(interval) else ""
     return f"{scale * value:.{digits}f}{width}{unit}"
+
+
+def format_difference(differences: Sequence[float] | np.ndarray, digits: int) -> str:
+    """Paired differences (one per seed) as their mean, its Student-t interval (with two or
+    more) and how many are above zero: ``"+2.33 ± 2.87 (3/3)"``."""
+    array = np.asarray(differences, dtype=float)
+    half = t_interval(array)
+    width = f" ± {half:.{digits}f}" if math.isfinite(half) else ""
+    return f"{array.mean():+.{digits}f}{width} ({int((array > 0).sum())}/{len(array)})"

@@ -34,7 +34,7 @@ from metasched.config import config_from_dict
 from metasched.config.schema import TrainConfig
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
-from metasched.intervals import format_score, t_interval
+from metasched.intervals import format_difference, format_score, t_interval
 from metasched.training.cost import IterationCost, run_cost
 from metasched.training.metrics import load_run
 
@@ -321,9 +321,7 @@ def budget_table(
                     cells.append("")
                     continue
                 diff = np.array([mine[s] - base[s] for s in seeds]) * scale
-                half = t_interval(diff)
-                width = f" ± {half:.2f}" if math.isfinite(half) else ""
-                cells.append(f"{diff.mean():+.2f}{width} ({int((diff > 0).sum())}/{len(seeds)})")
+                cells.append(format_difference(diff, digits=2))
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
