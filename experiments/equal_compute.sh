@@ -47,12 +47,13 @@ omniglot() { study experiments/runs/budget-omniglot-redraw-0.6 "$1" "$2" "$ALL" 
     --config glyphs-noisy --set data.name=omniglot --set data.root=../shared/data/omniglot \
     --pretrain glyphs-pretrain $COMMON; }
 # Assays: the best learner (fsmol-gp) with half of the training tasks' support targets noised
-# (fsmol-noisy; 8 tasks a meta-batch, so the cheap pools hold 12), to 10x (its 2,000-update
-# uniform run takes about 10 minutes).
+# (fsmol-noisy; 8 tasks a meta-batch, so the cheap pools hold 12), to 10x of a 1,000-update
+# uniform run (about 5 minutes; the clean learner's validation score levels off by 1,000
+# updates, experiments/assay_schedulers.sh), so 10x is 10,000 uniform updates.
 ASSAYS=uniform,uniform+cosine,oracle,greedy-p12,amortised,gated-p12,greedy,ats
 assays() { study experiments/runs/budget-assays-noisy "$1" "$ASSAYS" "$ASSAYS" \
     --config fsmol-noisy --set data.root=../shared/data/fsmol/fsmol_train_valid.csv.gz \
-    --budget 1x,3x,10x --workers ${WORKERS:-1}; }
+    --set train.iterations=1000 --budget 1x,3x,10x --workers ${WORKERS:-1}; }
 # Clean tasks, where selection can only cost (a gated scheduler should stay off), and 80%
 # redrawn supports, where it has the most to gain.
 clean() { study experiments/runs/budget-clean "$1" "$2" "$ALL" --config glyphs-noisy \
