@@ -367,3 +367,37 @@ def test_the_budget_table_pairs_each_method_with_the_reference_by_seed() -> None
     values += [value("amortised", s, x) for s, x in enumerate([0.93, 0.92, 0.95, 0.99])]
     table = budget_table(values, [1.0], True, "uniform+cosine", 500)
     assert "| amortised | +2.33 ± 2.87 (3/3) |" in table
+
+
+def test_the_verdict_judges_each_method_by_paired_intervals_at_every_budget() -> None:
+    """Against a reference at 1x and 30x over three seeds: a method 2 to 3 points ahead at
+    both meets the goal; one clearly behind at 1x fails it there whatever it does at 30x; one
+    level at 30x (differences of opposite sign) fails it for not being ahead; one with a
+    single seed is undecided; the best by mean is named at each budget."""
+    from metasched.compare.budgets import BudgetValue, verdict
+
+    reference = {1.0: [0.90, 0.91, 0.92], 30.0: [0.95, 0.96, 0.97]}
+    offsets = {
+        "winner": {1.0: [0.02, 0.03, 0.02], 30.0: [0.03, 0.02, 0.03]},
+        "slow": {1.0: [-0.05, -0.06, -0.05], 30.0: [0.03, 0.03, 0.04]},
+        "level": {1.0: [0.02, 0.02, 0.03], 30.0: [0.01, -0.01, 0.005]},
+    }
+    values = [
+        BudgetValue("uniform+cosine", seed, b, x, 1, 1.0, 1.0)
+        for b, xs in reference.items()
+        for seed, x in enumerate(xs)
+    ]
+    for method, by_budget in offsets.items():
+        for b, ds in by_budget.items():
+            values += [
+                BudgetValue(method, seed, b, reference[b][seed] + d, 1, 1.0, 1.0)
+                for seed, d in enumerate(ds)
+            ]
+    values += [BudgetValue("lonely", 0, b, 0.999, 1, 1.0, 1.0) for b in reference]
+    lines = verdict(values, [1.0, 30.0], "uniform+cosine", percent=True).splitlines()
+    assert "| 1x | lonely (1) | winner, level | slow |" in lines
+    assert "| 30x | lonely (1) | winner, slow | – |" in lines
+    assert any(line.startswith("- winner: meets it; at 30x +2.67") for line in lines)
+    assert "- slow: fails it, behind at 1x" in lines
+    assert any(line.startswith("- level: fails it, not ahead; at 30x +0.17") for line in lines)
+    assert "- lonely: undecided, under two paired seeds at 1x, 30x" in lines

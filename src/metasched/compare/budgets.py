@@ -15,8 +15,8 @@ run that spent under 95% of a budget (e.g. one planned from a ``costs.json`` mea
 costs could vary).
 
 Outputs: ``OUT/budgets.md`` and ``budgets.csv`` (each method's test score at each budget, mean
-and 95% interval over seeds, and paired with the reference method seed by seed) and
-``OUT/cost.png`` (validation score against cost).
+and 95% interval over seeds, paired with the reference method seed by seed, and the verdict
+those intervals give: :func:`verdict`) and ``OUT/cost.png`` (validation score against cost).
 """
 
 from __future__ import annotations
@@ -264,6 +264,23 @@ def convergence_table(planned: list[BudgetJob], costs: dict[str, IterationCost],
     return "\n".join(lines)
 
 
+def _cells(values: list[BudgetValue]) -> dict[tuple[str, float], list[BudgetValue]]:
+    """``values`` grouped by (method, budget)."""
+    cell: dict[tuple[str, float], list[BudgetValue]] = {}
+    for v in values:
+        cell.setdefault((v.method, v.budget), []).append(v)
+    return cell
+
+
+def _paired(
+    cell: dict[tuple[str, float], list[BudgetValue]], method: str, reference: str, budget: float
+) -> np.ndarray:
+    """``method``'s score minus ``reference``'s at ``budget``, one per seed both have."""
+    mine = {v.seed: v.score for v in cell.get((method, budget), [])}
+    base = {v.seed: v.score for v in cell.get((reference, budget), [])}
+    return np.array([mine[s] - base[s] for s in sorted(mine.keys() & base.keys())])
+
+
 def budget_table(
     values: list[BudgetValue],
     budgets: list[float],
@@ -276,9 +293,7 @@ def budget_table(
     where the runs used less than 95% of the budget, ``units`` being the uniform run's cost),
     then each method minus ``reference`` paired by seed."""
     methods = list(dict.fromkeys(v.method for v in values))
-    cell: dict[tuple[str, float], list[BudgetValue]] = {}
-    for v in values:
-        cell.setdefault((v.method, v.budget), []).append(v)
+    cell = _cells(values)
     means = {key: float(np.mean([v.score for v in vs])) for key, vs in cell.items()}
     lines = [
         "| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |",
@@ -312,17 +327,71 @@ def budget_table(
         for method in methods:
             if method == reference:
                 continue
-            cells = []
-            for budget in budgets:
-                mine = {v.seed: v.score for v in cell.get((method, budget), [])}
-                base = {v.seed: v.score for v in cell.get((reference, budget), [])}
-                seeds = sorted(mine.keys() & base.keys())
-                if not seeds:
-                    cells.append("")
-                    continue
-                diff = np.array([mine[s] - base[s] for s in seeds]) * scale
-                cells.append(format_difference(diff, digits=2))
+            diffs = [_paired(cell, method, reference, b) * scale for b in budgets]
+            cells = [format_difference(d, digits=2) if len(d) else "" for d in diffs]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(values: list[BudgetValue], budgets: list[float], reference: str, percent: bool) -> str:
+    """Markdown: the plain verdict against ``reference`` from paired 95% intervals over seeds.
+    At each budget, the best method by mean and those whose interval lies wholly above or
+    below the reference's; then each method judged by the goal "never behind the reference
+    at any budget and ahead of it at the largest" (behind or ahead: the interval excludes
+    zero), or undecided while some budget has fewer than two paired seeds.
+
+    Example:
+        >>> v = [BudgetValue(m, s, 1.0, x, 1, 1.0, 1.0) for m, xs in
+        ...      {"u": [0.90, 0.91, 0.92], "a": [0.93, 0.94, 0.95]}.items()
+        ...      for s, x in enumerate(xs)]
+        >>> print(verdict(v, [1.0], "u", percent=True).splitlines()[-1])
+        - a: meets it; at 1x +3.00 ± 0.00 (3/3)
+    """
+    cell = _cells(values)
+    scale, digits = (100.0, 2) if percent else (1.0, 3)
+    methods = [m for m in dict.fromkeys(v.method for v in values) if m != reference]
+    if not any((reference, b) in cell for b in budgets):
+        return f"No verdict: no run of {reference} has finished."
+    lines = [f"| budget | best by mean | ahead of {reference} | behind it |", "|---|---|---|---|"]
+    signs: dict[str, dict[float, tuple[int, np.ndarray]]] = {m: {} for m in methods}
+    for budget in budgets:
+        means = {
+            m: float(np.mean([v.score for v in cell[(m, budget)]]))
+            for m in [reference, *methods]
+            if (m, budget) in cell
+        }
+        if not means:
+            continue
+        ahead: list[str] = []
+        behind: list[str] = []
+        for method in methods:
+            diff = _paired(cell, method, reference, budget)
+            half = t_interval(diff)
+            sign = 0
+            if len(diff) >= 2 and abs(diff.mean()) > half:  # the interval excludes zero
+                sign = 1 if diff.mean() > 0 else -1
+                (ahead if sign > 0 else behind).append(method)
+            signs[method][budget] = (sign, diff)
+        best = max(means, key=lambda m: means[m])
+        seeds = len(cell[(best, budget)])
+        lines.append(
+            f"| {budget:g}x | {best} ({seeds}) | {', '.join(ahead) or '–'}"
+            f" | {', '.join(behind) or '–'} |"
+        )
+    largest = max(budgets)
+    lines += ["", f"Never behind {reference} at any budget and ahead at {largest:g}x:", ""]
+    for method in methods:
+        judged = signs[method]
+        behind = [f"{b:g}x" for b in budgets if b in judged and judged[b][0] < 0]
+        missing = [f"{b:g}x" for b in budgets if len(judged.get(b, (0, ()))[1]) < 2]
+        if behind:
+            lines.append(f"- {method}: fails it, behind at {', '.join(behind)}")
+        elif missing:
+            lines.append(f"- {method}: undecided, under two paired seeds at {', '.join(missing)}")
+        else:
+            sign, diff = judged[largest]
+            at = f"at {largest:g}x {format_difference(diff * scale, digits)}"
+            lines.append(f"- {method}: {'meets it' if sign > 0 else 'fails it, not ahead'}; {at}")
     return "\n".join(lines)
 
 
@@ -341,6 +410,11 @@ def write_budget_outputs(
     budget) and ``cost.png``; returns their paths."""
     values = budget_values(planned, costs)
     table = budget_table(values, budgets, percent, reference, units)
+    if reference:
+        table += (
+            f"\n\nVerdict against {reference}, from the paired intervals above (seeds of the"
+            f" best in brackets):\n\n{verdict(values, budgets, reference, percent)}"
+        )
     converged = convergence_table(planned, costs, units)
     cost_lines = [
         f"- {name}: {c.step:.2f} per meta-update"
