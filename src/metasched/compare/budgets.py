@@ -196,8 +196,9 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
                 crossed = [r for r in run.milestones if r.get("spent", -1.0) >= at]
                 reached = crossed[0] if crossed and not final else None
                 # crossed on the last iteration, where the run tests instead of a milestone
+                last = len(cumulative) >= 1 and cumulative[-1] >= at
                 final = final or (
-                    reached is None and bool(len(cumulative)) and cumulative[-1] >= at
+                    reached is None and last and (len(cumulative) < 2 or cumulative[-2] < at)
                 )
             else:
                 final = bool(job.baseline) or steps == end
@@ -323,22 +324,40 @@ def budget_table(
         ]
         lines += ["| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |"]
         lines += ["|---|" + "---|" * len(budgets)]
-        scale = 100.0 if percent else 1.0
+        scale, digits = _difference_scale(percent)
         for method in methods:
             if method == reference:
                 continue
             diffs = [_paired(cell, method, reference, b) * scale for b in budgets]
-            cells = [format_difference(d, digits=2) if len(d) else "" for d in diffs]
+            cells = [format_difference(d, digits) if len(d) else "" for d in diffs]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def verdict(values: list[BudgetValue], budgets: list[float], reference: str, percent: bool) -> str:
+def _difference_scale(percent: bool) -> tuple[float, int]:
+    """How paired differences are printed: points with 2 decimals for a percentage score,
+    3 decimals of the score itself otherwise (R² differences of a few thousandths)."""
+    return (100.0, 2) if percent else (1.0, 3)
+
+
+def verdict(
+    values: list[BudgetValue],
+    budgets: list[float],
+    reference: str,
+    percent: bool,
+    reachable: dict[str, set[float]] | None = None,
+) -> str:
     """Markdown: the plain verdict against ``reference`` from paired 95% intervals over seeds.
-    At each budget, the best method by mean and those whose interval lies wholly above or
-    below the reference's; then each method judged by the goal "never behind the reference
-    at any budget and ahead of it at the largest" (behind or ahead: the interval excludes
-    zero), or undecided while some budget has fewer than two paired seeds.
+
+    At each budget: the best method by its mean paired difference with the reference, among
+    the methods with the most seeds paired there (a one-seed lead is not ranked above a
+    three-seed one), and the methods whose interval lies wholly above or below zero. Then each
+    method judged by the goal "never worse than the reference at any budget and better at the
+    largest". It fails where its mean difference is below zero at a budget with two or more
+    paired seeds (saying whether the interval excludes zero there) or where it has no model at
+    a budget (``reachable``: the budgets its runs answer for; a warm-up that outlasts a budget
+    leaves none); else it is undecided while a budget has fewer than two paired seeds; else it
+    meets the goal when its interval at the largest budget lies above zero.
 
     Example:
         >>> v = [BudgetValue(m, s, 1.0, x, 1, 1.0, 1.0) for m, xs in
@@ -348,51 +367,65 @@ def verdict(values: list[BudgetValue], budgets: list[float], reference: str, per
         - a: meets it; at 1x +3.00 ± 0.00 (3/3)
     """
     cell = _cells(values)
-    scale, digits = (100.0, 2) if percent else (1.0, 3)
+    scale, digits = _difference_scale(percent)
     methods = [m for m in dict.fromkeys(v.method for v in values) if m != reference]
-    if not any((reference, b) in cell for b in budgets):
-        return f"No verdict: no run of {reference} has finished."
     lines = [f"| budget | best by mean | ahead of {reference} | behind it |", "|---|---|---|---|"]
-    signs: dict[str, dict[float, tuple[int, np.ndarray]]] = {m: {} for m in methods}
+    diffs = {(m, b): _paired(cell, m, reference, b) * scale for m in methods for b in budgets}
     for budget in budgets:
-        means = {
-            m: float(np.mean([v.score for v in cell[(m, budget)]]))
-            for m in [reference, *methods]
-            if (m, budget) in cell
-        }
-        if not means:
+        if (reference, budget) not in cell:
+            lines.append(f"| {budget:g}x | no run of {reference} yet | | |")
             continue
-        ahead: list[str] = []
-        behind: list[str] = []
-        for method in methods:
-            diff = _paired(cell, method, reference, budget)
-            half = t_interval(diff)
-            sign = 0
-            if len(diff) >= 2 and abs(diff.mean()) > half:  # the interval excludes zero
-                sign = 1 if diff.mean() > 0 else -1
-                (ahead if sign > 0 else behind).append(method)
-            signs[method][budget] = (sign, diff)
-        best = max(means, key=lambda m: means[m])
-        seeds = len(cell[(best, budget)])
+        paired = {m: diffs[(m, budget)] for m in methods if len(diffs[(m, budget)])}
+        most = max(map(len, paired.values()), default=len(cell[(reference, budget)]))
+        ranked = {m: float(d.mean()) for m, d in paired.items() if len(d) == most}
+        if len(cell[(reference, budget)]) >= most:
+            ranked[reference] = 0.0
+        best = max(ranked, key=lambda m: ranked[m])
+        ahead = [m for m, d in paired.items() if _excludes_zero(d) and d.mean() > 0]
+        behind = [m for m, d in paired.items() if _excludes_zero(d) and d.mean() < 0]
         lines.append(
-            f"| {budget:g}x | {best} ({seeds}) | {', '.join(ahead) or '–'}"
-            f" | {', '.join(behind) or '–'} |"
+            f"| {budget:g}x | {best} ({most} seed{'s' if most > 1 else ''}) |"
+            f" {', '.join(ahead) or '–'} | {', '.join(behind) or '–'} |"
         )
     largest = max(budgets)
-    lines += ["", f"Never behind {reference} at any budget and ahead at {largest:g}x:", ""]
+    lines += ["", f"Never worse than {reference} at any budget and better at {largest:g}x:", ""]
     for method in methods:
-        judged = signs[method]
-        behind = [f"{b:g}x" for b in budgets if b in judged and judged[b][0] < 0]
-        missing = [f"{b:g}x" for b in budgets if len(judged.get(b, (0, ()))[1]) < 2]
-        if behind:
-            lines.append(f"- {method}: fails it, behind at {', '.join(behind)}")
-        elif missing:
+        answers = reachable.get(method, set(budgets)) if reachable else set(budgets)
+        unreached = [f"{b:g}x" for b in budgets if b not in answers]
+        below = [
+            b for b in budgets if len(diffs[(method, b)]) >= 2 and diffs[(method, b)].mean() < 0
+        ]
+        missing = [f"{b:g}x" for b in budgets if b in answers and len(diffs[(method, b)]) < 2]
+        if unreached or below:
+            why = (
+                [f"no model at {', '.join(unreached)} (its warm-up outlasts it)"]
+                if unreached
+                else []
+            )
+            for b in below:
+                sure = (
+                    "its interval excludes zero"
+                    if _excludes_zero(diffs[(method, b)])
+                    else "on the mean"
+                )
+                why.append(f"behind at {b:g}x ({sure})")
+            lines.append(f"- {method}: fails it, {'; '.join(why)}")
+            continue
+        if missing:
             lines.append(f"- {method}: undecided, under two paired seeds at {', '.join(missing)}")
-        else:
-            sign, diff = judged[largest]
-            at = f"at {largest:g}x {format_difference(diff * scale, digits)}"
-            lines.append(f"- {method}: {'meets it' if sign > 0 else 'fails it, not ahead'}; {at}")
+            continue
+        last = diffs[(method, largest)]
+        met = _excludes_zero(last) and last.mean() > 0
+        at = f"at {largest:g}x {format_difference(last, digits)}"
+        lines.append(
+            f"- {method}: {'meets it' if met else f'fails it, not ahead at {largest:g}x'}; {at}"
+        )
     return "\n".join(lines)
+
+
+def _excludes_zero(differences: np.ndarray) -> bool:
+    """Whether the Student-t 95% interval of paired differences (two or more) excludes zero."""
+    return len(differences) >= 2 and abs(float(differences.mean())) > t_interval(differences)
 
 
 def write_budget_outputs(
@@ -411,10 +444,11 @@ def write_budget_outputs(
     values = budget_values(planned, costs)
     table = budget_table(values, budgets, percent, reference, units)
     if reference:
-        table += (
-            f"\n\nVerdict against {reference}, from the paired intervals above (seeds of the"
-            f" best in brackets):\n\n{verdict(values, budgets, reference, percent)}"
-        )
+        reachable: dict[str, set[float]] = {}
+        for item in planned:
+            reachable.setdefault(item.job.method, set()).update(item.steps)
+        judged = verdict(values, budgets, reference, percent, reachable)
+        table += f"\n\nVerdict against {reference}, from the paired intervals above:\n\n{judged}"
     converged = convergence_table(planned, costs, units)
     cost_lines = [
         f"- {name}: {c.step:.2f} per meta-update"
