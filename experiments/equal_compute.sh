@@ -30,8 +30,12 @@ COSTLY=greedy,agreement,ats,ats-lite
 # nothing). Arguments: the directory, the seeds, the methods to run, the table's methods,
 # then the comparison's options.
 ALL=uniform,uniform+cosine,oracle,oracle+cosine,proxy-p6,proxy-p6+cosine,greedy-p4,buffer-p3,amortised,amortised+cosine,gated-p4,greedy,agreement,ats,ats-lite
+# A comparison that fails (a bad setting, a missing data set) is reported and the study goes
+# on with the next: the settings are independent. A stop (run_and_commit.sh's TERM) ends the
+# whole script at once all the same.
 study() { local out=$1 seeds=$2 methods=$3 table=$4; shift 4
-  metasched compare "$@" --seeds "$seeds" --schedulers "$methods" --out "$out"
+  metasched compare "$@" --seeds "$seeds" --schedulers "$methods" --out "$out" \
+      || echo "FAILED: the comparison into $out (see above); going on with the next"
   metasched compare "$@" --seeds 3 --schedulers "$table" --out "$out" --tables-only \
       || echo "no table of $out this time (see the line above)"; }
 
