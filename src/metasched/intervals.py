@@ -39,10 +39,17 @@ def t_interval(values: Sequence[float] | np.ndarray) -> float:
     return float(half)
 
 
+def score_scale(percent: bool) -> tuple[float, int]:
+    """How a score (or a difference of scores) is printed: points with 2 decimals for a
+    percentage, 3 decimals of the value itself otherwise (R² differences of thousandths)."""
+    return (100.0, 2) if percent else (1.0, 3)
+
+
 def format_score(value: float, interval: float, percent: bool) -> str:
     """``"95.12 ± 0.41%"`` for a percentage score, ``"0.312 ± 0.041"`` for a plain one; no
     interval part when it is not finite."""
-    scale, digits, unit = (100.0, 2, "%") if percent else (1.0, 3, "")
+    scale, digits = score_scale(percent)
+    unit = "%" if percent else ""
     width = f" ± {scale * interval:.{digits}f}" if math.isfinite(interval) else ""
     return f"{scale * value:.{digits}f}{width}{unit}"
 

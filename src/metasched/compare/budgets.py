@@ -34,7 +34,7 @@ from metasched.config import config_from_dict
 from metasched.config.schema import TrainConfig
 from metasched.errors import MetaschedError
 from metasched.files import atomic_open, atomic_write, save_figure
-from metasched.intervals import format_difference, format_score, t_interval
+from metasched.intervals import format_difference, format_score, score_scale, t_interval
 from metasched.training.cost import IterationCost, run_cost
 from metasched.training.metrics import load_run
 
@@ -196,10 +196,9 @@ def budget_values(planned: list[BudgetJob], costs: dict[str, IterationCost]) -> 
                 crossed = [r for r in run.milestones if r.get("spent", -1.0) >= at]
                 reached = crossed[0] if crossed and not final else None
                 # crossed on the last iteration, where the run tests instead of a milestone
-                last = len(cumulative) >= 1 and cumulative[-1] >= at
-                final = final or (
-                    reached is None and last and (len(cumulative) < 2 or cumulative[-2] < at)
-                )
+                ends_there = bool(len(cumulative)) and cumulative[-1] >= at
+                ends_there = ends_there and (len(cumulative) < 2 or cumulative[-2] < at)
+                final = final or (reached is None and ends_there)
             else:
                 final = bool(job.baseline) or steps == end
                 reached = milestones.get(steps)
@@ -324,7 +323,7 @@ def budget_table(
         ]
         lines += ["| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |"]
         lines += ["|---|" + "---|" * len(budgets)]
-        scale, digits = _difference_scale(percent)
+        scale, digits = score_scale(percent)
         for method in methods:
             if method == reference:
                 continue
@@ -332,12 +331,6 @@ def budget_table(
             cells = [format_difference(d, digits) if len(d) else "" for d in diffs]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _difference_scale(percent: bool) -> tuple[float, int]:
-    """How paired differences are printed: points with 2 decimals for a percentage score,
-    3 decimals of the score itself otherwise (R² differences of a few thousandths)."""
-    return (100.0, 2) if percent else (1.0, 3)
 
 
 def verdict(
@@ -367,7 +360,7 @@ def verdict(
         - a: meets it; at 1x +3.00 ± 0.00 (3/3)
     """
     cell = _cells(values)
-    scale, digits = _difference_scale(percent)
+    scale, digits = score_scale(percent)
     methods = [m for m in dict.fromkeys(v.method for v in values) if m != reference]
     lines = [f"| budget | best by mean | ahead of {reference} | behind it |", "|---|---|---|---|"]
     diffs = {(m, b): _paired(cell, m, reference, b) * scale for m in methods for b in budgets}
@@ -397,18 +390,9 @@ def verdict(
         ]
         missing = [f"{b:g}x" for b in budgets if b in answers and len(diffs[(method, b)]) < 2]
         if unreached or below:
-            why = (
-                [f"no model at {', '.join(unreached)} (its warm-up outlasts it)"]
-                if unreached
-                else []
-            )
-            for b in below:
-                sure = (
-                    "its interval excludes zero"
-                    if _excludes_zero(diffs[(method, b)])
-                    else "on the mean"
-                )
-                why.append(f"behind at {b:g}x ({sure})")
+            where = ", ".join(unreached)
+            why = [f"no model at {where} (its warm-up outlasts it)"] if unreached else []
+            why += [f"behind at {b:g}x ({_how_sure(diffs[(method, b)])})" for b in below]
             lines.append(f"- {method}: fails it, {'; '.join(why)}")
             continue
         if missing:
@@ -421,6 +405,11 @@ def verdict(
             f"- {method}: {'meets it' if met else f'fails it, not ahead at {largest:g}x'}; {at}"
         )
     return "\n".join(lines)
+
+
+def _how_sure(differences: np.ndarray) -> str:
+    """Whether a difference below zero is so by its interval or only on the mean."""
+    return "its interval excludes zero" if _excludes_zero(differences) else "on the mean"
 
 
 def _excludes_zero(differences: np.ndarray) -> bool:
