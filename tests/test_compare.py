@@ -394,6 +394,22 @@ def test_the_budget_table_pairs_each_method_with_the_reference_by_seed() -> None
     assert "| amortised | +2.33 ± 2.87 (3/3) |" in table
 
 
+def test_the_budget_table_marks_the_best_mean_among_the_methods_with_most_seeds() -> None:
+    """One seed at 99% is not marked above three seeds at 93%: bold goes to the best mean among
+    the methods with the most seeds at that budget."""
+    from metasched.compare.budgets import BudgetValue, budget_table
+
+    values = [BudgetValue("uniform+cosine", s, 1.0, 0.90, 1, 1.0, 1.0) for s in range(3)]
+    values += [BudgetValue("amortised", s, 1.0, 0.93, 1, 1.0, 1.0) for s in range(3)]
+    values.append(BudgetValue("lonely", 0, 1.0, 0.99, 1, 1.0, 1.0))
+    rows = {
+        line.split(" | ")[0]: line
+        for line in budget_table(values, [1.0], True, None, 1).splitlines()
+    }
+    assert "**93.00" in rows["| amortised"]
+    assert "**" not in rows["| lonely"] and "**" not in rows["| uniform+cosine"]
+
+
 def test_the_verdict_judges_each_method_by_paired_intervals_at_every_budget() -> None:
     """Against a reference at 1x and 30x (seeds 1, 2, 3, listed out of order):
     - "winner", 2 to 3 points ahead at both, meets the goal;

@@ -288,13 +288,24 @@ def budget_table(
     reference: str | None,
     units: int,
 ) -> str:
-    """Markdown: each method's mean ± 95% interval over seeds at each budget (the best per
-    budget in bold; "–" where its warm-up alone exceeds the budget; "spent" with the cost
+    """Markdown: each method's mean ± 95% interval over seeds at each budget (in bold the best
+    mean among the methods with the most seeds at that budget, so that a one-seed lead is not
+    marked over three seeds; "–" where its warm-up alone exceeds the budget; "spent" with the cost
     where the runs used less than 95% of the budget, ``units`` being the uniform run's cost),
     then each method minus ``reference`` paired by seed."""
     methods = list(dict.fromkeys(v.method for v in values))
     cell = _cells(values)
     means = {key: float(np.mean([v.score for v in vs])) for key, vs in cell.items()}
+    most = {
+        b: max((len(vs) for (_, at), vs in cell.items() if at == b), default=0) for b in budgets
+    }
+    best = {
+        b: max(
+            (m for key, m in means.items() if key[1] == b and len(cell[key]) == most[b]),
+            default=None,
+        )
+        for b in budgets
+    }
     lines = [
         "| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |",
         "|---|" + "---|" * len(budgets),
@@ -308,8 +319,8 @@ def budget_table(
                 continue
             scores = [v.score for v in runs]
             text = format_score(float(np.mean(scores)), t_interval(scores), percent)
-            best = max(m for (name, b), m in means.items() if b == budget)
-            cells.append(f"**{text}**" if means[(method, budget)] == best else text)
+            marked = len(runs) == most[budget] and means[(method, budget)] == best[budget]
+            cells.append(f"**{text}**" if marked else text)
             cells[-1] += f" ({len(runs)})"
             spent = float(np.mean([v.cost for v in runs])) / units
             if 0 < spent < 0.95 * budget:  # 0: a per-task baseline, which meta-trains nothing
