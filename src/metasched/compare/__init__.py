@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from metasched.compare.budgets import BudgetJob, budget_jobs, write_budget_outputs
+from metasched.compare.budgets import (
+    BudgetJob,
+    budget_jobs,
+    reachable_budgets,
+    write_budget_outputs,
+)
 from metasched.compare.costs import load_costs, method_costs
 from metasched.compare.methods import (
     PATTERNS,
@@ -94,6 +99,7 @@ def run_comparison(
         units = train.iterations
         planned = budget_jobs(jobs, budgets, train, costs)
         jobs = [p.job for p in planned]
+    reachable = reachable_budgets(planned)  # before unfinished runs leave the plan
     if tables_only:
         jobs = finished(jobs, say)
         if not jobs:
@@ -103,7 +109,9 @@ def run_comparison(
             )
         kept = {j.run_dir for j in jobs}
         planned = [p for p in planned if p.job.run_dir in kept]
-        return _write_tables(jobs, planned, costs, budgets, out, methods, command, units, pretrain)
+        return _write_tables(
+            jobs, planned, reachable, costs, budgets, out, methods, command, units, pretrain
+        )
     todo = prepare(jobs, out, say)
     # seed by seed, so that every method's first seed is done early; long runs first in each
     todo.sort(key=lambda j: (j.seed, -_expected_cost(j.config)))
@@ -118,12 +126,15 @@ def run_comparison(
     except (TrainingInterrupted, TrainingAborted, KeyboardInterrupt, SystemExit) as stopped:
         # A run's own message names one run; the user reruns the whole comparison.
         raise ComparisonInterrupted(out) from stopped
-    return _write_tables(jobs, planned, costs, budgets, out, methods, command, units, pretrain)
+    return _write_tables(
+        jobs, planned, reachable, costs, budgets, out, methods, command, units, pretrain
+    )
 
 
 def _write_tables(
     jobs: list[Job],
     planned: list[BudgetJob],
+    reachable: dict[str, set[float]],
     costs: dict[str, IterationCost],
     budgets: list[float] | None,
     out: Path,
@@ -136,7 +147,15 @@ def _write_tables(
     if budgets:
         percent = domain_of(jobs[0].config).objective.percent
         files = write_budget_outputs(
-            planned, costs, budgets, out, percent, reference_method(methods), command, units
+            planned,
+            costs,
+            budgets,
+            out,
+            percent,
+            reference_method(methods),
+            command,
+            units,
+            reachable,
         )
         return files[0].read_text(), files
     table = summarise(jobs, out / "pretrain" if pretrain else None)

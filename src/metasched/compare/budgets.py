@@ -120,6 +120,15 @@ def budget_jobs(
     return planned
 
 
+def reachable_budgets(planned: list[BudgetJob]) -> dict[str, set[float]]:
+    """The budgets each method's planned runs answer for, finished or not (a budget missing
+    from a method's set is one its warm-up outlasts)."""
+    reachable: dict[str, set[float]] = {}
+    for item in planned:
+        reachable.setdefault(item.job.method, set()).update(item.steps)
+    return reachable
+
+
 def _budget_dir(job: Job, budget: float) -> Path:
     """The directory of ``job``'s run decayed over ``budget`` alone, e.g.
     ``uniform+cosine-3x-seed0``."""
@@ -437,16 +446,15 @@ def write_budget_outputs(
     reference: str | None,
     command: str,
     units: int,
+    reachable: dict[str, set[float]],
 ) -> list[Path]:
-    """``budgets.md`` (with the command, the table at each budget, and where each method
-    peaked: ``units`` is the uniform run's cost), ``budgets.csv`` (one line per run and
-    budget) and ``cost.png``; returns their paths."""
+    """``budgets.md`` (with the command, the table at each budget, the verdict, and where
+    each method peaked: ``units`` is the uniform run's cost; ``reachable`` comes from the whole
+    plan, so that a run not finished yet is not taken for a warm-up that outlasts its budget),
+    ``budgets.csv`` (one line per run and budget) and ``cost.png``; returns their paths."""
     values = budget_values(planned, costs)
     table = budget_table(values, budgets, percent, reference, units)
     if reference:
-        reachable: dict[str, set[float]] = {}
-        for item in planned:
-            reachable.setdefault(item.job.method, set()).update(item.steps)
         judged = verdict(values, budgets, reference, percent, reachable)
         table += f"\n\nVerdict against {reference}, from the paired intervals above:\n\n{judged}"
     converged = convergence_table(planned, costs, units)
