@@ -10,7 +10,8 @@ pairs every method with ``--against`` (uniform) seed by seed: the mean differenc
 and in R²_os (± the t interval over the seeds both ran) and the seeds ahead. Means of R²_os can
 be dominated by a few tasks whose query values barely vary (R²_os divides by their spread);
 the medians are not: where one seed's mean is more than 0.5 from another's (a tail, as R²_os is
-at most 1), the cell lists each seed's mean instead.
+at most 1), the cell lists each seed's mean instead. A third table lists each seed's mean
+pearson R².
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def main() -> None:
         print("| " + " | ".join(cells) + " |")
     if args.against in seeds:
         paired(seeds, methods, args.against)
+    per_seed(seeds, methods)
 
 
 def paired(seeds: dict[str, dict[int, dict]], methods: list[str], against: str) -> None:
@@ -93,6 +95,21 @@ def paired(seeds: dict[str, dict[int, dict]], methods: list[str], against: str) 
             ]
             cells.append(format_difference(diff, digits=3))
         print("| " + " | ".join(cells) + " |")
+
+
+def per_seed(seeds: dict[str, dict[int, dict]], methods: list[str]) -> None:
+    """Each method's mean test pearson R², seed by seed."""
+    numbers = sorted({s for by_seed in seeds.values() for s in by_seed})
+    print("\n| test pearson R² | " + " | ".join(f"seed {s}" for s in numbers) + " |")
+    print("|---|" + "---|" * len(numbers))
+    for method in methods:
+        cells = [
+            number(seeds[method][s]["best"]["metrics"]["pearson_r2"]["mean"])
+            if s in seeds[method]
+            else "–"
+            for s in numbers
+        ]
+        print(f"| {method} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -305,16 +305,9 @@ def budget_table(
     methods = list(dict.fromkeys(v.method for v in values))
     cell = _cells(values)
     means = {key: float(np.mean([v.score for v in vs])) for key, vs in cell.items()}
-    most = {
-        b: max((len(vs) for (_, at), vs in cell.items() if at == b), default=0) for b in budgets
-    }
-    best = {
-        b: max(
-            (m for key, m in means.items() if key[1] == b and len(cell[key]) == most[b]),
-            default=None,
-        )
-        for b in budgets
-    }
+    # bold: the most seeds first, then the best mean (ties are all marked)
+    rank = {key: (len(vs), means[key]) for key, vs in cell.items()}
+    top = {b: max((r for (_, at), r in rank.items() if at == b), default=None) for b in budgets}
     lines = [
         "| method | " + " | ".join(f"{b:g}x" for b in budgets) + " |",
         "|---|" + "---|" * len(budgets),
@@ -328,8 +321,7 @@ def budget_table(
                 continue
             scores = [v.score for v in runs]
             text = format_score(float(np.mean(scores)), t_interval(scores), percent)
-            marked = len(runs) == most[budget] and means[(method, budget)] == best[budget]
-            cells.append(f"**{text}**" if marked else text)
+            cells.append(f"**{text}**" if rank[(method, budget)] == top[budget] else text)
             cells[-1] += f" ({len(runs)})"
             spent = float(np.mean([v.cost for v in runs])) / units
             if 0 < spent < 0.95 * budget:  # 0: a per-task baseline, which meta-trains nothing
