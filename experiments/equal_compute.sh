@@ -80,6 +80,11 @@ sourced 1 $KEY,amortised,amortised+cosine,oracle,oracle+cosine
 # On redraw-0.6 seed 0 even the oracle fell behind decayed uniform sampling at 30x: 80% noise
 # leaves a filter more to gain, so it is the per-episode setting to probe before more seeds.
 redraw8 1 $KEY,oracle,oracle+cosine
+# Seeds 1 and 2 where seed 0 left a scheduler in reach of the goal first: 80% redraw noise
+# (the proxy +1.04 over decayed uniform sampling at 30x) and sourced noise (amortised +1.33
+# at 30x, within 0.33 of it below); at 60% redraw noise even the oracle fell behind at 30x.
+redraw8 3 $KEY
+sourced 3 uniform,uniform+cosine,amortised,amortised+cosine
 redraw 3 $KEY
 sourced 3 $KEY,amortised,amortised+cosine
 redraw 1 $BASE,$CHEAP,$COSTLY
