@@ -363,6 +363,45 @@ def test_a_budget_is_scored_by_the_best_checkpoint_within_it(tmp_path) -> None:
     ]
 
 
+def test_the_wall_time_table_gives_minutes_to_each_budget_and_the_machines_recorded(
+    tmp_path,
+) -> None:
+    """Minutes to a smaller budget come from the validation at its milestone, to the largest
+    from the whole run (training and test), mean over seeds; the machine column names each
+    CPU with its highest load at a start, and says "not recorded" for a start without one."""
+    from metasched.compare.budgets import BudgetJob, budget_values, wall_table
+    from metasched.compare.methods import Job
+    from metasched.training.cost import IterationCost
+
+    planned = []
+    for seed, (middle, train, machines) in enumerate(
+        [
+            (120.0, 540.0, [{"cpu": "AMD EPYC", "load": 2.8}, {"cpu": "AMD EPYC", "load": 1.0}]),
+            (240.0, 600.0, [{"cpu": "Intel Xeon", "load": 0.5}, {}]),
+        ]
+    ):
+        run = tmp_path / f"uniform-seed{seed}"
+        run.mkdir()
+        records = [{"kind": "train", "iteration": i, "phase": "train"} for i in range(1, 21)]
+        records += [
+            {"kind": "val", "iteration": 10, "score": 0.7, "wall_seconds": middle},
+            {"kind": "milestone", "iteration": 10, "updates": 10, "score_best": 0.70},
+        ]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        summary = {"best": {"score": 0.9}, "train_seconds": train, "test_seconds": 60.0}
+        (run / "summary.json").write_text(json.dumps(summary))
+        starts = [{"machine": m} if m else {} for m in machines]
+        (run / "provenance.json").write_text(json.dumps({"starts": starts}))
+        job = Job("uniform", seed, load_config("glyphs-noisy"), run)
+        planned.append(BudgetJob(job, {1.0: 10, 2.0: 20}))
+    values = budget_values(planned, {"uniform": IterationCost(1.0)})
+    row = wall_table(values, [1.0, 2.0], planned).splitlines()[-1]
+    assert row == (
+        "| uniform | 3.0 min | 10.5 min |"
+        " AMD EPYC (load up to 2.8), Intel Xeon (load up to 0.5), not recorded |"
+    )
+
+
 def test_a_compute_budget_run_without_a_milestone_at_a_budget_gives_no_score_there(
     tmp_path,
 ) -> None:

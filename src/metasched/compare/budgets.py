@@ -37,6 +37,7 @@ from metasched.files import atomic_open, atomic_write, save_figure
 from metasched.intervals import format_difference, format_score, score_scale, t_interval
 from metasched.training.cost import IterationCost, run_cost
 from metasched.training.metrics import load_run
+from metasched.training.provenance import recorded_machines
 
 
 def parse_budgets(text: str) -> list[float]:
@@ -273,6 +274,53 @@ def convergence_table(planned: list[BudgetJob], costs: dict[str, IterationCost],
     return "\n".join(lines)
 
 
+def wall_table(values: list[BudgetValue], budgets: list[float], planned: list[BudgetJob]) -> str:
+    """Markdown: each method's wall time to each budget (minutes, mean over its seeds) and what
+    its finished runs' starts recorded of the machine (CPU, the highest 1-minute load average
+    at a start; "not recorded" for starts made before runs recorded it). Wall times compare
+    only between runs on one CPU at like loads.
+
+    Example:
+        >>> v = [BudgetValue("uniform", s, 1.0, 0.9, 500, 500.0, s + 1.0) for s in (0, 1)]
+        >>> print(wall_table(v, [1.0], []).splitlines()[-1])
+        | uniform | 1.5 min | not recorded |
+    """
+    machines: dict[str, list[dict | None]] = {}
+    for item in planned:
+        if (item.job.run_dir / "summary.json").is_file():
+            found = recorded_machines(item.job.run_dir) or [None]
+            machines.setdefault(item.job.method, []).extend(found)
+    cell = _cells(values)
+    lines = [
+        "| method | " + " | ".join(f"{b:g}x" for b in budgets) + " | measured on |",
+        "|---|" + "---|" * (len(budgets) + 1),
+    ]
+    for method in dict.fromkeys(v.method for v in values):
+        cells = []
+        for budget in budgets:
+            minutes = [
+                v.minutes for v in cell.get((method, budget), []) if not math.isnan(v.minutes)
+            ]
+            cells.append(f"{np.mean(minutes):.1f} min" if minutes else "–")
+        lines.append(
+            f"| {method} | " + " | ".join(cells) + f" | {_machines(machines.get(method, []))} |"
+        )
+    return "\n".join(lines)
+
+
+def _machines(starts: list[dict | None]) -> str:
+    """The CPUs of ``starts`` with their highest load average, e.g. "AMD EPYC (load up to
+    2.8)"; "not recorded" where some start recorded none."""
+    loads: dict[str, list[float]] = {}
+    for start in starts:
+        if start:
+            loads.setdefault(str(start.get("cpu")), []).append(start.get("load") or 0.0)
+    parts = [f"{cpu} (load up to {max(load):.1f})" for cpu, load in loads.items()]
+    if any(start is None for start in starts) or not starts:
+        parts.append("not recorded")
+    return ", ".join(parts)
+
+
 def _cells(values: list[BudgetValue]) -> dict[tuple[str, float], list[BudgetValue]]:
     """``values`` grouped by (method, budget)."""
     cell: dict[tuple[str, float], list[BudgetValue]] = {}
@@ -466,7 +514,9 @@ def write_budget_outputs(
         f"```bash\n{command}\n```\n\nTest score at each budget (multiples of the uniform run's"
         " cost; best-on-validation checkpoint within the budget; mean ± 95% interval over seeds,"
         f" seeds in brackets):\n\n{table}\n\nWhere each method's longest runs peaked on"
-        f" validation:\n\n{converged}\n\nCost per iteration in uniform iterations"
+        f" validation:\n\n{converged}\n\nWall time to each budget (minutes, mean over seeds;"
+        f" the machines its runs' starts recorded):\n\n{wall_table(values, budgets, planned)}"
+        "\n\nCost per iteration in uniform iterations"
         f" ({COSTS}):\n\n" + "\n".join(cost_lines) + "\n",
     )
     path = out / "budgets.csv"

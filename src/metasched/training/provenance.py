@@ -90,6 +90,16 @@ def recorded_data(run_dir: Path) -> DataIdentity | None:
         return None
 
 
+def recorded_machines(run_dir: Path) -> list[dict[str, Any] | None]:
+    """The machine each start of the run recorded (CPU, cores, load average; None for a start
+    made before starts recorded it). Empty if the file is missing or unreadable."""
+    try:
+        starts = json.loads((run_dir / PROVENANCE).read_text())["starts"]
+        return [s.get("machine") if isinstance(s, dict) else None for s in starts]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return []
+
+
 def data_mismatch(run_dir: Path, config: Config) -> str:
     """Why ``config.data`` would not read the data the run in ``run_dir`` was trained on
     (empty when it would, or when there is nothing to compare)."""
