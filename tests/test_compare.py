@@ -339,7 +339,8 @@ def test_a_budget_is_scored_by_the_best_checkpoint_within_it(tmp_path) -> None:
     """A constant-rate run answers for a smaller budget with the test score of its best
     checkpoint up to that budget (its milestone's ``score_best``), not with its overall best,
     which it may reach later; its largest budget with the run's own best."""
-    from metasched.compare.budgets import BudgetJob, budget_values
+    from metasched.compare.budget_report import budget_values
+    from metasched.compare.budgets import BudgetJob
     from metasched.compare.methods import Job
     from metasched.training.cost import IterationCost
 
@@ -369,7 +370,8 @@ def test_the_wall_time_table_gives_minutes_to_each_budget_and_the_machines_recor
     """Minutes to a smaller budget come from the validation at its milestone, to the largest
     from the whole run (training and test), mean over seeds; the machine column names each
     CPU with its highest load at a start, and says "not recorded" for a start without one."""
-    from metasched.compare.budgets import BudgetJob, budget_values, wall_table
+    from metasched.compare.budget_report import budget_values, wall_table
+    from metasched.compare.budgets import BudgetJob
     from metasched.compare.methods import Job
     from metasched.training.cost import IterationCost
 
@@ -408,7 +410,8 @@ def test_a_compute_budget_run_without_a_milestone_at_a_budget_gives_no_score_the
     """A run stopped by its compute (``train.budget``) answers for a smaller budget only with
     the milestone it wrote on crossing it: with that record missing it gives no score there,
     rather than its final best, reached beyond the budget; its own end still counts."""
-    from metasched.compare.budgets import BudgetJob, budget_values
+    from metasched.compare.budget_report import budget_values
+    from metasched.compare.budgets import BudgetJob
     from metasched.compare.methods import Job
     from metasched.config import config_from_dict
     from metasched.training.cost import IterationCost
@@ -431,7 +434,7 @@ def test_the_budget_table_pairs_each_method_with_the_reference_by_seed() -> None
     """Differences are taken seed by seed: three seeds whose scores differ by +3, +1 and +3
     points give +2.33 ± 2.87 (t with 2 degrees of freedom: 4.303 x 1.155 / √3), ahead on 3
     of 3; a seed the reference lacks is left out."""
-    from metasched.compare.budgets import BudgetValue, budget_table
+    from metasched.compare.budget_report import BudgetValue, budget_table
 
     def value(method: str, seed: int, score: float) -> BudgetValue:
         return BudgetValue(method, seed, 1.0, score, 500, 500.0, 1.0)
@@ -445,7 +448,7 @@ def test_the_budget_table_pairs_each_method_with_the_reference_by_seed() -> None
 def test_the_budget_table_marks_the_best_mean_among_the_methods_with_most_seeds() -> None:
     """One seed at 99% is not marked above three seeds at 93%: bold goes to the best mean among
     the methods with the most seeds at that budget."""
-    from metasched.compare.budgets import BudgetValue, budget_table
+    from metasched.compare.budget_report import BudgetValue, budget_table
 
     values = [BudgetValue("uniform+cosine", s, 1.0, 0.90, 1, 1.0, 1.0) for s in range(3)]
     values += [BudgetValue("amortised", s, 1.0, 0.93, 1, 1.0, 1.0) for s in range(3)]
@@ -469,7 +472,7 @@ def test_the_verdict_judges_each_method_by_paired_intervals_at_every_budget() ->
     - "late" has no model at 1x (a warm-up longer than the budget): it fails;
     - "lonely", one seed far ahead, is undecided and is not named best over three seeds;
     - seed 0 of a method, which the reference lacks, is not paired."""
-    from metasched.compare.budgets import BudgetValue, verdict
+    from metasched.compare.budget_report import BudgetValue, verdict
 
     reference = {1.0: {3: 0.92, 1: 0.90, 2: 0.91}, 30.0: {2: 0.96, 3: 0.97, 1: 0.95}}
     offsets = {
@@ -508,7 +511,7 @@ def test_the_verdict_judges_each_method_by_paired_intervals_at_every_budget() ->
 def test_the_paired_table_prints_small_r2_differences_with_three_decimals() -> None:
     """Scores that are not percentages (R²) differ by thousandths: 0.004, 0.006 and 0.0045
     print as +0.005, not as +0.00."""
-    from metasched.compare.budgets import BudgetValue, budget_table
+    from metasched.compare.budget_report import BudgetValue, budget_table
 
     values = [BudgetValue("uniform+cosine", s, 1.0, 0.3, 1, 1.0, 1.0) for s in range(3)]
     values += [

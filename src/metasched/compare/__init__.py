@@ -16,12 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from metasched.compare.budgets import (
-    BudgetJob,
-    budget_jobs,
-    reachable_budgets,
-    write_budget_outputs,
-)
+from metasched.compare.budget_report import write_budget_outputs
+from metasched.compare.budgets import BudgetJob, budget_jobs, reachable_budgets
 from metasched.compare.costs import load_costs, method_costs
 from metasched.compare.methods import (
     PATTERNS,
