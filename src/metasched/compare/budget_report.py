@@ -165,12 +165,14 @@ def wall_table(values: list[BudgetValue], budgets: list[float], planned: list[Bu
 
 def _machines(starts: list[dict | None]) -> str:
     """The CPUs of ``starts`` with their highest load average, e.g. "AMD EPYC (load up to
-    2.8)"; "not recorded" where some start recorded none."""
+    2.8; the CPU alone where the platform gave no load); "not recorded" where some start
+    recorded none."""
     loads: dict[str, list[float]] = {}
     for start in starts:
         if start:
-            loads.setdefault(str(start.get("cpu")), []).append(start.get("load") or 0.0)
-    parts = [f"{cpu} (load up to {max(load):.1f})" for cpu, load in loads.items()]
+            load = loads.setdefault(str(start.get("cpu")), [])
+            load += [start["load"]] if start.get("load") is not None else []
+    parts = [f"{cpu} (load up to {max(load):.1f})" if load else cpu for cpu, load in loads.items()]
     if any(start is None for start in starts) or not starts:
         parts.append("not recorded")
     return ", ".join(parts)

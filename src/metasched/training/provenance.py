@@ -82,20 +82,22 @@ def record_start(run_dir: Path, config: Config) -> None:
 def recorded_data(run_dir: Path) -> DataIdentity | None:
     """The data the run's latest start recorded (its resolved path and fingerprint), or None
     when no start recorded any (embedded data, or a run made before starts recorded it)."""
-    try:
-        starts = json.loads((run_dir / PROVENANCE).read_text())["starts"]
-        recorded = [s["data"] for s in starts if isinstance(s, dict) and s.get("data")]
-        return recorded[-1] if recorded else None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None
+    recorded = [s["data"] for s in _starts(run_dir) if s.get("data")]
+    return recorded[-1] if recorded else None
 
 
 def recorded_machines(run_dir: Path) -> list[dict[str, Any] | None]:
     """The machine each start of the run recorded (CPU, cores, load average; None for a start
     made before starts recorded it). Empty if the file is missing or unreadable."""
+    return [s.get("machine") for s in _starts(run_dir)]
+
+
+def _starts(run_dir: Path) -> list[dict[str, Any]]:
+    """Every start the run's provenance records ({} for a malformed one); empty if the file
+    is missing or unreadable."""
     try:
         starts = json.loads((run_dir / PROVENANCE).read_text())["starts"]
-        return [s.get("machine") if isinstance(s, dict) else None for s in starts]
+        return [s if isinstance(s, dict) else {} for s in starts]
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return []
 
@@ -125,12 +127,9 @@ def warm_start_identity(config: Config) -> DataIdentity | None:
 def warm_start_mismatch(run_dir: Path, config: Config) -> str:
     """Why the run in ``run_dir`` did not start from the checkpoint ``train.init_from`` holds
     now (empty when it did, or when there is nothing to compare: a run that recorded none)."""
-    try:
-        starts = json.loads((run_dir / PROVENANCE).read_text())["starts"]
-        recorded = [s["warm_start"] for s in starts if isinstance(s, dict) and "warm_start" in s]
-        began = recorded[0]["fingerprint"] if recorded and recorded[0] else None
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return ""
+    recorded = [s["warm_start"] for s in _starts(run_dir) if "warm_start" in s]
+    first = recorded[0] if recorded else None
+    began = first.get("fingerprint") if isinstance(first, dict) else None
     current = warm_start_identity(config)
     if began is None or current is None or began == current["fingerprint"]:
         return ""
